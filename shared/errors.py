@@ -1,0 +1,123 @@
+"""Domain errors. Each carries its HTTP status and a stable snake_case code.
+
+Views never build error JSON by hand: they raise one of these and the API's error handler
+renders the one envelope ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KscoreError(Exception):
+    """Base of every error kscore reports to a caller."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error envelope body."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class BadRequest(KscoreError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(KscoreError):
+    """A payload failed schema validation; details are keyed by field."""
+
+    status = 422
+    code = "validation_failed"
+
+
+class NotFound(KscoreError):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"No model with id {model_id!r}.", details={"model_id": model_id})
+
+
+class DeploymentNotFound(NotFound):
+    code = "deployment_not_found"
+
+    def __init__(self, deployment_id: str) -> None:
+        super().__init__(
+            f"No deployment with id {deployment_id!r}.", details={"deployment_id": deployment_id}
+        )
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"No job with id {job_id!r} (it may have expired after its retention period).",
+            details={"job_id": job_id},
+        )
+
+
+class Conflict(KscoreError):
+    status = 409
+    code = "conflict"
+
+
+class ModelInUse(Conflict):
+    code = "model_in_use"
+
+
+class JobNotFinished(Conflict):
+    code = "job_not_finished"
+
+
+class DeploymentNotReady(Conflict):
+    code = "deployment_not_ready"
+
+
+class PayloadTooLarge(KscoreError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedModelFile(KscoreError):
+    """The upload is not a Keras model file kscore can store (wrong type, weights only...)."""
+
+    status = 400
+    code = "unsupported_model_file"
+
+
+class UnsafeModel(KscoreError):
+    """The model's config names code that a loader would execute."""
+
+    status = 422
+    code = "unsafe_model"
+
+
+class ScoringInputInvalid(KscoreError):
+    """Rows do not match the deployment's input signature."""
+
+    status = 422
+    code = "invalid_scoring_input"
+
+
+class ServiceUnavailable(KscoreError):
+    status = 503
+    code = "service_unavailable"
+
+
+class SettingsError(Exception):
+    """A KSCORE_* environment variable has a bad value; raised at start-up."""

@@ -1,0 +1,146 @@
+"""One frozen settings object, read from ``KSCORE_*`` environment variables.
+
+Only entry points call :meth:`Settings.from_env`; tests build ``Settings(...)`` directly.
+Every field is documented in the README's settings table with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import SettingsError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '30', '30s', '15m', '12h' or '7d'."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 15m, 12h or 7d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1048576', '512KiB', '64MiB' or '1GiB' (powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size such as 1048576, 64MiB or 1GiB")
+    unit = (m.group(2) or "b").lower()[:1]
+    return int(m.group(1)) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[unit]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be a whole number of at least 1")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not one of true/false/1/0/yes/no")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """kscore's configuration. Field ``x`` is read from ``KSCORE_X``."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "kscore"
+    data_dir: Path = Path(".kscore")
+    model_cache_dir: Path | None = None
+    public_url: str | None = None
+    max_model_bytes: int = 1024**3
+    blob_chunk_bytes: int = 4 * 1024**2
+    model_cache_size: int = 4
+    job_retention: float = 7 * 86400.0
+    online_timeout: float = 30.0
+    max_online_timeout: float = 300.0
+    max_rows_online: int = 10_000
+    max_rows_job: int = 1_000_000
+    max_request_bytes: int = 256 * 1024**2
+    chunk_rows: int = 2_000
+    direct_call_max_rows: int = 1_024
+    chunk_max_attempts: int = 3
+    visibility_timeout: float = 3600.0
+    default_instance: str = "default"
+    log_level: str = "INFO"
+
+    @property
+    def local_model_dir(self) -> Path:
+        """Where a worker machine keeps model files fetched from Redis."""
+        return self.model_cache_dir or (self.data_dir / "model-cache")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``KSCORE_*`` variables; a bad value raises SettingsError."""
+        env = os.environ if environ is None else environ
+        parsers: dict[str, Callable[[str], Any]] = {
+            "redis_url": _redis_url,
+            "key_prefix": _key_prefix,
+            "data_dir": Path,
+            "model_cache_dir": Path,
+            "public_url": lambda s: s.rstrip("/"),
+            "max_model_bytes": parse_size,
+            "blob_chunk_bytes": parse_size,
+            "model_cache_size": _positive_int,
+            "job_retention": parse_duration,
+            "online_timeout": parse_duration,
+            "max_online_timeout": parse_duration,
+            "max_rows_online": _positive_int,
+            "max_rows_job": _positive_int,
+            "max_request_bytes": parse_size,
+            "chunk_rows": _positive_int,
+            "direct_call_max_rows": _positive_int,
+            "chunk_max_attempts": _positive_int,
+            "visibility_timeout": parse_duration,
+            "default_instance": _key_prefix,
+            "log_level": _log_level,
+        }
+        values: dict[str, Any] = {}
+        for name, parse in parsers.items():
+            var = f"KSCORE_{name.upper()}"
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{var}: {exc}") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{text!r} must start with redis://, rediss:// or unix://")
+    return text
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise ValueError(f"{text!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"{text!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
