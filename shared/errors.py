@@ -84,6 +84,10 @@ class JobNotFinished(Conflict):
     code = "job_not_finished"
 
 
+class JobAlreadyFinished(Conflict):
+    code = "job_already_finished"
+
+
 class DeploymentNotReady(Conflict):
     code = "deployment_not_ready"
 
@@ -112,6 +116,13 @@ class ScoringInputInvalid(KscoreError):
 
     status = 422
     code = "invalid_scoring_input"
+
+
+class ScoringFailed(KscoreError):
+    """An online request's job failed in the worker; the message says why."""
+
+    status = 500
+    code = "scoring_failed"
 
 
 class ServiceUnavailable(KscoreError):

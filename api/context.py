@@ -1,0 +1,62 @@
+"""Per-request helpers the views share: services, the caller's instance, URLs, parsing."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import current_app, request
+from marshmallow import Schema
+
+from shared.errors import BadRequest
+from shared.services import Services
+
+
+def services() -> Services:
+    """The app's stores and task sender."""
+    return cast(Services, current_app.extensions["kscore"])
+
+
+def instance() -> str:
+    """The caller's instance; everything lives in the default one until auth exists."""
+    return services().settings.default_instance
+
+
+def base_url() -> str:
+    """The externally visible base URL, no trailing slash."""
+    return services().settings.public_url or request.host_url.rstrip("/")
+
+
+def url(path: str) -> str:
+    """An absolute URL for an API path."""
+    return base_url() + path
+
+
+def json_body(schema: Schema) -> dict[str, Any]:
+    """The JSON body loaded through ``schema`` (422 with field errors when it does not fit)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object (Content-Type: application/json).")
+    return cast(dict[str, Any], schema.load(data))
+
+
+def query(schema: Schema) -> dict[str, Any]:
+    """Query parameters loaded through ``schema``."""
+    return cast(dict[str, Any], schema.load(request.args))
+
+
+def page(
+    resources: list[dict[str, Any]], total: int, limit: int, offset: int, **params: Any
+) -> dict[str, Any]:
+    """A list envelope with a link to the next page when there is one."""
+    body: dict[str, Any] = {
+        "resources": resources,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+    if offset + len(resources) < total:
+        args = {k: v for k, v in params.items() if v is not None}
+        args.update(limit=limit, offset=offset + limit)
+        qs = "&".join(f"{k}={v}" for k, v in args.items())
+        body["next"] = {"href": url(request.path) + "?" + qs}
+    return body

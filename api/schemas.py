@@ -1,0 +1,201 @@
+"""marshmallow schemas of every request and response; the OpenAPI document is built from them."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+STATUS_VALUES = ["queued", "running", "completed", "failed", "canceled"]
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Stable snake_case code."})
+    message = fields.String(
+        required=True, metadata={"description": "What went wrong and what to do."}
+    )
+    details = fields.Dict(metadata={"description": "Field errors or facts that help."})
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+
+
+class LinkSchema(Schema):
+    href = fields.String(required=True)
+
+
+class TensorSpecSchema(Schema):
+    name = fields.String(required=True)
+    shape = fields.List(
+        fields.Integer(allow_none=True),
+        required=True,
+        metadata={"description": "First dimension is the batch (null)."},
+    )
+    dtype = fields.String(required=True)
+    activation = fields.String(
+        allow_none=True, metadata={"description": "Final activation, outputs only."}
+    )
+
+
+class ModelUploadSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 128))
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=2000)
+    )
+
+
+class ModelSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(allow_none=True)
+    framework = fields.String(metadata={"description": 'Always "keras".'})
+    format = fields.String(metadata={"description": '"h5" or "keras".'})
+    model_type = fields.String(metadata={"description": 'e.g. "keras-2.2.4", as WML listed it.'})
+    keras_version = fields.String(allow_none=True)
+    backend = fields.String(allow_none=True)
+    model_class = fields.String()
+    filename = fields.String(metadata={"description": "Name of the uploaded file."})
+    size_bytes = fields.Integer()
+    sha256 = fields.String()
+    created_at = fields.String(metadata={"description": "ISO 8601, UTC."})
+    inputs = fields.List(fields.Nested(TensorSpecSchema))
+    outputs = fields.List(fields.Nested(TensorSpecSchema))
+    href = fields.String()
+    content_url = fields.String()
+
+
+class ModelListSchema(Schema):
+    resources = fields.List(fields.Nested(ModelSchema), required=True)
+    total = fields.Integer()
+    limit = fields.Integer()
+    offset = fields.Integer()
+    next = fields.Nested(LinkSchema, metadata={"description": "Absent on the last page."})
+
+
+class DeploymentCreateSchema(Schema):
+    model_id = fields.String(required=True, validate=validate.Length(1, 64))
+    name = fields.String(required=True, validate=validate.Length(1, 128))
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=2000)
+    )
+
+
+class DeploymentQuerySchema(PageQuerySchema):
+    model_id = fields.String(load_default=None)
+
+
+class DeploymentSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    model_id = fields.String()
+    model_sha256 = fields.String()
+    model_type = fields.String()
+    type = fields.String(metadata={"description": 'Always "online".'})
+    status = fields.String(
+        metadata={"description": "DEPLOY_IN_PROGRESS, DEPLOY_SUCCESS or DEPLOY_FAILED."}
+    )
+    error = fields.Nested(ErrorBodySchema, allow_none=True)
+    inputs = fields.List(fields.Nested(TensorSpecSchema))
+    outputs = fields.List(fields.Nested(TensorSpecSchema))
+    created_at = fields.String()
+    updated_at = fields.String()
+    scoring_url = fields.String()
+    jobs_url = fields.String()
+    href = fields.String()
+
+
+class DeploymentListSchema(ModelListSchema):
+    resources = fields.List(fields.Nested(DeploymentSchema), required=True)
+
+
+class ScoringPayloadSchema(Schema):
+    values = fields.List(
+        fields.Raw(),
+        metadata={
+            "description": (
+                "One entry per row, shaped like the model's input without the batch "
+                "dimension. Multi-input models: each row is a list with one entry per input, "
+                "in model order."
+            )
+        },
+    )
+    inputs = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.Raw()),
+        metadata={"description": "Multi-input models, alternatively: input name -> rows."},
+    )
+
+
+class JobCreateSchema(ScoringPayloadSchema):
+    retention_days = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0.001, max=365),
+        metadata={
+            "description": "Keep this job and its result this long (default KSCORE_JOB_RETENTION)."
+        },
+    )
+
+
+class OnlineQuerySchema(Schema):
+    timeout = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=3600),
+        metadata={"description": "Seconds to wait before answering 202 with the job."},
+    )
+
+
+class ScoringResultSchema(Schema):
+    fields_ = fields.List(
+        fields.String(),
+        data_key="fields",
+        required=True,
+        metadata={"description": '["prediction", "prediction_classes", "probability"]'},
+    )
+    values = fields.List(
+        fields.List(fields.Raw()),
+        required=True,
+        metadata={
+            "description": (
+                "One row per input row, in order: [prediction, prediction_classes, "
+                "probability]. Multi-output models: each of the three is an object keyed by "
+                "output name."
+            )
+        },
+    )
+
+
+class ProgressSchema(Schema):
+    rows_done = fields.Integer()
+    rows_total = fields.Integer()
+
+
+class JobSchema(Schema):
+    id = fields.String(required=True)
+    kind = fields.String(metadata={"description": '"batch" or "online".'})
+    status = fields.String(metadata={"description": ", ".join(STATUS_VALUES)})
+    progress = fields.Nested(ProgressSchema)
+    deployment_id = fields.String()
+    model_id = fields.String()
+    model_sha256 = fields.String(metadata={"description": "The exact model file that scored it."})
+    created_at = fields.String()
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    expires_at = fields.String()
+    error = fields.Nested(ErrorBodySchema, allow_none=True)
+    href = fields.String()
+    result_url = fields.String()
+
+
+class JobListSchema(ModelListSchema):
+    resources = fields.List(fields.Nested(JobSchema), required=True)
+
+
+class JobQuerySchema(PageQuerySchema):
+    deployment_id = fields.String(load_default=None)
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUS_VALUES))

@@ -1,0 +1,513 @@
+"""A small typed HTTP client for kscore, shaped like IBM's watson-machine-learning-client.
+
+    with Client() as client:
+        model = client.repository.store_model("mnist.h5", name="mnist")
+        deployment = client.deployments.create(model["id"], name="mnist online")
+        scoring_url = client.deployments.get_scoring_url(deployment)
+        print(client.deployments.score(scoring_url, {"values": rows}))
+
+It speaks HTTP only (httpx); it never imports the server's code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from kscore.errors import (
+    DeploymentFailedError,
+    JobFailedError,
+    KscoreError,
+    TransportError,
+    WaitTimeoutError,
+    error_from_response,
+)
+
+__all__ = ["DEFAULT_URL", "Client", "Deployments", "Jobs", "Repository"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+Record = dict[str, Any]
+Records = list[Record]
+ProgressCallback = Callable[[int, int], None]
+
+JOB_FINAL_STATES = frozenset({"completed", "failed", "canceled"})
+_PAGE_SIZE = 1000  # the server's maximum page size
+_START_HINT = "Start the server with `make run` or `kscore up`, or point KSCORE_URL / --url at it."
+
+try:
+    __version__ = metadata.version("kscore")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+
+def backoff(initial: float = 0.2, cap: float = 2.0, factor: float = 1.5) -> Iterator[float]:
+    """Endless poll delays: ``initial`` growing by ``factor`` up to ``cap`` seconds."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(cap, delay * factor)
+
+
+class Client:
+    """A connection to one kscore server; use it as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("KSCORE_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": f"kscore-client/{__version__}", "Accept": "application/json"},
+        )
+        self.repository = Repository(self)
+        self.deployments = Deployments(self)
+        self.jobs = Jobs(self)
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def health(self) -> Record:
+        """``GET /healthz``: the server's liveness answer."""
+        return self.get_json("/healthz")
+
+    def ready(self) -> Record:
+        """``GET /readyz``: whether the server can reach Redis and its workers."""
+        return self.get_json("/readyz")
+
+    # -- plumbing shared by the namespaces -------------------------------------------------
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send one request (``url`` relative to the base, or absolute); raise on 4xx/5xx."""
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, url) from exc
+        self._raise_for_status(response)
+        return response
+
+    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Record:
+        """GET ``url`` and decode its JSON object."""
+        return _json(self.request("GET", url, params=_clean(params)))
+
+    def send_json(self, method: str, url: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        """Send ``body`` as JSON; return the response (raised for 4xx/5xx)."""
+        return self.request(method, url, json=body, **kwargs)
+
+    def paginate(
+        self, url: str, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Records:
+        """Every resource of a list endpoint, following ``next`` (at most ``limit`` of them)."""
+        query = _clean(params) or {}
+        query["limit"] = min(limit, _PAGE_SIZE) if limit is not None else _PAGE_SIZE
+        resources: Records = []
+        page = self.get_json(url, params=query)
+        while True:
+            resources.extend(page.get("resources") or [])
+            if limit is not None and len(resources) >= limit:
+                return resources[:limit]
+            next_link = page.get("next")
+            href = next_link.get("href") if isinstance(next_link, dict) else None
+            if not href:
+                return resources
+            page = self.get_json(href)
+
+    def _transport_error(self, exc: httpx.TransportError, url: str) -> TransportError:
+        try:
+            tried = str(exc.request.url)
+        except RuntimeError:  # no request attached
+            tried = url if url.startswith(("http://", "https://")) else self.url + url
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            message = f"Could not connect to kscore at {tried} ({_reason(exc)}). {_START_HINT}"
+        elif isinstance(exc, httpx.TimeoutException):
+            message = f"No answer from {tried} within {self.timeout:g} s ({type(exc).__name__})."
+        else:
+            message = f"Request to {tried} failed: {_reason(exc)}"
+        return TransportError(message, url=tried)
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        if not response.is_closed:
+            response.read()
+        body: Any
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        raise error_from_response(response.status_code, body, reason=response.reason_phrase)
+
+
+class Repository:
+    """Models: ``client.repository``, as in watson-machine-learning-client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def store_model(
+        self, path: str | os.PathLike[str], name: str, description: str | None = None
+    ) -> Record:
+        """Upload a Keras model file (.h5/.hdf5/.keras or an archive holding one); its details."""
+        file_path = Path(path)
+        data = {"name": name}
+        if description is not None:
+            data["description"] = description
+        with file_path.open("rb") as fh:
+            files = {"file": (file_path.name, fh, "application/octet-stream")}
+            response = self._client.request("POST", "/api/v1/models", data=data, files=files)
+        return _json(response)
+
+    def list_models(self, limit: int | None = None) -> Records:
+        """The stored models, newest first (all of them, or the first ``limit``)."""
+        return self._client.paginate("/api/v1/models", limit=limit)
+
+    def get_details(self, model_id: str) -> Record:
+        """One model's details."""
+        return self._client.get_json(f"/api/v1/models/{_segment(model_id)}")
+
+    @staticmethod
+    def get_model_uid(details: Record) -> str:
+        """The id in a model's details."""
+        return _field(details, "id", "model")
+
+    def list(self) -> None:
+        """Print the models as watson-machine-learning-client does: GUID, NAME, FRAMEWORK."""
+        rows = [
+            [m.get("id", ""), m.get("name", ""), m.get("model_type", "")]
+            for m in self.list_models()
+        ]
+        print(simple_table(["GUID", "NAME", "FRAMEWORK"], rows))
+
+    def download(self, model_id: str, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Save the model's original file to ``dest`` (a file, or a directory); the path written."""
+        url = f"/api/v1/models/{_segment(model_id)}/content"
+        try:
+            with self._client._http.stream("GET", url) as response:
+                self._client._raise_for_status(response)
+                filename = content_disposition_filename(response.headers) or model_id
+                target = Path(dest) if dest is not None else Path.cwd()
+                if target.is_dir():
+                    target = target / filename
+                partial = target.with_name(target.name + ".part")
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                partial.replace(target)
+        except httpx.TransportError as exc:
+            raise self._client._transport_error(exc, url) from exc
+        return target
+
+    def delete(self, model_id: str) -> None:
+        """Delete a model (409 ``model_in_use`` while a deployment uses it)."""
+        self._client.request("DELETE", f"/api/v1/models/{_segment(model_id)}")
+
+
+class Deployments:
+    """Online deployments: ``client.deployments``, as in watson-machine-learning-client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        model_id: str,
+        name: str,
+        description: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 600,
+    ) -> Record:
+        """Deploy a model; by default wait until it is ``DEPLOY_SUCCESS`` (or raise)."""
+        body: Record = {"model_id": model_id, "name": name}
+        if description is not None:
+            body["description"] = description
+        deployment = _json(self._client.send_json("POST", "/api/v1/deployments", body))
+        if not wait:
+            return deployment
+        return self.wait(_field(deployment, "id", "deployment"), timeout=timeout)
+
+    def wait(self, deployment_id: str, timeout: float = 600) -> Record:
+        """Poll until the deployment leaves ``DEPLOY_IN_PROGRESS``; raise if it failed."""
+        deadline = time.monotonic() + timeout
+        delays = backoff()
+        while True:
+            details = self.get_details(deployment_id)
+            status = details.get("status")
+            if status == "DEPLOY_SUCCESS":
+                return details
+            if status != "DEPLOY_IN_PROGRESS":
+                raise DeploymentFailedError(details)
+            _sleep_or_give_up(
+                next(delays),
+                deadline,
+                f"Deployment '{deployment_id}' was still DEPLOY_IN_PROGRESS after {timeout:g} s.",
+            )
+
+    def get_details(self, deployment_id: str) -> Record:
+        """One deployment's details."""
+        return self._client.get_json(f"/api/v1/deployments/{_segment(deployment_id)}")
+
+    def list_deployments(self, model_id: str | None = None) -> Records:
+        """All deployments (of one model, if given)."""
+        return self._client.paginate("/api/v1/deployments", params={"model_id": model_id})
+
+    def list(self) -> None:
+        """Print the deployments as watson-machine-learning-client does."""
+        headers = ["GUID", "NAME", "TYPE", "STATE", "CREATED", "FRAMEWORK", "MODEL GUID"]
+        rows = [
+            [
+                d.get("id", ""),
+                d.get("name", ""),
+                d.get("type", ""),
+                d.get("status", ""),
+                d.get("created_at", ""),
+                d.get("model_type", ""),
+                d.get("model_id", ""),
+            ]
+            for d in self.list_deployments()
+        ]
+        print(simple_table(headers, rows))
+
+    def get_status(self, deployment_id: str) -> str:
+        """The deployment's status: DEPLOY_IN_PROGRESS, DEPLOY_SUCCESS or DEPLOY_FAILED."""
+        return str(self.get_details(deployment_id).get("status"))
+
+    @staticmethod
+    def get_uid(details: Record) -> str:
+        """The id in a deployment's details."""
+        return _field(details, "id", "deployment")
+
+    @staticmethod
+    def get_scoring_url(details: Record) -> str:
+        """The absolute online scoring URL in a deployment's details (no HTTP)."""
+        return _field(details, "scoring_url", "deployment")
+
+    def score(
+        self,
+        scoring_url: str,
+        payload: Record,
+        *,
+        timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> Record:
+        """POST ``payload`` to the scoring URL; if the server hands back a job, wait for its result.
+
+        ``timeout`` asks the server to answer inline within that many seconds (``?timeout=``);
+        ``wait_timeout`` bounds the wait for a job the server created instead.
+        """
+        params = {"timeout": timeout} if timeout is not None else None
+        response = self._client.send_json("POST", scoring_url, payload, params=params)
+        if response.status_code != 202:
+            return _json(response)
+        job = _json(response)
+        job_id = job.get("id") or _last_segment(response.headers.get("Location", ""))
+        if not job_id:
+            raise KscoreError("The server answered 202 without a job id or Location header.")
+        self._client.jobs.wait(job_id, timeout=wait_timeout)
+        return self._client.jobs.result(job_id)
+
+    def delete(self, deployment_id: str) -> None:
+        """Delete a deployment."""
+        self._client.request("DELETE", f"/api/v1/deployments/{_segment(deployment_id)}")
+
+
+class Jobs:
+    """Asynchronous scoring jobs: ``client.jobs`` (a kscore extension to WML)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def submit(
+        self,
+        deployment_id: str,
+        values_or_payload: Any,
+        retention_days: int | None = None,
+    ) -> Record:
+        """Queue a batch job: rows (list/array) or a payload ``{"values": ...}``; the job record."""
+        body = job_payload(values_or_payload)
+        if retention_days is not None:
+            body["retention_days"] = retention_days
+        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
+        return _json(self._client.send_json("POST", url, body))
+
+    def get(self, job_id: str) -> Record:
+        """One job's record: status, progress, timestamps, error."""
+        return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}")
+
+    def list(self, deployment_id: str | None = None, status: str | None = None) -> Records:
+        """Jobs, optionally of one deployment and/or in one status."""
+        params = {"deployment_id": deployment_id, "status": status}
+        return self._client.paginate("/api/v1/jobs", params=params)
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Record:
+        """Poll until the job completes; raise JobFailedError if it failed or was canceled.
+
+        ``on_progress(rows_done, rows_total)`` is called on the first poll and on every change.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delays = backoff()
+        last: tuple[int, int] | None = None
+        while True:
+            job = self.get(job_id)
+            progress = job.get("progress") or {}
+            current = (int(progress.get("rows_done") or 0), int(progress.get("rows_total") or 0))
+            if on_progress is not None and current != last:
+                on_progress(*current)
+            last = current
+            status = job.get("status")
+            if status == "completed":
+                return job
+            if status in JOB_FINAL_STATES:
+                raise JobFailedError(job)
+            _sleep_or_give_up(
+                next(delays),
+                deadline,
+                f"Job '{job_id}' was still {status} after {timeout:g} s."
+                if timeout is not None
+                else "",
+            )
+
+    def result(self, job_id: str) -> Record:
+        """A completed job's scoring result (409 ``job_not_finished`` before that)."""
+        return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}/result")
+
+    def cancel(self, job_id: str) -> Record:
+        """Cancel a queued or running job; its record, now ``canceled``."""
+        return _json(self._client.request("DELETE", f"/api/v1/jobs/{_segment(job_id)}"))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def job_payload(values_or_payload: Any) -> Record:
+    """The JSON body for rows, a ``{"values"|"inputs": ...}`` payload or a WML scoring payload."""
+    data = values_or_payload
+    if isinstance(data, dict):
+        if "values" not in data and "inputs" not in data and isinstance(data.get("payload"), dict):
+            data = data["payload"]  # WML's complete payload {"modelId", "deploymentId", "payload"}
+        if "values" not in data and "inputs" not in data:
+            raise KscoreError('A payload needs a "values" (or "inputs") key.')
+        return dict(data)
+    if hasattr(data, "tolist"):  # numpy arrays, without importing numpy
+        data = data.tolist()
+    if isinstance(data, str | bytes) or not isinstance(data, Sequence):
+        raise KscoreError('Rows must be a list (or an array), or a payload {"values": [...]}.')
+    return {"values": list(data)}
+
+
+def simple_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table as watson-machine-learning-client prints it: dashes above and below."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    rule = "  ".join("-" * w for w in widths)
+    lines = [rule]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+def content_disposition_filename(headers: httpx.Headers) -> str | None:
+    """The filename in a Content-Disposition header, reduced to a safe base name."""
+    value = headers.get("Content-Disposition", "")
+    match = re.search(r"filename\*\s*=\s*[^']*'[^']*'([^;]+)", value, re.IGNORECASE)
+    if match:
+        name = unquote(match.group(1).strip())
+    else:
+        match = re.search(r'filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)', value, re.IGNORECASE)
+        if not match:
+            return None
+        name = (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+    # Never let a header choose a directory to write into.
+    name = Path(name.replace("\\", "/")).name
+    return name if name not in {"", ".", ".."} else None
+
+
+def _json(response: httpx.Response) -> Record:
+    try:
+        body = response.json()
+    except ValueError:
+        raise KscoreError(
+            f"Expected JSON from {response.request.method} {response.request.url}, "
+            f"got {response.headers.get('Content-Type', 'no content type')}."
+        ) from None
+    if not isinstance(body, dict):
+        raise KscoreError(f"Expected a JSON object from {response.request.url}.")
+    return body
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _field(details: Record, key: str, kind: str) -> str:
+    value = details.get(key) if isinstance(details, dict) else None
+    if not value:
+        raise KscoreError(f"These are not a {kind}'s details: no {key!r} field.")
+    return str(value)
+
+
+def _segment(resource_id: str) -> str:
+    if not resource_id or "/" in resource_id or resource_id in {".", ".."}:
+        raise KscoreError(f"{resource_id!r} is not a valid id.")
+    return resource_id
+
+
+def _last_segment(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1] if location else ""
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _sleep_or_give_up(delay: float, deadline: float | None, message: str) -> None:
+    if deadline is None:
+        time.sleep(delay)
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise WaitTimeoutError(message)
+    time.sleep(min(delay, remaining))

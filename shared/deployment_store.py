@@ -1,0 +1,166 @@
+"""Deployments: metadata and status, one JSON record each, indexed by creation time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import redis
+
+from shared.errors import DeploymentNotFound, ModelNotFound
+from shared.keys import Keys
+from shared.model_store import ModelRecord
+from shared.timeutil import now
+
+log = logging.getLogger(__name__)
+
+DEPLOY_IN_PROGRESS = "DEPLOY_IN_PROGRESS"
+DEPLOY_SUCCESS = "DEPLOY_SUCCESS"
+DEPLOY_FAILED = "DEPLOY_FAILED"
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """A deployment as kept in Redis. It copies what scoring needs from its model."""
+
+    id: str
+    instance: str
+    name: str
+    description: str | None
+    model_id: str
+    model_sha256: str
+    model_filename: str
+    model_type: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    status: str
+    error: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DeploymentRecord:
+        return cls(**json.loads(raw))
+
+
+class DeploymentStore:
+    """Create, read, list, update and delete deployments."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._r = client
+        self._keys = keys
+
+    def create(
+        self, instance: str, model: ModelRecord, name: str, description: str | None
+    ) -> DeploymentRecord:
+        """A new deployment in DEPLOY_IN_PROGRESS, atomically tied to a model that exists."""
+        ts = now()
+        record = DeploymentRecord(
+            id=str(uuid.uuid4()),
+            instance=instance,
+            name=name,
+            description=description,
+            model_id=model.id,
+            model_sha256=model.sha256,
+            model_filename=model.filename,
+            model_type=model.model_type,
+            inputs=model.inputs,
+            outputs=model.outputs,
+            status=DEPLOY_IN_PROGRESS,
+            error=None,
+            created_at=ts,
+            updated_at=ts,
+        )
+        model_key = self._keys.model(instance, model.id)
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    # The model must still exist when the deployment is written: a concurrent
+                    # DELETE of the model watches the deployments set and retries.
+                    pipe.watch(model_key)
+                    if not pipe.exists(model_key):
+                        raise ModelNotFound(model.id)
+                    pipe.multi()
+                    pipe.set(self._keys.deployment(instance, record.id), record.to_json())
+                    pipe.zadd(self._keys.deployments_index(instance), {record.id: ts})
+                    pipe.sadd(self._keys.model_deployments(instance, model.id), record.id)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        log.info("deployment created deployment_id=%s model_id=%s", record.id, model.id)
+        return record
+
+    def get(self, instance: str, deployment_id: str) -> DeploymentRecord:
+        """One deployment, or DeploymentNotFound."""
+        raw = self._r.get(self._keys.deployment(instance, deployment_id))
+        if raw is None:
+            raise DeploymentNotFound(deployment_id)
+        return DeploymentRecord.from_json(raw)  # type: ignore[arg-type]
+
+    def list(
+        self, instance: str, limit: int, offset: int, model_id: str | None = None
+    ) -> tuple[list[DeploymentRecord], int]:
+        """A page of deployments, newest first, optionally of one model, and the total."""
+        if model_id is not None:
+            ids = sorted(
+                (
+                    i.decode()
+                    for i in self._r.smembers(self._keys.model_deployments(instance, model_id))
+                ),  # type: ignore[union-attr]
+            )
+            records = self._load(instance, ids)
+            records.sort(key=lambda d: d.created_at, reverse=True)
+            return records[offset : offset + limit], len(records)
+        index = self._keys.deployments_index(instance)
+        page = [i.decode() for i in self._r.zrevrange(index, offset, offset + limit - 1)]  # type: ignore[union-attr]
+        return self._load(instance, page), int(self._r.zcard(index))
+
+    def _load(self, instance: str, ids: list[str]) -> list[DeploymentRecord]:
+        if not ids:
+            return []
+        raws = self._r.mget([self._keys.deployment(instance, i) for i in ids])
+        return [DeploymentRecord.from_json(r) for r in raws if r is not None]  # type: ignore[union-attr]
+
+    def set_status(
+        self, instance: str, deployment_id: str, status: str, error: dict[str, Any] | None = None
+    ) -> DeploymentRecord | None:
+        """Move a deployment to a new status; None if it was deleted meanwhile."""
+        key = self._keys.deployment(instance, deployment_id)
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = replace(
+                        DeploymentRecord.from_json(raw),  # type: ignore[arg-type]
+                        status=status,
+                        error=error,
+                        updated_at=now(),
+                    )
+                    pipe.multi()
+                    pipe.set(key, record.to_json())
+                    pipe.execute()
+                    log.info("deployment status deployment_id=%s status=%s", deployment_id, status)
+                    return record
+                except redis.WatchError:
+                    continue
+
+    def delete(self, instance: str, deployment_id: str) -> DeploymentRecord:
+        """Delete a deployment and release its hold on the model."""
+        record = self.get(instance, deployment_id)
+        with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(self._keys.deployment(instance, deployment_id))
+            pipe.zrem(self._keys.deployments_index(instance), deployment_id)
+            pipe.srem(self._keys.model_deployments(instance, record.model_id), deployment_id)
+            pipe.execute()
+        log.info("deployment deleted deployment_id=%s", deployment_id)
+        return record

@@ -1,0 +1,75 @@
+"""Redis key names. Every key starts with the installation's prefix; tenant data also
+carries the instance id, so several installations and instances can share one Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one installation prefix."""
+
+    prefix: str
+
+    # content-addressed blobs (shared by every instance: same bytes, same blob)
+    def blob_meta(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}"
+
+    def blob_chunk(self, sha256: str, index: int) -> str:
+        return f"{self.prefix}:blob:{sha256}:chunk:{index}"
+
+    def blob_refs(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}:refs"
+
+    # models
+    def model(self, instance: str, model_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:model:{model_id}"
+
+    def models_index(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:models"
+
+    def model_deployments(self, instance: str, model_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:model:{model_id}:deployments"
+
+    # deployments
+    def deployment(self, instance: str, deployment_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:deployment:{deployment_id}"
+
+    def deployments_index(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:deployments"
+
+    # jobs
+    def job(self, instance: str, job_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}"
+
+    def jobs_index(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:jobs"
+
+    def job_input(self, instance: str, job_id: str, chunk: int) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}:in:{chunk}"
+
+    def job_output(self, instance: str, job_id: str, chunk: int) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}:out:{chunk}"
+
+    def job_done(self, instance: str, job_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}:done"
+
+    def job_attempts(self, instance: str, job_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}:attempts"
+
+    def job_notify(self, instance: str, job_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:job:{job_id}:notify"
+
+    # metrics and liveness
+    def metrics(self) -> str:
+        return f"{self.prefix}:metrics"
+
+    def latency_histogram(self) -> str:
+        return f"{self.prefix}:metrics:latency"
+
+    def worker_heartbeat(self, worker: str) -> str:
+        return f"{self.prefix}:worker:{worker}"
+
+    def workers_index(self) -> str:
+        return f"{self.prefix}:workers"

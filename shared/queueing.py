@@ -1,0 +1,55 @@
+"""The Celery configuration both sides share: task names, queues, delivery guarantees.
+
+The API only sends tasks by name; the worker registers the functions under these names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from shared.settings import Settings
+
+DEPLOY_MODEL = "kscore.deploy_model"
+SCORE_CHUNK = "kscore.score_chunk"
+
+QUEUE_ONLINE = "online"
+QUEUE_DEPLOY = "deploy"
+QUEUE_BATCH = "batch"
+# Order matters: with the "priority" strategy a worker always takes online work first.
+ALL_QUEUES = (QUEUE_ONLINE, QUEUE_DEPLOY, QUEUE_BATCH)
+
+
+def celery_key_prefix(settings: Settings) -> str:
+    """Prefix of Celery's own keys in Redis, so installations sharing a Redis stay apart."""
+    return f"{settings.key_prefix}:celery:"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for kscore; builds no connection until first use."""
+    app = Celery("kscore", broker=settings.redis_url, set_as_current=False)
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        "global_keyprefix": celery_key_prefix(settings),
+        "queue_order_strategy": "priority",
+    }
+    app.conf.update(
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # Results live in kscore's job records; Celery only moves messages.
+        task_ignore_result=True,
+        result_backend=None,
+        # Tasks are idempotent (chunks complete exactly once), so redelivery is safe and
+        # a task whose worker died is run again instead of lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE_BATCH,
+        task_routes={DEPLOY_MODEL: {"queue": QUEUE_DEPLOY}},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app

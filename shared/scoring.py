@@ -1,0 +1,270 @@
+"""Scoring payloads in and out: input validation against a deployment's signature, the
+chunk codec that carries rows through Redis, and the WML Keras output rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.errors import PayloadTooLarge, ScoringInputInvalid
+
+FIELDS = ["prediction", "prediction_classes", "probability"]
+
+_NUMERIC_KINDS = "biuf"
+_NPZ = b"N"
+_JSON = b"J"
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """Validated rows: one array per model input, all with the same number of rows."""
+
+    arrays: list[np.ndarray]
+    rows: int
+
+
+def _is_string_spec(spec: dict[str, Any]) -> bool:
+    return str(spec.get("dtype") or "float32") in {"string", "str", "object"}
+
+
+def _shape_ok(expected: list[int | None], got: tuple[int, ...]) -> bool:
+    return len(expected) == len(got) and all(
+        e is None or e == g for e, g in zip(expected, got, strict=True)
+    )
+
+
+def _fmt_shape(shape: list[int | None] | tuple[int, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _input_error(message: str, **details: Any) -> ScoringInputInvalid:
+    return ScoringInputInvalid(message, details=details)
+
+
+def _target_dtype(spec: dict[str, Any]) -> np.dtype[Any]:
+    try:
+        dtype = np.dtype(str(spec.get("dtype") or "float32"))
+    except TypeError:
+        return np.dtype(np.float32)
+    return dtype if dtype.kind in _NUMERIC_KINDS else np.dtype(np.float32)
+
+
+def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
+    expected = list(spec.get("shape") or [None])[1:]
+    try:
+        arr = np.asarray(rows)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is not None and arr.dtype.kind in _NUMERIC_KINDS and arr.ndim >= 1:
+        if _shape_ok(expected, arr.shape[1:]):
+            return arr.astype(_target_dtype(spec), copy=False)
+        # All rows share one shape here, so row 0 is as wrong as any.
+        raise _input_error(
+            f"Row 0{label} has shape {_fmt_shape(arr.shape[1:])}, but the model expects "
+            f"{_fmt_shape(expected)} per row.",
+            row=0,
+            expected_shape=expected,
+            received_shape=list(arr.shape[1:]),
+        )
+    # Slow path: find the first row that is ragged, mis-shaped or not numeric.
+    for index, row in enumerate(rows):
+        try:
+            row_arr = np.asarray(row)
+        except (ValueError, TypeError):
+            raise _input_error(
+                f"Row {index}{label} is ragged: its nested lists have different lengths; "
+                f"the model expects {_fmt_shape(expected)} per row.",
+                row=index,
+                expected_shape=expected,
+            ) from None
+        if row_arr.dtype.kind not in _NUMERIC_KINDS:
+            raise _input_error(
+                f"Row {index}{label} has a non-numeric value (strings, nulls and objects are "
+                "not accepted); the model's input is numeric.",
+                row=index,
+                expected_dtype=str(spec.get("dtype")),
+            )
+        if not _shape_ok(expected, row_arr.shape):
+            raise _input_error(
+                f"Row {index}{label} has shape {_fmt_shape(row_arr.shape)}, but the model "
+                f"expects {_fmt_shape(expected)} per row.",
+                row=index,
+                expected_shape=expected,
+                received_shape=list(row_arr.shape),
+            )
+    # Every row is fine on its own: they differ in a dimension the model leaves open.
+    raise _input_error(
+        f"Rows{label} differ in shape along a dimension the model leaves open; rows scored "
+        "together must share one shape. Split them into separate requests.",
+        expected_shape=expected,
+    )
+
+
+def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
+    expected = list(spec.get("shape") or [None])[1:]
+    out: list[Any] = []
+    for index, row in enumerate(rows):
+        value = row
+        # WML's example sends ["text"] per row; a bare "text" is accepted as the same row.
+        if expected in ([1], [None]) and isinstance(row, str):
+            value = [row]
+        if expected == [] and isinstance(row, list) and len(row) == 1:
+            value = row[0]
+        arr = np.asarray(value, dtype=object)
+        if not all(isinstance(v, str) for v in arr.reshape(-1)):
+            raise _input_error(
+                f"Row {index}{label} must hold text: the model's input is a string tensor.",
+                row=index,
+                expected_dtype="string",
+            )
+        if not _shape_ok(expected, arr.shape):
+            raise _input_error(
+                f"Row {index}{label} has shape {_fmt_shape(arr.shape)}, but the model expects "
+                f"{_fmt_shape(expected)} per row.",
+                row=index,
+                expected_shape=expected,
+                received_shape=list(arr.shape),
+            )
+        out.append(value)
+    return np.asarray(out, dtype=object)
+
+
+def validate_payload(
+    payload: dict[str, Any], inputs: list[dict[str, Any]], max_rows: int
+) -> ScoringInput:
+    """Check a scoring payload against the model's inputs; ScoringInputInvalid names the row."""
+    names = [str(spec["name"]) for spec in inputs]
+    if "inputs" in payload and payload["inputs"] is not None:
+        named = payload["inputs"]
+        if not isinstance(named, dict):
+            raise _input_error('"inputs" must be an object mapping each input name to its rows.')
+        missing = [n for n in names if n not in named]
+        extra = [n for n in named if n not in names]
+        if missing or extra:
+            raise _input_error(
+                f'"inputs" must name exactly the model\'s inputs {names}; missing {missing}, '
+                f"unknown {extra}.",
+                expected_inputs=names,
+            )
+        per_input = [named[n] for n in names]
+    else:
+        values = payload.get("values")
+        if not isinstance(values, list):
+            raise _input_error('Send the rows as "values": a list with one entry per row.')
+        if len(inputs) == 1:
+            per_input = [values]
+        else:
+            for index, row in enumerate(values):
+                if not isinstance(row, list) or len(row) != len(inputs):
+                    raise _input_error(
+                        f"Row {index} must be a list with one entry per model input, in "
+                        f'order {names}; or send {{"inputs": {{name: rows}}}}.',
+                        row=index,
+                        expected_inputs=names,
+                    )
+            per_input = [[row[i] for row in values] for i in range(len(inputs))]
+    counts = set()
+    for name, rows in zip(names, per_input, strict=True):
+        if not isinstance(rows, list):
+            raise _input_error(f"The rows of input {name!r} must be a list.", input=name)
+        counts.add(len(rows))
+    if counts == {0}:
+        raise _input_error('"values" is empty: send at least one row.')
+    if len(counts) > 1:
+        raise _input_error(
+            "Every input needs the same number of rows.",
+            rows_per_input=dict(zip(names, [len(r) for r in per_input], strict=True)),
+        )
+    n_rows = counts.pop()
+    if n_rows > max_rows:
+        raise PayloadTooLarge(
+            f"{n_rows} rows is over this endpoint's limit of {max_rows}; split the rows or "
+            "submit a batch job.",
+            details={"rows": n_rows, "limit": max_rows},
+        )
+    arrays = []
+    for spec, rows in zip(inputs, per_input, strict=True):
+        label = f" of input {spec['name']!r}" if len(inputs) > 1 else ""
+        if _is_string_spec(spec):
+            arrays.append(_validate_strings(rows, spec, label))
+        else:
+            arrays.append(_validate_numeric(rows, spec, label))
+    return ScoringInput(arrays, n_rows)
+
+
+def encode_chunk(arrays: list[np.ndarray]) -> bytes:
+    """Bytes for one chunk of input rows: npz for numbers, JSON for text (never pickle)."""
+    if all(a.dtype != object for a in arrays):
+        buf = io.BytesIO()
+        np.savez(buf, *arrays)
+        return _NPZ + buf.getvalue()
+    return _JSON + json.dumps([a.tolist() for a in arrays]).encode()
+
+
+def decode_chunk(data: bytes, specs: list[dict[str, Any]]) -> list[np.ndarray]:
+    """The arrays :func:`encode_chunk` wrote, in input order."""
+    if data[:1] == _NPZ:
+        with np.load(io.BytesIO(data[1:]), allow_pickle=False) as npz:
+            return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    lists = json.loads(data[1:])
+    return [
+        np.asarray(rows, dtype=object if _is_string_spec(spec) else np.float32)
+        for rows, spec in zip(lists, specs, strict=True)
+    ]
+
+
+def split_rows(inputs: ScoringInput, chunk_rows: int) -> list[bytes]:
+    """Encoded chunks of at most ``chunk_rows`` rows each, in row order."""
+    return [
+        encode_chunk([a[start : start + chunk_rows] for a in inputs.arrays])
+        for start in range(0, inputs.rows, chunk_rows)
+    ]
+
+
+def predicted_classes(output: np.ndarray) -> np.ndarray:
+    """Keras 2 ``predict_classes``: argmax over the last axis, or p > 0.5 for one unit."""
+    if output.ndim >= 2 and output.shape[-1] > 1:
+        return output.argmax(axis=-1)
+    if output.ndim >= 2:
+        output = output[..., 0]
+    return (output > 0.5).astype(np.int64)
+
+
+def _plain(array: np.ndarray) -> list[Any]:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # JSON has no NaN or Infinity: a non-finite prediction becomes null.
+        return [_finite_or_none(v) for v in array.tolist()]
+    return array.tolist()  # type: ignore[no-any-return]
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def format_rows(outputs: list[np.ndarray], output_names: list[str]) -> list[list[Any]]:
+    """WML rows ``[prediction, prediction_classes, probability]``, one per input row.
+
+    With several outputs each field is an object keyed by output name.
+    """
+    preds = [_plain(o) for o in outputs]
+    classes = [predicted_classes(o).tolist() for o in outputs]
+    if len(outputs) == 1:
+        return [[p, c, p] for p, c in zip(preds[0], classes[0], strict=True)]
+    rows = []
+    for i in range(len(preds[0])):
+        pred = {name: preds[k][i] for k, name in enumerate(output_names)}
+        cls = {name: classes[k][i] for k, name in enumerate(output_names)}
+        rows.append([pred, cls, pred])
+    return rows
+
+
+def rows_fragment(rows: list[list[Any]]) -> bytes:
+    """The rows as a JSON list body without its brackets, so chunks concatenate."""
+    return json.dumps(rows, separators=(",", ":"))[1:-1].encode()

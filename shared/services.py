@@ -1,0 +1,121 @@
+"""What the API does, as plain functions over the stores: views validate, call these,
+serialize. Nothing here imports Flask or TensorFlow."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from shared.blob_store import BlobStore
+from shared.deployment_store import DEPLOY_SUCCESS, DeploymentRecord, DeploymentStore
+from shared.errors import DeploymentNotReady, ServiceUnavailable
+from shared.job_store import FAILED, JobRecord, JobStore
+from shared.keys import Keys
+from shared.model_store import ModelStore
+from shared.queueing import DEPLOY_MODEL, QUEUE_BATCH, QUEUE_ONLINE, SCORE_CHUNK, make_celery
+from shared.scoring import FIELDS, split_rows, validate_payload
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The stores and the task sender of one installation."""
+
+    settings: Settings
+    redis: redis.Redis
+    keys: Keys
+    models: ModelStore
+    deployments: DeploymentStore
+    jobs: JobStore
+    celery: Celery
+
+    @classmethod
+    def build(cls, settings: Settings, client: redis.Redis) -> Services:
+        """Wire the stores over one Redis client."""
+        keys = Keys(settings.key_prefix)
+        blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
+        return cls(
+            settings=settings,
+            redis=client,
+            keys=keys,
+            models=ModelStore(client, keys, blobs),
+            deployments=DeploymentStore(client, keys),
+            jobs=JobStore(client, keys),
+            celery=make_celery(settings),
+        )
+
+    def _send(self, name: str, args: list[Any], queue: str) -> None:
+        try:
+            self.celery.send_task(name, args=args, queue=queue)
+        except OperationalError as exc:
+            raise ServiceUnavailable(
+                f"Could not queue the task: the broker is unreachable ({exc})."
+            ) from exc
+
+    def create_deployment(
+        self, instance: str, model_id: str, name: str, description: str | None
+    ) -> DeploymentRecord:
+        """Record a deployment, then ask a worker to load and warm up its model."""
+        model = self.models.get(instance, model_id)
+        record = self.deployments.create(instance, model, name, description)
+        self._send(DEPLOY_MODEL, [instance, record.id], "deploy")
+        return record
+
+    def submit_job(
+        self,
+        instance: str,
+        deployment_id: str,
+        payload: dict[str, Any],
+        *,
+        kind: str,
+        retention: float | None = None,
+    ) -> JobRecord:
+        """Validate rows against the deployment, store them as chunks, and queue the chunks."""
+        deployment = self.deployments.get(instance, deployment_id)
+        if deployment.status != DEPLOY_SUCCESS:
+            raise DeploymentNotReady(
+                f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
+                "DEPLOY_SUCCESS.",
+                details={"status": deployment.status, "error": deployment.error},
+            )
+        online = kind == "online"
+        settings = self.settings
+        scoring_input = validate_payload(
+            payload,
+            deployment.inputs,
+            settings.max_rows_online if online else settings.max_rows_job,
+        )
+        # An online request is one chunk: one model call on one worker is the fastest answer.
+        chunk_rows = scoring_input.rows if online else settings.chunk_rows
+        output_names = [str(o["name"]) for o in deployment.outputs]
+        job = self.jobs.create(
+            instance,
+            kind=kind,
+            deployment_id=deployment.id,
+            model_id=deployment.model_id,
+            model_sha256=deployment.model_sha256,
+            model_filename=deployment.model_filename,
+            rows_total=scoring_input.rows,
+            chunk_rows=chunk_rows,
+            input_chunks=split_rows(scoring_input, chunk_rows),
+            fields=FIELDS,
+            output_names=output_names,
+            retention=retention if retention is not None else settings.job_retention,
+        )
+        queue = QUEUE_ONLINE if online else QUEUE_BATCH
+        try:
+            for index in range(job.chunks):
+                self._send(SCORE_CHUNK, [instance, job.id, index], queue)
+        except ServiceUnavailable as exc:
+            self.jobs.finish(
+                instance, job.id, FAILED, {"code": "enqueue_failed", "message": exc.message}
+            )
+            raise
+        return job

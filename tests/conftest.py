@@ -1,0 +1,95 @@
+"""Fixtures over the real parts: a throwaway Redis server, the Flask app, a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from kscore.localredis import LocalRedis
+from shared.queueing import ALL_QUEUES, make_celery
+from shared.settings import Settings
+from workers.tasks import register_tasks
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server for the whole run: KSCORE_TEST_REDIS_URL, or one started here."""
+    external = os.environ.get("KSCORE_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), persist=False)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings shared by the API under test and the session's worker."""
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=f"kstest-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("data"),
+        chunk_rows=50,
+        online_timeout=30.0,
+        visibility_timeout=30.0,
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Per test, a fresh instance id: the test sees only what it stored."""
+    return base_settings.replace(default_instance=f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(settings: Settings, redis_client: redis.Redis) -> Flask:
+    return create_app(settings, redis_client)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def worker(base_settings: Settings) -> Iterator[Celery]:
+    """A real Celery worker in this process, consuming every kscore queue."""
+    app = make_celery(base_settings)
+    register_tasks(app, base_settings)
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=list(ALL_QUEUES),
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ):
+        yield app
+
+
+@pytest.fixture(scope="session")
+def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where session-scoped model files are built."""
+    return tmp_path_factory.mktemp("model-files")

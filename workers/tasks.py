@@ -1,0 +1,191 @@
+"""The worker's tasks. Each loads its record by id, calls a pure function, writes the result.
+
+Tasks take ids only; inputs and results live in Redis. They are idempotent, so Celery may
+deliver one again after its worker died (acks_late).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from shared.blob_store import BlobStore
+from shared.deployment_store import DEPLOY_FAILED, DEPLOY_SUCCESS, DeploymentStore
+from shared.errors import KscoreError
+from shared.job_store import FAILED, JobStore
+from shared.keys import Keys
+from shared.metrics import beat
+from shared.queueing import DEPLOY_MODEL, SCORE_CHUNK
+from shared.redis_client import connect
+from shared.scoring import decode_chunk, format_rows, rows_fragment
+from shared.settings import Settings
+from workers.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class Runtime:
+    """What one worker process holds: its Redis connection, the stores and its model cache."""
+
+    settings: Settings
+    keys: Keys
+    deployments: DeploymentStore
+    jobs: JobStore
+    models: ModelCache
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        client = connect(settings)
+        keys = Keys(settings.key_prefix)
+        blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
+        return cls(
+            settings=settings,
+            keys=keys,
+            deployments=DeploymentStore(client, keys),
+            jobs=JobStore(client, keys),
+            models=ModelCache(
+                blobs,
+                settings.local_model_dir,
+                settings.model_cache_size,
+                settings.direct_call_max_rows,
+            ),
+        )
+
+
+class RuntimeHolder:
+    """Builds the Runtime lazily in the process that uses it, so nothing crosses a fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = -1
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None or self._pid != os.getpid():
+                self._runtime = Runtime.build(self.settings)
+                self._pid = os.getpid()
+            return self._runtime
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, KscoreError):
+        return {"code": exc.code, "message": exc.message}
+    text = str(exc).strip().splitlines()
+    return {
+        "code": "scoring_failed",
+        "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000],
+    }
+
+
+def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> None:
+    """Load the deployment's model in this worker, warm it up, and record the outcome."""
+    rt = holder.get()
+    try:
+        deployment = rt.deployments.get(instance, deployment_id)
+    except KscoreError:
+        log.info("deployment gone before deploy deployment_id=%s", deployment_id)
+        return
+    started = time.perf_counter()
+    try:
+        model = rt.models.get(deployment.model_sha256, deployment.model_filename)
+        model.warm_up()
+    except Exception as exc:  # the reason goes to the deployment record and the log
+        log.exception("deploy failed deployment_id=%s", deployment_id)
+        error = _error(exc)
+        if error["code"] == "scoring_failed":
+            error["code"] = "model_load_failed"
+        rt.deployments.set_status(instance, deployment_id, DEPLOY_FAILED, error)
+        return
+    rt.deployments.set_status(instance, deployment_id, DEPLOY_SUCCESS)
+    log.info(
+        "deployed deployment_id=%s sha256=%s seconds=%.3f",
+        deployment_id,
+        deployment.model_sha256,
+        time.perf_counter() - started,
+    )
+
+
+def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -> None:
+    """Score one chunk of a job exactly once and record its rows."""
+    rt = holder.get()
+    state = rt.jobs.claim_chunk(instance, job_id, chunk, rt.settings.chunk_max_attempts)
+    if state != "running":
+        log.info("chunk skipped job_id=%s chunk=%d state=%s", job_id, chunk, state)
+        return
+    job = rt.jobs.get(instance, job_id)
+    data = rt.jobs.read_input(instance, job_id, chunk)
+    if data is None:
+        rt.jobs.finish(
+            instance,
+            job_id,
+            FAILED,
+            {
+                "code": "input_missing",
+                "message": f"The input rows of chunk {chunk} are gone from Redis (evicted?); resubmit the job.",
+            },
+        )
+        return
+    started = time.perf_counter()
+    try:
+        model = rt.models.get(job.model_sha256, job.model_filename)
+        arrays = decode_chunk(data, [s.to_dict() for s in model.input_specs])
+        outputs = model.predict(arrays)
+        payload = rows_fragment(format_rows(outputs, job.output_names))
+    except Exception as exc:  # the job says failed and why; the log keeps the traceback
+        log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
+        rt.jobs.finish(instance, job_id, FAILED, _error(exc))
+        return
+    rows = len(outputs[0]) if outputs else 0
+    outcome = rt.jobs.complete_chunk(instance, job_id, chunk, rows, payload)
+    log.info(
+        "chunk scored job_id=%s chunk=%d rows=%d seconds=%.3f outcome=%s",
+        job_id,
+        chunk,
+        rows,
+        time.perf_counter() - started,
+        outcome,
+    )
+
+
+def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
+    """Register kscore's tasks on ``app`` under the names the API sends."""
+    holder = RuntimeHolder(settings)
+
+    @app.task(name=DEPLOY_MODEL)
+    def deploy_model_task(instance: str, deployment_id: str) -> None:
+        deploy_model(holder, instance, deployment_id)
+
+    @app.task(name=SCORE_CHUNK)
+    def score_chunk_task(instance: str, job_id: str, chunk: int) -> None:
+        score_chunk(holder, instance, job_id, chunk)
+
+    return holder
+
+
+def start_heartbeat(settings: Settings, worker: str, queues: str) -> threading.Thread:
+    """A daemon thread telling Redis every few seconds that this worker consumes ``queues``."""
+    client = connect(settings)
+    keys = Keys(settings.key_prefix)
+
+    def run() -> None:
+        while True:
+            try:
+                beat(client, keys, worker, queues)
+            except Exception as exc:  # Redis blips must not kill the heartbeat
+                log.warning("heartbeat failed worker=%s error=%s", worker, exc)
+            time.sleep(HEARTBEAT_SECONDS)
+
+    thread = threading.Thread(target=run, name="kscore-heartbeat", daemon=True)
+    thread.start()
+    return thread
