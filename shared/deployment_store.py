@@ -102,19 +102,15 @@ class DeploymentStore:
         raw = self._r.get(self._keys.deployment(instance, deployment_id))
         if raw is None:
             raise DeploymentNotFound(deployment_id)
-        return DeploymentRecord.from_json(raw)  # type: ignore[arg-type]
+        return DeploymentRecord.from_json(raw)
 
-    def list(
+    def page(
         self, instance: str, limit: int, offset: int, model_id: str | None = None
     ) -> tuple[list[DeploymentRecord], int]:
         """A page of deployments, newest first, optionally of one model, and the total."""
         if model_id is not None:
-            ids = sorted(
-                (
-                    i.decode()
-                    for i in self._r.smembers(self._keys.model_deployments(instance, model_id))
-                ),  # type: ignore[union-attr]
-            )
+            members = self._r.smembers(self._keys.model_deployments(instance, model_id))
+            ids = sorted(i.decode() for i in members)  # type: ignore[union-attr]
             records = self._load(instance, ids)
             records.sort(key=lambda d: d.created_at, reverse=True)
             return records[offset : offset + limit], len(records)
@@ -126,7 +122,7 @@ class DeploymentStore:
         if not ids:
             return []
         raws = self._r.mget([self._keys.deployment(instance, i) for i in ids])
-        return [DeploymentRecord.from_json(r) for r in raws if r is not None]  # type: ignore[union-attr]
+        return [DeploymentRecord.from_json(r) for r in raws if r is not None]
 
     def set_status(
         self, instance: str, deployment_id: str, status: str, error: dict[str, Any] | None = None
@@ -141,7 +137,7 @@ class DeploymentStore:
                     if raw is None:
                         return None
                     record = replace(
-                        DeploymentRecord.from_json(raw),  # type: ignore[arg-type]
+                        DeploymentRecord.from_json(raw),
                         status=status,
                         error=error,
                         updated_at=now(),

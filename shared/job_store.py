@@ -207,7 +207,7 @@ class JobStore:
         }
         key = self._keys.job(instance, job_id)
         with self._r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
             pipe.pexpire(key, ttl_ms)
             for index, chunk in enumerate(input_chunks):
                 pipe.set(self._keys.job_input(instance, job_id, index), chunk, px=ttl_ms)
@@ -231,7 +231,7 @@ class JobStore:
             raise JobNotFound(job_id)
         return _parse(raw)  # type: ignore[arg-type]
 
-    def list(
+    def page(
         self,
         instance: str,
         limit: int,

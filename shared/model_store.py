@@ -132,9 +132,9 @@ class ModelStore:
         raw = self._r.get(self._keys.model(instance, model_id))
         if raw is None:
             raise ModelNotFound(model_id)
-        return ModelRecord.from_json(raw)  # type: ignore[arg-type]
+        return ModelRecord.from_json(raw)
 
-    def list(self, instance: str, limit: int, offset: int) -> tuple[list[ModelRecord], int]:
+    def page(self, instance: str, limit: int, offset: int) -> tuple[list[ModelRecord], int]:
         """A page of models, newest first, and the total count."""
         index = self._keys.models_index(instance)
         ids = self._r.zrevrange(index, offset, offset + limit - 1)
@@ -169,7 +169,7 @@ class ModelStore:
                     break
                 except redis.WatchError:
                     continue
-        record = ModelRecord.from_json(raw)  # type: ignore[arg-type]
+        record = ModelRecord.from_json(raw)
         self.blobs.release(record.sha256, f"{instance}/{model_id}")
         log.info("model deleted model_id=%s", model_id)
 

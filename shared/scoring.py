@@ -239,7 +239,7 @@ def _plain(array: np.ndarray) -> list[Any]:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         # JSON has no NaN or Infinity: a non-finite prediction becomes null.
         return [_finite_or_none(v) for v in array.tolist()]
-    return array.tolist()  # type: ignore[no-any-return]
+    return array.tolist()
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -29,7 +29,7 @@ class Services:
     """The stores and the task sender of one installation."""
 
     settings: Settings
-    redis: redis.Redis
+    redis_client: redis.Redis
     keys: Keys
     models: ModelStore
     deployments: DeploymentStore
@@ -43,7 +43,7 @@ class Services:
         blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
         return cls(
             settings=settings,
-            redis=client,
+            redis_client=client,
             keys=keys,
             models=ModelStore(client, keys, blobs),
             deployments=DeploymentStore(client, keys),

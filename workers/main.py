@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from celery.signals import worker_ready
 
 from shared.queueing import make_celery
 from shared.settings import Settings
-from workers.tasks import register_tasks, start_heartbeat
+from workers.tasks import register_tasks
 
 settings = Settings.from_env()
 logging.basicConfig(
@@ -17,10 +14,3 @@ logging.basicConfig(
 )
 app = make_celery(settings)
 register_tasks(app, settings)
-
-
-@worker_ready.connect
-def _on_ready(sender: Any = None, **_: Any) -> None:
-    hostname = getattr(sender, "hostname", "worker")
-    queues = ",".join(sorted(q.name for q in app.amqp.queues.consume_from.values()))
-    start_heartbeat(settings, hostname, queues)

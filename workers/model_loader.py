@@ -23,7 +23,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,47 +112,69 @@ def load_model(path: Path, filename: str, *, direct_call_max_rows: int = 1024) -
     )
 
 
-@dataclass
 class LoadedModel:
-    """A loaded Keras model with its signature and a fast, batch-size-agnostic call."""
+    """A loaded Keras model with its signature and a fast call for any number of rows."""
 
-    model: Any
-    loader: Loader
-    input_specs: list[TensorSpec]
-    output_specs: list[TensorSpec]
-    direct_call_max_rows: int = 1024
-    _graph: Any = field(default=None, init=False, repr=False)
-    _signature: list[Any] = field(default_factory=list, init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        model: Any,
+        loader: Loader,
+        input_specs: list[TensorSpec],
+        output_specs: list[TensorSpec],
+        direct_call_max_rows: int = 1024,
+    ) -> None:
         import tensorflow as tf
 
-        inputs = getattr(self.model, "inputs", None)
-        if not inputs:
+        self.model = model
+        self.loader: Loader = loader
+        self.input_specs = input_specs
+        self.output_specs = output_specs
+        self.direct_call_max_rows = direct_call_max_rows
+        model_inputs = list(getattr(model, "inputs", None) or [])
+        if not model_inputs:
             raise UnsupportedModelFile(
-                "The model has no defined inputs, so kscore cannot call it; save it with an "
+                "The model has no defined inputs, so it cannot be called; save it with an "
                 "Input layer (or an input_shape on its first layer)."
             )
-        # One trace for every batch size: the batch dimension is left open in the signature,
-        # so neither a 3-row request nor the last short piece of a batch retraces.
+        # Callers pass arrays in input_specs order; feed each to the model input of that name,
+        # whatever order (or dict) the model itself keeps its inputs in.
+        model_names = [str(t.name) for t in model_inputs]
+        spec_names = [s.name for s in input_specs]
+        if sorted(spec_names) == sorted(model_names) and len(set(model_names)) == len(model_names):
+            feeds = [spec_names.index(n) for n in model_names]
+        else:
+            if len(input_specs) != len(model_inputs):
+                raise UnsupportedModelFile(
+                    f"The file describes {len(input_specs)} input(s) but the model built from "
+                    f"it has {len(model_inputs)}; the file is inconsistent."
+                )
+            feeds = list(range(len(model_inputs)))
+        # One trace serves every batch size: the batch dimension stays open in the signature,
+        # so neither a 3-row request nor the short last piece of a large batch retraces.
+        by_feed = {feed: t for feed, t in zip(feeds, model_inputs, strict=True)}
         self._signature = [
-            tf.TensorSpec([None, *tf.TensorShape(t.shape).as_list()[1:]], tf.as_dtype(t.dtype))
-            for t in inputs
+            tf.TensorSpec(
+                [None, *tf.TensorShape(by_feed[i].shape).as_list()[1:]],
+                tf.as_dtype(by_feed[i].dtype),
+            )
+            for i in range(len(model_inputs))
         ]
-        model = self.model
-        single = len(self._signature) == 1
+        self._graph = tf.function(
+            _ModelCall(model, feeds, _input_keys(model, model_inputs)),
+            input_signature=self._signature,
+        )
 
-        def call(*args: Any) -> Any:
-            return model(args[0] if single else list(args), training=False)
-
-        self._graph = tf.function(call, input_signature=self._signature)
+    @property
+    def trace_count(self) -> int:
+        """How many graphs the call has traced: 1 once warmed up, whatever the batch sizes."""
+        return int(self._graph.experimental_get_tracing_count())
 
     def warm_up(self) -> None:
         """Run one prediction on a zero (or empty-string) row per input, tracing the graph."""
         rows = []
         for spec in self._signature:
             shape = [1] + [1 if d is None else d for d in spec.shape.as_list()[1:]]
-            if spec.dtype.name == "string":
+            if spec.dtype == "string":
                 rows.append(np.full(shape, "", dtype=object))
             else:
                 rows.append(np.zeros(shape, dtype=spec.dtype.as_numpy_dtype))
@@ -161,13 +182,15 @@ class LoadedModel:
 
     def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One array per model input (model order) -> one array per output, rows in order."""
-        tensors = self._check_inputs(inputs)
-        rows = int(tensors[0].shape[0])
+        arrays = self._check_inputs(inputs)
+        rows = len(arrays[0])
         step = self.direct_call_max_rows
         if rows <= step:
-            return self._call(tensors)
-        pieces = [self._call([t[start : start + step] for t in tensors]) for start in range(0, rows, step)]
-        return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+            return self._call(arrays)
+        # Fixed-size pieces through the traced call beat model.predict() on 2 cores and bound
+        # the memory one call needs (see the module's tests for the measurements).
+        pieces = [self._call([a[i : i + step] for a in arrays]) for i in range(0, rows, step)]
+        return [np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))]
 
     def _check_inputs(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._signature):
@@ -175,11 +198,14 @@ class LoadedModel:
                 f"The model takes {len(self._signature)} input(s), got {len(inputs)}."
             )
         arrays: list[np.ndarray] = []
-        rows = None
         for index, (array, spec) in enumerate(zip(inputs, self._signature, strict=True)):
-            name = self.input_specs[index].name if index < len(self.input_specs) else index
+            name = self.input_specs[index].name if index < len(self.input_specs) else str(index)
+            if spec.dtype == "string":
+                array = np.asarray(array, dtype=object)
+            else:
+                array = np.asarray(array, dtype=spec.dtype.as_numpy_dtype)
             expected = spec.shape.as_list()
-            got = list(np.shape(array))
+            got = list(array.shape)
             if len(got) != len(expected) or any(
                 e is not None and e != g for e, g in zip(expected[1:], got[1:], strict=True)
             ):
@@ -188,39 +214,72 @@ class LoadedModel:
                     "(None is any size).",
                     details={"input": name, "expected_shape": expected, "received_shape": got},
                 )
-            if rows is None:
-                rows = got[0]
-            elif got[0] != rows:
+            if arrays and len(array) != len(arrays[0]):
                 raise ScoringInputInvalid(
-                    f"Input {name!r} has {got[0]} rows, but the first input has {rows}; every "
-                    "input needs one entry per row.",
+                    f"Input {name!r} has {len(array)} rows, but the first input has "
+                    f"{len(arrays[0])}; every input needs one entry per row.",
                     details={"input": name},
                 )
-            if spec.dtype.name == "string":
-                arrays.append(np.asarray(array, dtype=object))
-            else:
-                arrays.append(np.asarray(array, dtype=spec.dtype.as_numpy_dtype))
+            arrays.append(array)
         return arrays
 
     def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         import tensorflow as tf
 
-        tensors = [tf.constant(a, dtype=s.dtype) for a, s in zip(arrays, self._signature, strict=True)]
-        result = self._graph(*tensors)
-        return [np.asarray(t) for t in self._flat_outputs(result)]
+        tensors = [
+            tf.constant(a, dtype=s.dtype) for a, s in zip(arrays, self._signature, strict=True)
+        ]
+        return [np.asarray(t) for t in self._flat_outputs(self._graph(*tensors))]
 
     def _flat_outputs(self, result: Any) -> list[Any]:
         if isinstance(result, dict):
-            names = [s.name for s in self.output_specs]
-            if set(names) == set(result):
-                return [result[n] for n in names]
-            model_names = list(getattr(self.model, "output_names", None) or [])
-            if set(model_names) == set(result):
-                return [result[n] for n in model_names]
+            # Outputs declared as a dict come back keyed by name; put them in spec order.
+            for names in (
+                [s.name for s in self.output_specs],
+                [str(n) for n in (getattr(self.model, "output_names", None) or [])],
+            ):
+                if names and set(names) == set(result):
+                    return [result[n] for n in names]
             return list(result.values())
         if isinstance(result, list | tuple):
             return list(result)
         return [result]
+
+
+class _ModelCall:
+    """``model(inputs, training=False)`` with the inputs as positional tensors in spec order.
+
+    A callable object rather than a closure: TensorFlow counts traces per code object, so one
+    closure per loaded model would look like retracing and log a warning for every model.
+    """
+
+    def __init__(self, model: Any, feeds: list[int], keys: list[str] | None) -> None:
+        self.model = model
+        self.feeds = feeds
+        self.keys = keys
+
+    def __call__(self, *tensors: Any) -> Any:
+        ordered = [tensors[i] for i in self.feeds]
+        if self.keys is not None:
+            return self.model(dict(zip(self.keys, ordered, strict=True)), training=False)
+        return self.model(ordered[0] if len(ordered) == 1 else ordered, training=False)
+
+
+def _input_keys(model: Any, model_inputs: list[Any]) -> list[str] | None:
+    """The dict keys of a Keras 3 model built with dict inputs, in ``model.inputs`` order."""
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(struct, dict):
+        return None
+    keys = []
+    for tensor in model_inputs:
+        key = next((k for k, v in struct.items() if v is tensor), None)
+        if key is None:
+            return None
+        keys.append(str(key))
+    return keys
 
 
 # --- loaders -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DEPLOY_FAILED, DEPLOY_SUCCESS, DeploymentStore
@@ -170,22 +170,53 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     def score_chunk_task(instance: str, job_id: str, chunk: int) -> None:
         score_chunk(holder, instance, job_id, chunk)
 
+    app.steps["worker"].add(_heartbeat_step(settings))
     return holder
 
 
-def start_heartbeat(settings: Settings, worker: str, queues: str) -> threading.Thread:
-    """A daemon thread telling Redis every few seconds that this worker consumes ``queues``."""
-    client = connect(settings)
-    keys = Keys(settings.key_prefix)
+class _Heartbeat:
+    """A daemon thread telling Redis every few seconds that this worker consumes its queues."""
 
-    def run() -> None:
-        while True:
+    def __init__(self, settings: Settings, worker: str, queues: str) -> None:
+        self._client = connect(settings)
+        self._keys = Keys(settings.key_prefix)
+        self._worker = worker
+        self._queues = queues
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kscore-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_SECONDS)
+        self._client.zrem(self._keys.workers_index(), self._worker)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             try:
-                beat(client, keys, worker, queues)
-            except Exception as exc:  # Redis blips must not kill the heartbeat
-                log.warning("heartbeat failed worker=%s error=%s", worker, exc)
-            time.sleep(HEARTBEAT_SECONDS)
+                beat(self._client, self._keys, self._worker, self._queues)
+            except Exception as exc:  # a Redis blip must not kill the heartbeat
+                log.warning("heartbeat failed worker=%s error=%s", self._worker, exc)
+            self._stop.wait(HEARTBEAT_SECONDS)
 
-    thread = threading.Thread(target=run, name="kscore-heartbeat", daemon=True)
-    thread.start()
-    return thread
+
+def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    class HeartbeatStep(bootsteps.StartStopStep):
+        """Worker bootstep: beat while the worker runs (CLI and in-process test workers)."""
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.heartbeat: _Heartbeat | None = None
+
+        def start(self, parent: Any) -> None:
+            queues = ",".join(sorted(parent.app.amqp.queues.consume_from))
+            self.heartbeat = _Heartbeat(settings, parent.hostname, queues)
+            self.heartbeat.start()
+
+        def stop(self, parent: Any) -> None:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+
+    return HeartbeatStep

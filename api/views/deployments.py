@@ -60,7 +60,7 @@ def create_deployment() -> tuple[Response, int, dict[str, str]]:
 def list_deployments() -> Response:
     """Deployments, newest first; ``model_id`` filters."""
     args = query(DeploymentQuerySchema())
-    records, total = services().deployments.list(
+    records, total = services().deployments.page(
         instance(), args["limit"], args["offset"], model_id=args["model_id"]
     )
     body = page(
@@ -105,7 +105,7 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
     svc.jobs.wait(instance(), job.id, timeout)
     job = svc.jobs.get(instance(), job.id)
     if job.status == COMPLETED:
-        observe_latency(svc.redis, svc.keys, time.perf_counter() - started)
+        observe_latency(svc.redis_client, svc.keys, time.perf_counter() - started)
         return result_response(job)
     if job.finished:
         error = job.error or {}

@@ -28,7 +28,7 @@ def healthz() -> Response:
     """200 when the API runs and Redis answers."""
     svc = services()
     try:
-        svc.redis.ping()
+        svc.redis_client.ping()
     except Exception as exc:
         raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
     return jsonify({"status": "ok", "redis": "ok"})
@@ -37,7 +37,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """200 when at least one worker has beaten its heart recently."""
-    workers = live_workers(services().redis, services().keys)
+    workers = live_workers(services().redis_client, services().keys)
     if not workers:
         raise ServiceUnavailable(
             "No kscore worker is consuming: start one with `kscore worker` (or `make run`)."
@@ -66,9 +66,9 @@ class _RedisCollector(Collector):
         )
         prefix = celery_key_prefix(svc.settings)
         for queue in ALL_QUEUES:
-            depth.add_metric([queue], int(svc.redis.llen(prefix + queue)))
+            depth.add_metric([queue], int(svc.redis_client.llen(prefix + queue)))
         yield depth
-        buckets, count, total = read_latency(svc.redis, svc.keys)
+        buckets, count, total = read_latency(svc.redis_client, svc.keys)
         yield HistogramMetricFamily(
             "kscore_online_latency_seconds",
             "Online scoring requests, end to end in the API.",
@@ -78,7 +78,7 @@ class _RedisCollector(Collector):
         yield GaugeMetricFamily(
             "kscore_workers",
             "Workers with a fresh heartbeat.",
-            value=len(live_workers(svc.redis, svc.keys)),
+            value=len(live_workers(svc.redis_client, svc.keys)),
         )
         del count
 

@@ -49,7 +49,7 @@ def result_response(record: JobRecord) -> Response:
 def list_jobs() -> Response:
     """Jobs, newest first; filter by ``deployment_id`` and ``status``."""
     args = query(JobQuerySchema())
-    records, total = services().jobs.list(
+    records, total = services().jobs.page(
         instance(),
         args["limit"],
         args["offset"],

@@ -47,7 +47,7 @@ def create_model() -> tuple[Response, int, dict[str, str]]:
     workdir.mkdir(parents=True, exist_ok=True)
     record = svc.models.store_upload(
         instance(),
-        upload.stream,
+        upload.stream,  # type: ignore[arg-type]
         upload.filename,
         form["name"],
         form["description"],
@@ -62,7 +62,7 @@ def create_model() -> tuple[Response, int, dict[str, str]]:
 def list_models() -> Response:
     """Models, newest first."""
     args = query(PageQuerySchema())
-    records, total = services().models.list(instance(), args["limit"], args["offset"])
+    records, total = services().models.page(instance(), args["limit"], args["offset"])
     body = page([model_json(r) for r in records], total, args["limit"], args["offset"])
     return jsonify(ModelListSchema().dump(body))
 

@@ -1,0 +1,373 @@
+"""End to end: deploy and score through the API against a real Celery worker and real models."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from celery import Celery
+from flask.testing import FlaskClient
+
+from shared.keys import Keys
+from shared.settings import Settings
+from tests import keras_files as kf
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def path_of(url: str) -> str:
+    return url.split("localhost", 1)[-1]
+
+
+def store(client: FlaskClient, path: Path, name: str = "model") -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/models",
+        data={"file": (io.BytesIO(path.read_bytes()), path.name), "name": name},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def deploy(client: FlaskClient, model_id: str, *, expect: str = "DEPLOY_SUCCESS") -> dict[str, Any]:
+    response = client.post("/api/v1/deployments", json={"model_id": model_id, "name": "dep"})
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "DEPLOY_IN_PROGRESS"
+    assert response.headers["Location"] == body["href"]
+
+    def settled() -> dict[str, Any] | None:
+        current = client.get(path_of(body["href"])).get_json()
+        return None if current["status"] == "DEPLOY_IN_PROGRESS" else current
+
+    final = wait_for(settled, what="deployment to settle")
+    assert final["status"] == expect, final
+    return final  # type: ignore[no-any-return]
+
+
+def wait_job(client: FlaskClient, job_url: str, timeout: float = 120.0) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        job = client.get(path_of(job_url)).get_json()
+        return job if job["status"] in {"completed", "failed", "canceled"} else None
+
+    return wait_for(finished, timeout, "job to finish")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def dense_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return kf.tf_keras_h5_file(tmp_path_factory.mktemp("dense"))
+
+
+@pytest.fixture
+def dense_deployment(client: FlaskClient, dense_h5: Path) -> dict[str, Any]:
+    return deploy(client, store(client, dense_h5)["id"])
+
+
+def rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def assert_dense_rows(values: list[Any], x: np.ndarray) -> None:
+    expected = kf.expected_dense_softmax(x)
+    assert len(values) == len(x)
+    np.testing.assert_allclose([v[0] for v in values], expected, rtol=1e-5, atol=1e-6)
+    assert [v[1] for v in values] == expected.argmax(axis=1).tolist()
+    np.testing.assert_allclose([v[2] for v in values], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_online_scoring_matches_numpy(
+    client: FlaskClient, dense_deployment: dict[str, Any]
+) -> None:
+    x = rows(5)
+    response = client.post(path_of(dense_deployment["scoring_url"]), json={"values": x.tolist()})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["fields"] == ["prediction", "prediction_classes", "probability"]
+    assert_dense_rows(body["values"], x)
+
+
+def test_deployment_document(client: FlaskClient, dense_deployment: dict[str, Any]) -> None:
+    d = dense_deployment
+    assert d["scoring_url"].startswith("http://") and d["scoring_url"].endswith(
+        f"/api/v1/deployments/{d['id']}/online"
+    )
+    assert d["jobs_url"].endswith(f"/api/v1/deployments/{d['id']}/jobs")
+    assert d["error"] is None and d["type"] == "online"
+    assert d["updated_at"] >= d["created_at"]
+    listing = client.get("/api/v1/deployments").get_json()
+    assert [r["id"] for r in listing["resources"]] == [d["id"]]
+    assert client.get(f"/api/v1/deployments?model_id={d['model_id']}").get_json()["total"] == 1
+
+
+def test_batch_job_runs_in_chunks_and_matches_numpy(
+    client: FlaskClient, dense_deployment: dict[str, Any], settings: Settings
+) -> None:
+    x = rows(3 * settings.chunk_rows + 7, seed=1)
+    response = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()})
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
+    assert job["status"] in {"queued", "running", "completed"}
+    assert job["progress"]["rows_total"] == len(x)
+    done = wait_job(client, job["href"])
+    assert done["status"] == "completed", done
+    assert done["progress"] == {"rows_done": len(x), "rows_total": len(x)}
+    assert (
+        done["model_sha256"]
+        == client.get(f"/api/v1/models/{dense_deployment['model_id']}").get_json()["sha256"]
+    )
+    assert done["deployment_id"] == dense_deployment["id"]
+    assert done["started_at"] and done["finished_at"] and done["expires_at"] > done["finished_at"]
+    result = client.get(path_of(done["result_url"]))
+    assert result.status_code == 200
+    assert_dense_rows(result.get_json()["values"], x)
+    listed = client.get(
+        f"/api/v1/jobs?deployment_id={dense_deployment['id']}&status=completed"
+    ).get_json()
+    assert job["id"] in [j["id"] for j in listed["resources"]]
+
+
+def test_job_retention_days_sets_expiry(
+    client: FlaskClient,
+    dense_deployment: dict[str, Any],
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    response = client.post(
+        path_of(dense_deployment["jobs_url"]),
+        json={"values": rows(2).tolist(), "retention_days": 1},
+    )
+    job = response.get_json()
+    ttl = redis_client.ttl(Keys(settings.key_prefix).job(settings.default_instance, job["id"]))
+    assert 86000 < ttl <= 86400
+
+
+def test_canceled_job_stops_between_chunks(
+    client: FlaskClient, dense_deployment: dict[str, Any]
+) -> None:
+    x = rows(20000, seed=2)
+    job = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}).get_json()
+    canceled = client.delete(path_of(job["href"]))
+    assert canceled.status_code == 200, canceled.get_json()
+    assert canceled.get_json()["status"] == "canceled"
+    time.sleep(0.5)
+    first = client.get(path_of(job["href"])).get_json()
+    time.sleep(0.5)
+    later = client.get(path_of(job["href"])).get_json()
+    assert later["status"] == "canceled"
+    assert later["progress"]["rows_done"] == first["progress"]["rows_done"] < len(x)
+    result = client.get(path_of(job["result_url"]))
+    assert result.status_code == 409
+    assert result.get_json()["error"]["code"] == "job_not_finished"
+    again = client.delete(path_of(job["href"]))
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "job_already_finished"
+
+
+def test_failed_job_says_why(
+    client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import model_loader
+
+    def broken(self: Any, inputs: Any) -> Any:
+        raise RuntimeError("injected fault: the model blew up")
+
+    monkeypatch.setattr(model_loader.LoadedModel, "predict", broken)
+    job = client.post(
+        path_of(dense_deployment["jobs_url"]), json={"values": rows(3).tolist()}
+    ).get_json()
+    done = wait_job(client, job["href"])
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "scoring_failed"
+    assert "injected fault" in done["error"]["message"]
+    online = client.post(
+        path_of(dense_deployment["scoring_url"]), json={"values": rows(1).tolist()}
+    )
+    assert online.status_code == 500
+    assert online.get_json()["error"]["code"] == "scoring_failed"
+    assert "injected fault" in online.get_json()["error"]["message"]
+
+
+def test_online_past_timeout_answers_202_with_the_job(
+    client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import model_loader
+
+    real = model_loader.LoadedModel.predict
+
+    def slow(self: Any, inputs: Any) -> Any:
+        time.sleep(1.0)
+        return real(self, inputs)
+
+    monkeypatch.setattr(model_loader.LoadedModel, "predict", slow)
+    x = rows(2)
+    response = client.post(
+        path_of(dense_deployment["scoring_url"]) + "?timeout=0.2", json={"values": x.tolist()}
+    )
+    assert response.status_code == 202
+    job = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
+    assert job["kind"] == "online"
+    done = wait_job(client, job["href"])
+    assert done["status"] == "completed"
+    assert_dense_rows(client.get(path_of(done["result_url"])).get_json()["values"], x)
+
+
+def test_corrupt_model_blob_fails_the_deployment(
+    client: FlaskClient, tmp_path: Path, redis_client: redis.Redis, settings: Settings
+) -> None:
+    model = store(client, kf.sigmoid_binary_h5_file(tmp_path))
+    # Inject the fault: the stored bytes rot in Redis after upload.
+    redis_client.set(Keys(settings.key_prefix).blob_chunk(model["sha256"], 0), b"garbage")
+    failed = deploy(client, model["id"], expect="DEPLOY_FAILED")
+    assert failed["error"]["code"] == "model_load_failed"
+    assert "corrupt" in failed["error"]["message"]
+    refused = client.post(path_of(failed["scoring_url"]), json={"values": [[1.0]]})
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["code"] == "deployment_not_ready"
+
+
+def test_bad_rows_are_refused_at_submit_and_store_nothing(
+    client: FlaskClient, dense_deployment: dict[str, Any]
+) -> None:
+    url = path_of(dense_deployment["jobs_url"])
+    cases = [
+        ({"values": [[1, 2, 3, 4], [1, 2, 3]]}, 422, "invalid_scoring_input"),
+        ({"values": [[1, 2, "x", 4]]}, 422, "invalid_scoring_input"),
+        ({"values": []}, 422, "invalid_scoring_input"),
+        ({"values": "nope"}, 422, "validation_failed"),
+    ]
+    for payload, status, code in cases:
+        response = client.post(url, json=payload)
+        assert response.status_code == status, (payload, response.get_json())
+        assert response.get_json()["error"]["code"] == code
+    shaped = client.post(url, json={"values": [[1, 2, 3, 4], [1, 2, 3]]}).get_json()["error"]
+    assert shaped["details"] == {"row": 1, "expected_shape": [4], "received_shape": [3]}
+    not_json = client.post(url, data="values=1", content_type="text/plain")
+    assert not_json.status_code == 400 and not_json.get_json()["error"]["code"] == "bad_request"
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+
+
+def test_too_many_rows_is_413(
+    client: FlaskClient, settings: Settings, redis_client: redis.Redis, dense_h5: Path
+) -> None:
+    from api.app import create_app
+
+    small = create_app(
+        settings.replace(max_rows_online=3, max_rows_job=4), redis_client
+    ).test_client()
+    deployment = deploy(small, store(small, dense_h5)["id"])
+    online = small.post(path_of(deployment["scoring_url"]), json={"values": rows(4).tolist()})
+    assert online.status_code == 413 and online.get_json()["error"]["details"] == {
+        "rows": 4,
+        "limit": 3,
+    }
+    batch = small.post(path_of(deployment["jobs_url"]), json={"values": rows(5).tolist()})
+    assert batch.status_code == 413
+
+
+def test_unknown_ids_are_404(client: FlaskClient) -> None:
+    for method, path, code in [
+        ("get", "/api/v1/deployments/nope", "deployment_not_found"),
+        ("delete", "/api/v1/deployments/nope", "deployment_not_found"),
+        ("post", "/api/v1/deployments/nope/online", "deployment_not_found"),
+        ("get", "/api/v1/jobs/nope", "job_not_found"),
+        ("get", "/api/v1/jobs/nope/result", "job_not_found"),
+        ("delete", "/api/v1/jobs/nope", "job_not_found"),
+    ]:
+        kwargs = {"json": {"values": [[1, 2, 3, 4]]}} if method == "post" else {}
+        response = getattr(client, method)(path, **kwargs)
+        assert response.status_code == 404, path
+        assert response.get_json()["error"]["code"] == code
+    missing_model = client.post("/api/v1/deployments", json={"model_id": "nope", "name": "d"})
+    assert missing_model.status_code == 404
+    assert missing_model.get_json()["error"]["code"] == "model_not_found"
+    assert client.get("/api/v1/deployments").get_json()["total"] == 0
+
+
+def test_model_in_use_cannot_be_deleted(
+    client: FlaskClient, dense_deployment: dict[str, Any]
+) -> None:
+    model_url = f"/api/v1/models/{dense_deployment['model_id']}"
+    refused = client.delete(model_url)
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["details"]["deployment_ids"] == [dense_deployment["id"]]
+    assert client.delete(path_of(dense_deployment["href"])).status_code == 204
+    assert client.get(path_of(dense_deployment["href"])).status_code == 404
+    assert client.delete(model_url).status_code == 204
+
+
+def test_multi_input_multi_output_model(client: FlaskClient, tmp_path: Path) -> None:
+    import keras
+
+    path = kf.multi_io_keras_file(tmp_path)
+    deployment = deploy(client, store(client, path)["id"])
+    a = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
+    b = np.random.default_rng(4).normal(size=(4, 2)).astype(np.float32)
+    expected = keras.saving.load_model(path, compile=False).predict({"a": a, "b": b}, verbose=0)
+    if isinstance(expected, dict):
+        score, kind = expected["score"], expected["kind"]
+    else:
+        score, kind = expected
+    url = path_of(deployment["scoring_url"])
+    by_row = client.post(
+        url, json={"values": [[ai, bi] for ai, bi in zip(a.tolist(), b.tolist(), strict=True)]}
+    )
+    by_name = client.post(url, json={"inputs": {"a": a.tolist(), "b": b.tolist()}})
+    assert by_row.status_code == 200, by_row.get_json()
+    assert by_row.get_json() == by_name.get_json()
+    values = by_row.get_json()["values"]
+    np.testing.assert_allclose([v[0]["score"] for v in values], score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([v[2]["kind"] for v in values], kind, rtol=1e-5, atol=1e-6)
+    assert [v[1]["kind"] for v in values] == kind.argmax(axis=1).tolist()
+    assert [v[1]["score"] for v in values] == (score[:, 0] > 0.5).astype(int).tolist()
+
+
+def test_text_model_scores_wml_string_payload(client: FlaskClient, tmp_path: Path) -> None:
+    import keras
+
+    path = kf.text_vectorization_keras_file(tmp_path)
+    deployment = deploy(client, store(client, path)["id"])
+    texts = ["this is a simple text input data", "this is another simple text input data"]
+    response = client.post(
+        path_of(deployment["scoring_url"]), json={"values": [[t] for t in texts]}
+    )
+    assert response.status_code == 200, response.get_json()
+    model = keras.saving.load_model(path, compile=False)
+    spec_shape = model.inputs[0].shape
+    feed = np.asarray([[t] for t in texts] if len(spec_shape) == 2 else texts, dtype=object)
+    expected = np.asarray(model(feed))
+    np.testing.assert_allclose(
+        [v[0] for v in response.get_json()["values"]], expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_readyz_sees_the_worker_and_metrics_count(
+    client: FlaskClient, dense_deployment: dict[str, Any], worker: Celery
+) -> None:
+    ready = wait_for(lambda: client.get("/readyz").status_code == 200, 30, "worker heartbeat")
+    assert ready
+    assert client.get("/readyz").get_json()["workers"]
+    client.post(path_of(dense_deployment["scoring_url"]), json={"values": rows(2).tolist()})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kscore_queue_depth{queue="online"}' in text
+    assert "kscore_online_latency_seconds_count" in text
+    assert 'kscore_jobs_total{status="completed"}' in text
+    scored = [line for line in text.splitlines() if line.startswith("kscore_rows_scored_total")]
+    assert scored and float(scored[0].split()[-1]) >= 2

@@ -1,0 +1,108 @@
+"""The job record's transitions, against a real Redis: exactly-once chunks, cancel, attempts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from shared.errors import JobNotFound
+from shared.job_store import JobRecord, JobStore
+from shared.keys import Keys
+from shared.settings import Settings
+
+
+@pytest.fixture
+def store(settings: Settings, redis_client: redis.Redis) -> JobStore:
+    return JobStore(redis_client, Keys(settings.key_prefix))
+
+
+def new_job(store: JobStore, instance: str, chunks: int = 3, retention: float = 3600) -> JobRecord:
+    return store.create(
+        instance,
+        kind="batch",
+        deployment_id="d",
+        model_id="m",
+        model_sha256="s" * 64,
+        model_filename="m.h5",
+        rows_total=chunks * 2,
+        chunk_rows=2,
+        input_chunks=[b"in%d" % i for i in range(chunks)],
+        fields=["prediction"],
+        output_names=["y"],
+        retention=retention,
+    )
+
+
+def test_chunks_complete_exactly_once_and_finish_the_job(
+    store: JobStore, settings: Settings
+) -> None:
+    inst = settings.default_instance
+    job = new_job(store, inst)
+    assert job.status == "queued" and job.rows_done == 0
+    assert store.claim_chunk(inst, job.id, 0, 3) == "running"
+    assert store.get(inst, job.id).started_at is not None
+    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "ok"
+    # A redelivered task finds the chunk done and neither rescores nor recounts it.
+    assert store.claim_chunk(inst, job.id, 0, 3) == "duplicate"
+    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "duplicate"
+    assert store.get(inst, job.id).rows_done == 2
+    assert store.read_input(inst, job.id, 0) is None  # inputs are freed once scored
+    for chunk in (2, 1):
+        store.claim_chunk(inst, job.id, chunk, 3)
+    assert store.complete_chunk(inst, job.id, 2, 2, b"2") == "ok"
+    assert store.complete_chunk(inst, job.id, 1, 2, b"1") == "completed"
+    done = store.get(inst, job.id)
+    assert (done.status, done.rows_done, done.finished_at is not None) == ("completed", 6, True)
+    body = json.loads(b"".join(store.iter_result(done)))
+    assert body == {"fields": ["prediction"], "values": [0, 1, 2]}
+    assert store.wait(inst, job.id, 0.1) is True
+
+
+def test_cancel_stops_further_chunks(store: JobStore, settings: Settings) -> None:
+    inst = settings.default_instance
+    job = new_job(store, inst)
+    store.claim_chunk(inst, job.id, 0, 3)
+    assert store.finish(inst, job.id, "canceled") is True
+    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "canceled"
+    assert store.claim_chunk(inst, job.id, 1, 3) == "canceled"
+    assert store.finish(inst, job.id, "canceled") is False
+    assert store.get(inst, job.id).rows_done == 0
+
+
+def test_a_chunk_started_too_often_fails_the_job(store: JobStore, settings: Settings) -> None:
+    inst = settings.default_instance
+    job = new_job(store, inst)
+    for _ in range(2):
+        assert store.claim_chunk(inst, job.id, 1, 2) == "running"
+    assert store.claim_chunk(inst, job.id, 1, 2) == "failed"
+    failed = store.get(inst, job.id)
+    assert failed.status == "failed"
+    assert failed.error is not None and failed.error["code"] == "worker_lost"
+    assert "Chunk 1" in failed.error["message"]
+
+
+def test_jobs_expire_after_retention(
+    store: JobStore, settings: Settings, redis_client: redis.Redis
+) -> None:
+    inst = settings.default_instance
+    job = new_job(store, inst, retention=0.2)
+    ttl = redis_client.pttl(Keys(settings.key_prefix).job(inst, job.id))
+    assert 0 < ttl <= 200
+    assert store.wait(inst, job.id, 0.4) is False
+    with pytest.raises(JobNotFound):
+        store.get(inst, job.id)
+    records, total = store.page(inst, 10, 0)
+    assert (records, total) == ([], 0)
+
+
+def test_list_filters_by_status_and_deployment(store: JobStore, settings: Settings) -> None:
+    inst = settings.default_instance
+    jobs = [new_job(store, inst) for _ in range(3)]
+    store.finish(inst, jobs[1].id, "canceled")
+    records, total = store.page(inst, 10, 0, status="canceled")
+    assert total == 1 and records[0].id == jobs[1].id
+    records, total = store.page(inst, 2, 0, deployment_id="d")
+    assert total == 3 and [r.id for r in records] == [jobs[2].id, jobs[1].id]
+    assert store.page(inst, 10, 0, deployment_id="other") == ([], 0)

@@ -1,0 +1,148 @@
+"""Input validation against a signature, the chunk codec, and WML's output rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.errors import PayloadTooLarge, ScoringInputInvalid
+from shared.scoring import (
+    FIELDS,
+    decode_chunk,
+    encode_chunk,
+    format_rows,
+    predicted_classes,
+    rows_fragment,
+    split_rows,
+    validate_payload,
+)
+
+DENSE = [{"name": "x", "shape": [None, 4], "dtype": "float32"}]
+IMAGE = [{"name": "img", "shape": [None, 2, 2, 1], "dtype": "float32"}]
+TEXT = [{"name": "text", "shape": [None, 1], "dtype": "string"}]
+MULTI = [
+    {"name": "a", "shape": [None, 3], "dtype": "float32"},
+    {"name": "b", "shape": [None, 2], "dtype": "float32"},
+]
+
+
+def invalid(payload: dict[str, Any], specs: list[dict[str, Any]]) -> ScoringInputInvalid:
+    with pytest.raises(ScoringInputInvalid) as info:
+        validate_payload(payload, specs, max_rows=100)
+    assert info.value.status == 422
+    return info.value
+
+
+def test_numeric_rows_become_one_float32_array() -> None:
+    result = validate_payload({"values": [[1, 2, 3, 4], [0.5, 0, 0, 1]]}, DENSE, 100)
+    assert result.rows == 2
+    assert result.arrays[0].dtype == np.float32
+    np.testing.assert_array_equal(result.arrays[0], [[1, 2, 3, 4], [0.5, 0, 0, 1]])
+
+
+def test_wrong_row_shape_names_row_and_shapes() -> None:
+    error = invalid({"values": [[1, 2, 3, 4], [1, 2, 3]]}, DENSE)
+    assert error.details["row"] == 1
+    assert error.details["expected_shape"] == [4]
+    assert error.details["received_shape"] == [3]
+    assert "Row 1" in error.message and "[4]" in error.message and "[3]" in error.message
+
+
+def test_uniformly_wrong_shape_reports_row_zero() -> None:
+    error = invalid({"values": [[1, 2], [3, 4]]}, DENSE)
+    assert error.details == {"row": 0, "expected_shape": [4], "received_shape": [2]}
+
+
+def test_nested_image_rows_are_checked_deeply() -> None:
+    good = [[[[0.0], [1.0]], [[2.0], [3.0]]]]
+    assert validate_payload({"values": good * 3}, IMAGE, 100).arrays[0].shape == (3, 2, 2, 1)
+    error = invalid({"values": [good[0], [[[0.0], [1.0]], [[2.0]]]]}, IMAGE)
+    assert error.details["row"] == 1
+
+
+@pytest.mark.parametrize("bad", ["1.5", None, {"a": 1}, True and "x"])
+def test_non_numeric_value_names_the_row(bad: Any) -> None:
+    error = invalid({"values": [[1, 2, 3, 4], [1, 2, bad, 4]]}, DENSE)
+    assert error.details["row"] == 1
+    assert "non-numeric" in error.message
+
+
+def test_empty_values_and_missing_values() -> None:
+    assert "empty" in invalid({"values": []}, DENSE).message
+    assert '"values"' in invalid({}, DENSE).message
+
+
+def test_too_many_rows_is_413() -> None:
+    with pytest.raises(PayloadTooLarge) as info:
+        validate_payload({"values": [[0, 0, 0, 0]] * 11}, DENSE, max_rows=10)
+    assert info.value.status == 413
+    assert info.value.details == {"rows": 11, "limit": 10}
+
+
+def test_string_rows_for_text_models() -> None:
+    result = validate_payload(
+        {"values": [["this is a simple text input data"], "bare text"]}, TEXT, 100
+    )
+    assert result.arrays[0].tolist() == [["this is a simple text input data"], ["bare text"]]
+    assert "text" in invalid({"values": [[1]]}, TEXT).message
+
+
+def test_multi_input_rows_in_model_order_or_by_name() -> None:
+    by_row = validate_payload({"values": [[[1, 2, 3], [4, 5]], [[0, 0, 0], [1, 1]]]}, MULTI, 100)
+    by_name = validate_payload(
+        {"inputs": {"a": [[1, 2, 3], [0, 0, 0]], "b": [[4, 5], [1, 1]]}}, MULTI, 100
+    )
+    for x, y in zip(by_row.arrays, by_name.arrays, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert by_row.rows == 2
+    assert "one entry per model input" in invalid({"values": [[1, 2, 3]]}, MULTI).message
+    assert "missing ['b']" in invalid({"inputs": {"a": [[1, 2, 3]]}}, MULTI).message
+    error = invalid({"values": [[[1, 2, 3], [4, 5, 6]]]}, MULTI)
+    assert "input 'b'" in error.message
+
+
+def test_chunk_codec_round_trips_numbers_and_text() -> None:
+    numbers = [np.arange(12, dtype=np.float32).reshape(3, 4)]
+    assert encode_chunk(numbers)[:1] == b"N"
+    np.testing.assert_array_equal(decode_chunk(encode_chunk(numbers), DENSE)[0], numbers[0])
+    text = [np.asarray([["a b"], ["c"]], dtype=object)]
+    assert decode_chunk(encode_chunk(text), TEXT)[0].tolist() == [["a b"], ["c"]]
+
+
+def test_split_rows_keeps_order() -> None:
+    inputs = validate_payload({"values": [[i, i, i, i] for i in range(7)]}, DENSE, 100)
+    chunks = [decode_chunk(c, DENSE)[0] for c in split_rows(inputs, 3)]
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(chunks)[:, 0], np.arange(7))
+
+
+def test_predicted_classes_follow_keras2() -> None:
+    np.testing.assert_array_equal(
+        predicted_classes(np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])), [1, 0]
+    )
+    np.testing.assert_array_equal(predicted_classes(np.array([[0.7], [0.2], [0.5]])), [1, 0, 0])
+    np.testing.assert_array_equal(predicted_classes(np.array([0.9, 0.1])), [1, 0])
+
+
+def test_rows_are_prediction_class_probability() -> None:
+    out = np.array([[0.1, 0.9], [0.8, 0.2]], dtype=np.float32)
+    rows = format_rows([out], ["dense"])
+    assert rows[0][1] == 1 and rows[1][1] == 0
+    assert rows[0][0] == rows[0][2] == pytest.approx([0.1, 0.9])
+    assert FIELDS == ["prediction", "prediction_classes", "probability"]
+
+
+def test_multi_output_fields_are_keyed_by_output_name() -> None:
+    score = np.array([[0.7], [0.1]])
+    kind = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    rows = format_rows([score, kind], ["score", "kind"])
+    assert rows[0][1] == {"score": 1, "kind": 2}
+    assert rows[1][0]["kind"] == pytest.approx([0.6, 0.3, 0.1])
+
+
+def test_non_finite_predictions_become_null() -> None:
+    rows = format_rows([np.array([[np.nan, 1.0]])], ["y"])
+    assert rows[0][0] == [None, 1.0]
+    assert b"NaN" not in rows_fragment(rows)
