@@ -1,0 +1,1 @@
+"""Benchmarks for kscore: `make bench` (or `python -m bench.run`)."""
