@@ -198,6 +198,7 @@ def parse_wml_payload(doc: Any, path: Path) -> WmlPayload:
 
 def _wait_with_progress(client: Client, job_id: str, timeout: float | None) -> Record:
     """Wait for a job, drawing a progress bar of rows on stderr."""
+    client.jobs.get(job_id)  # an unknown id fails here, before a bar is drawn
     console = Console(stderr=True)
     columns = (
         TextColumn("[bold]job {task.fields[job]}"),
@@ -219,13 +220,16 @@ def _wait_with_progress(client: Client, job_id: str, timeout: float | None) -> R
 
 
 class _KscoreGroup(click.Group):
-    """Turns the client's errors into ``Error: <message>`` on stderr and exit status 1."""
+    """Turns client and file errors into ``Error: <message>`` on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KscoreError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # local files: unreadable model, unwritable output
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
 
 
 def _client(ctx: click.Context) -> Client:
@@ -321,12 +325,12 @@ def models_delete(ctx: click.Context, model_id: str) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(),  # a str: a trailing "/" (a directory to create) must survive
     default=None,
-    help="File or directory to write to (default: the original filename, here).",
+    help="File or directory (ending in /) to write to (default: the original filename, here).",
 )
 @click.pass_context
-def models_download(ctx: click.Context, model_id: str, output: Path | None) -> None:
+def models_download(ctx: click.Context, model_id: str, output: str | None) -> None:
     """Download a model's original file."""
     path = _client(ctx).repository.download(model_id, output)
     click.echo(f"Downloaded model '{model_id}' to {path} ({path.stat().st_size} bytes).")

@@ -218,13 +218,18 @@ class Repository:
                 self._client._raise_for_status(response)
                 filename = content_disposition_filename(response.headers) or model_id
                 target = Path(dest) if dest is not None else Path.cwd()
+                if str(dest).endswith(("/", os.sep)):  # "-o models/" means a directory
+                    target.mkdir(parents=True, exist_ok=True)
                 if target.is_dir():
                     target = target / filename
                 partial = target.with_name(target.name + ".part")
-                with partial.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                partial.replace(target)
+                try:
+                    with partial.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                    partial.replace(target)
+                finally:
+                    partial.unlink(missing_ok=True)
         except httpx.TransportError as exc:
             raise self._client._transport_error(exc, url) from exc
         return target

@@ -75,6 +75,8 @@ def api_command(host: str = "127.0.0.1", port: int = 8080, workers: int = 2) -> 
         sys.executable, "-m", "gunicorn",
         "-b", bind,
         "-w", str(workers),
+        # Threads: an online request waits (BLPOP) for its worker without holding a process.
+        "-k", "gthread", "--threads", "8",
         "--timeout", "120",
         "api.wsgi:app",
     ]  # fmt: skip

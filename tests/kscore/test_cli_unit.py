@@ -159,7 +159,9 @@ def _handler_for(stub: Stub) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def stub() -> Iterator[Stub]:
     server = Stub()
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield server
@@ -356,7 +358,11 @@ def test_deploy_waits_for_success_and_prints_the_rows(stub: Stub) -> None:
     stub.on(
         "POST",
         "/api/v1/deployments",
-        Reply(202, deployment(stub, "DEPLOY_IN_PROGRESS"), {"Location": f"/api/v1/deployments/{DEP_ID}"}),
+        Reply(
+            202,
+            deployment(stub, "DEPLOY_IN_PROGRESS"),
+            {"Location": f"/api/v1/deployments/{DEP_ID}"},
+        ),
     )
     stub.on(
         "GET",
@@ -590,6 +596,10 @@ def test_models_download_uses_the_served_filename(stub: Stub, tmp_path: Path) ->
     result = run(stub, "models", "download", MODEL_ID, "--output", str(target))
     assert result.exit_code == 0
     assert target.read_bytes() == content
+
+    result = run(stub, "models", "download", MODEL_ID, "-o", f"{tmp_path}/new/")
+    assert result.exit_code == 0
+    assert (tmp_path / "new" / "mnist.h5").read_bytes() == content
 
 
 def test_models_download_of_an_unknown_model(stub: Stub, tmp_path: Path) -> None:
@@ -829,7 +839,7 @@ def test_repository_list_prints_guid_name_framework(
 ) -> None:
     stub.on("GET", "/api/v1/models", Reply(body=listing([model()])))
     with Client(stub.url) as client:
-        assert client.repository.list() is None
+        client.repository.list()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["GUID", "NAME", "FRAMEWORK"]
     assert lines[2].split() == [MODEL_ID, "k_keras_seq_mnist", "keras-2.2.4"]

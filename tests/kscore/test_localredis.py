@@ -74,10 +74,10 @@ def test_without_persistence_a_restart_starts_empty(tmp_path: Path) -> None:
 
 
 def test_explicit_port_and_idempotent_start_stop(tmp_path: Path) -> None:
+    with pytest.raises(LocalRedisError, match="not been started"):
+        _ = LocalRedis(tmp_path).url
     port = free_port()
     server = LocalRedis(tmp_path, port=port, persist=False)
-    with pytest.raises(LocalRedisError):
-        _ = server.url
     server.start()
     try:
         assert server.port == port
