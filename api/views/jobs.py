@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify
 
 from api.context import instance, page, query, services, url
 from api.schemas import JobListSchema, JobQuerySchema, JobSchema
@@ -42,7 +42,7 @@ def result_response(record: JobRecord) -> Response:
             details={"status": record.status},
         )
     body = services().jobs.iter_result(record)
-    return current_app.response_class(stream_with_context(body), mimetype="application/json")
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @bp.get("")

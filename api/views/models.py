@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.context import instance, page, query, services, url
 from api.schemas import ModelListSchema, ModelSchema, ModelUploadSchema, PageQuerySchema
@@ -80,7 +80,7 @@ def get_model_content(model_id: str) -> Response:
     record = svc.models.get(instance(), model_id)
     chunks = svc.models.blobs.iter_chunks(record.sha256)
     response = current_app.response_class(
-        stream_with_context(chunks), mimetype="application/octet-stream"
+        chunks, mimetype="application/octet-stream"
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{record.filename}"'
     response.headers["Content-Length"] = str(record.size_bytes)
