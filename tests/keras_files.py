@@ -364,9 +364,10 @@ def lambda_keras_file(directory: Path) -> Path:
 def _doubler_layer_class() -> type:
     # Registered once per process: Keras refuses to register the same name twice.
     keras = _keras()
+    layer_base: Any = keras.layers.Layer
 
     @keras.saving.register_keras_serializable(package="kscore_tests")
-    class Doubler(keras.layers.Layer):  # type: ignore[misc]
+    class Doubler(layer_base):
         def call(self, inputs: Any) -> Any:
             return inputs * 2.0
 
@@ -558,15 +559,16 @@ def _write_keras2_h5(
     training_config: dict[str, Any] | None,
 ) -> Path:
     """Write an HDF5 file the way Keras 2.1-2.3's ``save_model`` did (bytes attributes)."""
+    # h5py 2.x stored bytes as fixed-length strings ("S" dtype), which h5py 3 reads back as
+    # numpy.bytes_; h5py 3 would store plain bytes as variable-length strings read as str.
     with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = keras_version.encode("utf8")
-        f.attrs["backend"] = b"tensorflow"
-        f.attrs["model_config"] = json.dumps(model_config).encode("utf-8")
+        f.attrs["keras_version"] = np.bytes_(keras_version.encode("utf8"))
+        f.attrs["backend"] = np.bytes_(b"tensorflow")
+        f.attrs["model_config"] = np.bytes_(json.dumps(model_config).encode("utf-8"))
         group = f.create_group("model_weights")
-        # A list of bytes became a fixed-length byte-string array ("S" dtype), not vlen str.
         group.attrs["layer_names"] = np.array([name.encode("utf8") for name, _ in layer_weights])
-        group.attrs["backend"] = b"tensorflow"
-        group.attrs["keras_version"] = keras_version.encode("utf8")
+        group.attrs["backend"] = np.bytes_(b"tensorflow")
+        group.attrs["keras_version"] = np.bytes_(keras_version.encode("utf8"))
         for layer_name, weights in layer_weights:
             layer_group = group.create_group(layer_name)
             names = [weight_name.encode("utf8") for weight_name, _ in weights]
@@ -575,7 +577,7 @@ def _write_keras2_h5(
             for weight_name, value in weights:
                 layer_group.create_dataset(weight_name, data=np.asarray(value, np.float32))
         if training_config is not None:
-            f.attrs["training_config"] = json.dumps(training_config).encode("utf8")
+            f.attrs["training_config"] = np.bytes_(json.dumps(training_config).encode("utf8"))
     return path
 
 
