@@ -275,10 +275,16 @@ def models() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name, 1-128 characters.")
 @click.option("--description", default=None, help="Free-text description.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new model's id.")
 @click.pass_context
-def models_store(ctx: click.Context, file: Path, name: str, description: str | None) -> None:
+def models_store(
+    ctx: click.Context, file: Path, name: str, description: str | None, quiet: bool
+) -> None:
     """Upload a model file (.h5, .hdf5, .keras, or a .tar.gz/.tgz/.zip holding one)."""
     client = _client(ctx)
+    if quiet:
+        click.echo(client.repository.store_model(file, name, description)["id"])
+        return
     click.echo(f"Storing the model '{file.name}' ...")
     model = client.repository.store_model(file, name, description)
     keras = f"{model.get('keras_version') or '?'} (backend {model.get('backend') or '?'})"
@@ -393,6 +399,7 @@ def list_deployments(ctx: click.Context) -> None:
     show_default=True,
     help="Seconds to wait for the deployment to settle.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Print only the deployment's id.")
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -401,6 +408,7 @@ def deploy(
     description: str | None,
     wait: bool,
     timeout: float,
+    quiet: bool,
 ) -> None:
     """Deploy a model for online scoring.
 
@@ -408,6 +416,11 @@ def deploy(
     with --no-wait); exits 1 with the reason if it ends DEPLOY_FAILED.
     """
     client = _client(ctx)
+    if quiet:
+        click.echo(
+            client.deployments.create(model_id, name, description, wait=wait, timeout=timeout)["id"]
+        )
+        return
     click.echo(f"Deploying the model with MODEL-ID '{model_id}'...")
     try:
         deployment = client.deployments.create(

@@ -79,9 +79,7 @@ def get_model_content(model_id: str) -> Response:
     svc = services()
     record = svc.models.get(instance(), model_id)
     chunks = svc.models.blobs.iter_chunks(record.sha256)
-    response = current_app.response_class(
-        chunks, mimetype="application/octet-stream"
-    )
+    response = current_app.response_class(chunks, mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = f'attachment; filename="{record.filename}"'
     response.headers["Content-Length"] = str(record.size_bytes)
     response.headers["ETag"] = f'"{record.sha256}"'
