@@ -280,6 +280,10 @@ def test_too_many_rows_is_413(
     }
     batch = small.post(path_of(deployment["jobs_url"]), json={"values": rows(5).tolist()})
     assert batch.status_code == 413
+    tiny_body = create_app(settings.replace(max_request_bytes=100), redis_client).test_client()
+    big = tiny_body.post(path_of(deployment["jobs_url"]), json={"values": rows(20).tolist()})
+    assert big.status_code == 413
+    assert "KSCORE_MAX_REQUEST_BYTES" in big.get_json()["error"]["message"]
 
 
 def test_unknown_ids_are_404(client: FlaskClient) -> None:

@@ -1,0 +1,723 @@
+"""`make bench`: the real service (Redis, Celery workers, gunicorn) next to the same model called directly.
+
+    python -m bench.run                # 200 online requests per size, a 10,000-row job
+    python -m bench.run --quick        # a smoke test in about a minute
+    python -m bench.run --workers 2    # also run the job on 2 workers and print the speed-up
+
+Every service number is printed next to a baseline measured in the same run on the same
+machine (the model loaded from the same .keras file, called in this process), as a ratio.
+Nothing here asserts a threshold: the numbers are for reading. The table also goes to
+``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from kscore.localredis import LocalRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
+INPUT_SHAPE = (28, 28, 1)
+SEED = 1234
+KEY_PREFIX = "bench"
+JSON_HEADERS = {"Content-Type": "application/json"}
+ONLINE_SIZES = (1, 32)
+DIRECT_SLICES = (256, 1024, 4096)
+DIRECT_PREDICT_BATCHES = (256, 1024)
+START_TIMEOUT = 120.0
+DEPLOY_TIMEOUT = 180.0
+JOB_TIMEOUT = 1800.0
+STOP_TIMEOUT = 20.0
+POLL_SECONDS = 0.02
+# float32 round-off between two TF processes is ~1e-7; more than this means different answers.
+PREDICTION_TOLERANCE = 1e-4
+
+
+class BenchError(RuntimeError):
+    """The service under test did not start or did not answer as its API promises."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures."""
+
+    quick: bool
+    workers: int
+    requests: int
+    warmup: int
+    job_rows: int
+    chunk_rows: int | None
+    direct_repeats: int
+    keep_tmp: bool
+
+
+def say(message: str = "") -> None:
+    """Print a progress line now, even when stdout is a pipe."""
+    print(message, flush=True)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """A child process we started, in its own process group, with its output in a file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def check_alive(self) -> None:
+        """Raise BenchError if the process has exited."""
+        code = self.popen.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with code {code} (log: {self.log_path}).")
+
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of its stdout and stderr."""
+        return tail_file(self.log_path, lines)
+
+
+def tail_file(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a text file, or a note that it is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def start_process(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    """Start ``argv`` with stdout and stderr going to ``log_dir/name.log``."""
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # a Ctrl-C in the terminal reaches us only; we stop them in order
+        )
+    return Process(name, popen, log_path)
+
+
+def stop_processes(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM each process, then SIGKILL the group of any still running after ``timeout``."""
+    for process in processes:
+        if process.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.popen.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            # The leader is still alive, so its group id cannot belong to anyone else.
+            say(f"{process.name} ignored SIGTERM for {timeout:g} s; killing its process group")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+
+
+class Service:
+    """Redis, gunicorn and N Celery workers on this machine, all state in one temporary directory."""
+
+    def __init__(self, tmp: Path, chunk_rows: int | None) -> None:
+        self.tmp = tmp
+        self.chunk_rows = chunk_rows
+        self.redis = LocalRedis(tmp, persist=False)
+        self.api: Process | None = None
+        self.workers: list[Process] = []
+        self.port = 0
+        self.env: dict[str, str] = {}
+
+    @property
+    def base_url(self) -> str:
+        """Where the API listens."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, workers: int) -> None:
+        """Start Redis, the API and ``workers`` workers (does not wait for them)."""
+        self.redis.start()
+        self.env = {
+            **os.environ,
+            "KSCORE_REDIS_URL": self.redis.url,
+            "KSCORE_DATA_DIR": str(self.tmp),
+            "KSCORE_KEY_PREFIX": KEY_PREFIX,
+        }
+        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if self.chunk_rows is not None:
+            self.env["KSCORE_CHUNK_ROWS"] = str(self.chunk_rows)
+        self.port = free_port()
+        argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}"]
+        argv += ["-k", "gthread", "--threads", "8", "-w", "1", "api.wsgi:app"]
+        self.api = start_process("api", argv, self.env, self.tmp)
+        self.add_workers(workers)
+
+    def add_workers(self, count: int) -> None:
+        """Start ``count`` more workers, each one process (concurrency 1) on all queues."""
+        for _ in range(count):
+            index = len(self.workers) + 1
+            argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker"]
+            argv += ["-Q", "online,deploy,batch", "--concurrency", "1", "--loglevel", "WARNING"]
+            argv += ["-n", f"bench-worker-{index}@%h"]  # distinct names: one heartbeat each
+            self.workers.append(start_process(f"worker-{index}", argv, self.env, self.tmp))
+
+    def processes(self) -> list[Process]:
+        """Every process started so far, API first."""
+        return ([self.api] if self.api else []) + self.workers
+
+    def check_alive(self) -> None:
+        """Raise BenchError if the API or a worker has exited."""
+        for process in self.processes():
+            process.check_alive()
+
+    def wait_ready(self, client: httpx.Client, workers: int) -> None:
+        """Wait for /healthz 200 and /readyz 200 listing at least ``workers`` workers."""
+        deadline = time.monotonic() + START_TIMEOUT
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                health = client.get("/healthz")
+                ready = client.get("/readyz") if health.status_code == 200 else None
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if ready is None:
+                    last = f"GET /healthz -> {health.status_code}: {health.text[:500]}"
+                elif ready.status_code != 200:
+                    last = f"GET /readyz -> {ready.status_code}: {ready.text[:500]}"
+                else:
+                    live = ready.json().get("workers", {})
+                    if len(live) >= workers:
+                        return
+                    last = f"GET /readyz lists {len(live)} of {workers} workers: {sorted(live)}"
+            time.sleep(0.25)
+        raise BenchError(f"The service was not ready within {START_TIMEOUT:g} s; last: {last}")
+
+    def stop(self) -> None:
+        """Stop the API, then the workers, then Redis."""
+        stop_processes(self.processes())
+        self.redis.stop()
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every process's log, for a failure report."""
+        parts = [f"--- {p.name} ({p.log_path}) ---\n{p.tail(lines)}" for p in self.processes()]
+        parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail_file(self.redis.log_path, 10)}")
+        return "\n".join(parts)
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+def expect(response: httpx.Response, status: int) -> Any:
+    """The response's JSON if it has ``status``, else BenchError with the status and body."""
+    if response.status_code != status:
+        request = response.request
+        raise BenchError(
+            f"{request.method} {request.url} -> {response.status_code} (expected {status})\n"
+            f"body: {response.text[:4000]}"
+        )
+    return response.json()
+
+
+def upload_and_deploy(client: httpx.Client, model_path: Path) -> dict[str, Any]:
+    """Upload the model file, deploy it and wait for DEPLOY_SUCCESS; the deployment JSON."""
+    with model_path.open("rb") as fh:
+        files = {"file": (model_path.name, fh, "application/octet-stream")}
+        model = expect(client.post("/api/v1/models", files=files, data={"name": "bench-cnn"}), 201)
+    say(f"uploaded model {model['id']}")
+    body = {"model_id": model["id"], "name": "bench-cnn"}
+    deployment: dict[str, Any] = expect(client.post("/api/v1/deployments", json=body), 202)
+    deadline = time.monotonic() + DEPLOY_TIMEOUT
+    while True:
+        status = deployment.get("status")
+        if status == "DEPLOY_SUCCESS":
+            say(f"deployed {deployment['id']}")
+            return deployment
+        if status == "DEPLOY_FAILED":
+            raise BenchError(
+                f"Deployment {deployment.get('id')} failed: "
+                f"error={json.dumps(deployment.get('error'))}\nbody: {json.dumps(deployment)}"
+            )
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"Deployment still {status} after {DEPLOY_TIMEOUT:g} s: {json.dumps(deployment)}"
+            )
+        time.sleep(0.2)
+        deployment = expect(client.get(deployment["href"]), 200)
+
+
+@dataclass
+class JobRun:
+    """One batch job, timed from the client: submit, wait for completion, download."""
+
+    job_id: str
+    rows: int
+    workers: int
+    request_bytes: int
+    result_bytes: int
+    submit_s: float
+    wait_s: float
+    download_s: float
+    scoring_s: float | None
+    values: list[Any] = field(repr=False)
+
+    @property
+    def total_s(self) -> float:
+        """Submit to result downloaded."""
+        return self.submit_s + self.wait_s + self.download_s
+
+    @property
+    def rows_per_s(self) -> float:
+        """End-to-end throughput."""
+        return self.rows / self.total_s
+
+
+def run_job(client: httpx.Client, jobs_url: str, body: bytes, rows: int, workers: int) -> JobRun:
+    """Submit one job, poll it until it completes, download its result; time each phase."""
+    started = time.perf_counter()
+    job = expect(client.post(jobs_url, content=body, headers=JSON_HEADERS), 202)
+    submitted = time.perf_counter()
+    href, result_url = job["href"], job["result_url"]
+    while job["status"] != "completed":
+        if job["status"] in ("failed", "canceled"):
+            raise BenchError(
+                f"Job {job['id']} ended {job['status']}: error={json.dumps(job.get('error'))}\n"
+                f"body: {json.dumps(job)}"
+            )
+        if time.perf_counter() - started > JOB_TIMEOUT:
+            raise BenchError(f"Job {job['id']} not completed after {JOB_TIMEOUT:g} s: {job}")
+        time.sleep(POLL_SECONDS)
+        job = expect(client.get(href), 200)
+    completed = time.perf_counter()
+    response = client.get(result_url)
+    downloaded = time.perf_counter()
+    result = expect(response, 200)
+    values = result.get("values", [])
+    if len(values) != rows:
+        raise BenchError(f"Job {job['id']} result has {len(values)} rows for {rows} input rows.")
+    return JobRun(
+        job_id=job["id"],
+        rows=rows,
+        workers=workers,
+        request_bytes=len(body),
+        result_bytes=len(response.content),
+        submit_s=submitted - started,
+        wait_s=completed - submitted,
+        download_s=downloaded - completed,
+        scoring_s=seconds_between(job.get("started_at"), job.get("finished_at")),
+        values=values,
+    )
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds between two of the server's ISO timestamps (None if either is missing)."""
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def time_online(
+    client: httpx.Client, scoring_url: str, body: bytes, requests: int, warmup: int
+) -> tuple[list[float], Any]:
+    """Seconds per sequential online request (after ``warmup``), and one answer's JSON."""
+    answer = None
+    for _ in range(warmup):
+        answer = expect(client.post(scoring_url, content=body, headers=JSON_HEADERS), 200)
+    seconds = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        response = client.post(scoring_url, content=body, headers=JSON_HEADERS)
+        seconds.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            expect(response, 200)
+    if answer is None:
+        answer = expect(client.post(scoring_url, content=body, headers=JSON_HEADERS), 200)
+    return seconds, answer
+
+
+# --- the model, called directly ------------------------------------------------------------
+
+
+def build_model(path: Path) -> None:
+    """Save a small seeded CNN (28x28x1 -> 10 softmax) as a .keras file."""
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="bench_cnn",
+    )
+    model.save(path)
+
+
+def load_model(path: Path) -> Any:
+    """The model as a worker would have it: loaded from the saved file."""
+    import keras
+
+    return keras.models.load_model(path)
+
+
+def make_rows(count: int) -> np.ndarray:
+    """Seeded pixel-like inputs in [0, 1] with 3 decimals, so the JSON stays compact."""
+    rng = np.random.default_rng(SEED)
+    return np.round(rng.random((count, *INPUT_SHAPE)), 3)
+
+
+def time_direct_calls(model: Any, x: np.ndarray, requests: int, warmup: int) -> list[float]:
+    """Seconds per ``model(x, training=False)`` call, output fetched to numpy."""
+    for _ in range(warmup):
+        model(x, training=False).numpy()
+    seconds = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        model(x, training=False).numpy()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def score_sliced(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    """The model called directly on consecutive slices of ``batch`` rows."""
+    parts = [model(x[i : i + batch], training=False).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(parts)
+
+
+def score_predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    """``model.predict`` with ``batch_size=batch``."""
+    return np.asarray(model.predict(x, batch_size=batch, verbose=0))
+
+
+def direct_throughput(model: Any, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Rows/s of each way of scoring ``x`` in this process, best of ``repeats`` after a warm-up."""
+    methods: dict[str, Callable[[], np.ndarray]] = {}
+    for batch in DIRECT_SLICES:
+        methods[f"model(x[i:i+{batch}])"] = functools.partial(score_sliced, model, x, batch)
+    for batch in DIRECT_PREDICT_BATCHES:
+        methods[f"model.predict(batch_size={batch})"] = functools.partial(
+            score_predict, model, x, batch
+        )
+    rates = {}
+    for name, method in methods.items():
+        method()  # warm-up: traces predict's function, sizes the allocator
+        best = min(_timed(method) for _ in range(repeats))
+        rates[name] = len(x) / best
+    return rates
+
+
+def _timed(method: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    method()
+    return time.perf_counter() - started
+
+
+# --- measuring and reporting ---------------------------------------------------------------
+
+
+def to_body(x: np.ndarray) -> bytes:
+    """The scoring payload ``{"values": [row, ...]}`` as JSON bytes."""
+    return json.dumps({"values": x.tolist()}, separators=(",", ":")).encode()
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and mean in milliseconds."""
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+    }
+
+
+def max_abs_diff(values: list[Any], expected: np.ndarray) -> float:
+    """Largest difference between the service's ``prediction`` column and direct outputs."""
+    predictions = np.asarray([row[0] for row in values], dtype=np.float64)
+    return float(np.max(np.abs(predictions - expected)))
+
+
+def note_diff(what: str, diff: float) -> None:
+    """Print how far the service's predictions are from the direct ones."""
+    flag = "" if diff <= PREDICTION_TOLERANCE else "   <-- WARNING: service differs from direct"
+    say(f"{what}: max |service - direct| = {diff:.2e}{flag}")
+
+
+def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
+    """Run every measurement; the report as a JSON-ready dict."""
+    model_path = tmp / "bench-cnn.keras"
+    build_model(model_path)
+    model = load_model(model_path)
+    # JSON bodies come from the 3-decimal float64 rows (short text); the model gets float32.
+    rows = make_rows(max(plan.job_rows, *ONLINE_SIZES))
+    x = rows.astype(np.float32)
+    x_job = x[: plan.job_rows]
+    say(f"model saved to {model_path} ({model_path.stat().st_size} bytes)")
+
+    # Baselines first, while no service process competes for the 2 cores.
+    direct_online: dict[int, list[float]] = {}
+    for size in ONLINE_SIZES:
+        say(f"direct: {plan.requests} calls with {size} row(s)")
+        direct_online[size] = time_direct_calls(model, x[:size], plan.requests, plan.warmup)
+    say(f"direct: {plan.job_rows} rows, best of {plan.direct_repeats} per method")
+    direct_rates = direct_throughput(model, x_job, plan.direct_repeats)
+    for name, rate in direct_rates.items():
+        say(f"  {name:32} {rate:10.0f} rows/s")
+    best_method = max(direct_rates, key=lambda name: direct_rates[name])
+    expected = score_sliced(model, x_job, DIRECT_SLICES[-1]).astype(np.float64)
+    bodies = {size: to_body(rows[:size]) for size in ONLINE_SIZES}
+    job_body = to_body(rows[: plan.job_rows])
+    say(f"job request body: {len(job_body) / 1e6:.1f} MB for {plan.job_rows} rows")
+
+    say(f"starting Redis, API and 1 worker in {tmp}")
+    service.start(workers=1)
+    with httpx.Client(base_url=service.base_url, timeout=httpx.Timeout(300.0)) as client:
+        service.wait_ready(client, workers=1)
+        deployment = upload_and_deploy(client, model_path)
+
+        online = []
+        for size in ONLINE_SIZES:
+            say(f"service: {plan.requests} online requests with {size} row(s)")
+            seconds, answer = time_online(
+                client, deployment["scoring_url"], bodies[size], plan.requests, plan.warmup
+            )
+            diff = max_abs_diff(answer["values"], expected[:size])
+            note_diff(f"online {size} row(s)", diff)
+            svc, direct = percentiles_ms(seconds), percentiles_ms(direct_online[size])
+            online.append(
+                {
+                    "rows": size,
+                    "requests": plan.requests,
+                    "service_ms": svc,
+                    "direct_ms": direct,
+                    "ratio_p50": svc["p50"] / direct["p50"],
+                    "ratio_p99": svc["p99"] / direct["p99"],
+                    "max_abs_diff": diff,
+                }
+            )
+
+        runs = [measure_job(plan, client, deployment, job_body, expected, workers=1)]
+        if plan.workers > 1:
+            say(f"starting {plan.workers - 1} more worker(s)")
+            service.add_workers(plan.workers - 1)
+            service.wait_ready(client, workers=plan.workers)
+            say("warm-up job, so every new worker has loaded the model")
+            run_job(client, deployment["jobs_url"], job_body, plan.job_rows, plan.workers)
+            runs.append(measure_job(plan, client, deployment, job_body, expected, plan.workers))
+        service.check_alive()
+
+    direct_rate = direct_rates[best_method]
+    batch = [
+        {
+            "rows": run.rows,
+            "workers": run.workers,
+            "seconds": run.total_s,
+            "submit_s": run.submit_s,
+            "wait_s": run.wait_s,
+            "download_s": run.download_s,
+            "server_scoring_s": run.scoring_s,
+            "request_mb": run.request_bytes / 1e6,
+            "result_mb": run.result_bytes / 1e6,
+            "rows_per_s": run.rows_per_s,
+            "direct_rows_per_s": direct_rate,
+            "direct_method": best_method,
+            "ratio": run.rows_per_s / direct_rate,
+            "speedup_vs_1_worker": run.rows_per_s / runs[0].rows_per_s,
+            "scoring_speedup_vs_1_worker": (
+                runs[0].scoring_s / run.scoring_s if runs[0].scoring_s and run.scoring_s else None
+            ),
+        }
+        for run in runs
+    ]
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {
+            "quick": plan.quick,
+            "workers": plan.workers,
+            "requests": plan.requests,
+            "warmup": plan.warmup,
+            "job_rows": plan.job_rows,
+            "chunk_rows": plan.chunk_rows or "server default",
+            "model": "28x28x1 -> Conv2D(8,3) -> MaxPool -> Conv2D(16,3) -> Flatten -> Dense(10)",
+        },
+        "online": online,
+        "batch": batch,
+        "direct_batch_rows_per_s": direct_rates,
+    }
+
+
+def measure_job(
+    plan: Plan,
+    client: httpx.Client,
+    deployment: dict[str, Any],
+    body: bytes,
+    expected: np.ndarray,
+    workers: int,
+) -> JobRun:
+    """One timed batch job on ``workers`` workers, its result checked against direct outputs."""
+    say(f"service: one {plan.job_rows}-row job on {workers} worker(s)")
+    run = run_job(client, deployment["jobs_url"], body, plan.job_rows, workers)
+    scoring = "?" if run.scoring_s is None else f"{run.scoring_s:.2f}"
+    say(
+        f"  job {run.job_id}: POST {run.submit_s:.2f} s, then completed after "
+        f"{run.wait_s:.2f} s, result download {run.download_s:.2f} s "
+        f"({run.result_bytes / 1e6:.1f} MB); server started_at -> finished_at {scoring} s"
+    )
+    note_diff(f"batch {plan.job_rows} rows", max_abs_diff(run.values, expected))
+    return run
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "keras": version("keras"),
+    }
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """The report as aligned lines, service next to direct."""
+    lines = []
+    for row in report["online"]:
+        label = f"online {row['rows']} row" + ("s" if row["rows"] > 1 else "")
+        svc, direct = row["service_ms"], row["direct_ms"]
+        lines.append(
+            f"{label:26} p50 {svc['p50']:7.1f} ms  p99 {svc['p99']:7.1f} ms   "
+            f"direct p50 {direct['p50']:6.1f} ms  p99 {direct['p99']:6.1f} ms   "
+            f"ratio {row['ratio_p50']:6.1f}x"
+        )
+    for row in report["batch"]:
+        label = f"batch {row['rows']} rows, {row['workers']} worker" + (
+            "s" if row["workers"] > 1 else ""
+        )
+        scoring = row["server_scoring_s"]
+        parts = f"POST {row['submit_s']:.1f} s" + (
+            "" if scoring is None else f", scoring {scoring:.2f} s"
+        )
+        line = (
+            f"{label:26} {row['rows_per_s']:7.0f} rows/s ({row['seconds']:.1f} s: {parts})   "
+            f"direct {row['direct_rows_per_s']:8.0f} rows/s   ratio {row['ratio']:6.3f}x"
+        )
+        if row["workers"] > 1:
+            line += f"   vs 1 worker {row['speedup_vs_1_worker']:.2f}x"
+            if row["scoring_speedup_vs_1_worker"] is not None:
+                line += f" (scoring alone {row['scoring_speedup_vs_1_worker']:.2f}x)"
+        lines.append(line)
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> Plan:
+    """The command line as a Plan."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="30 requests, a 2,000-row job")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="also run the job on N workers (default 1)"
+    )
+    parser.add_argument("--requests", type=int, help="online requests per size (default 200)")
+    parser.add_argument("--job-rows", type=int, help="rows in the batch job (default 10000)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        help="KSCORE_CHUNK_ROWS for the service (default: the server's; 500 with --quick)",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    for name in ("workers", "requests", "job_rows", "chunk_rows"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return Plan(
+        quick=args.quick,
+        workers=args.workers,
+        requests=args.requests or (30 if args.quick else 200),
+        warmup=5 if args.quick else 20,
+        job_rows=args.job_rows or (2_000 if args.quick else 10_000),
+        # With --quick the job is one server-default chunk; smaller ones let N workers share it.
+        chunk_rows=args.chunk_rows or (500 if args.quick else None),
+        direct_repeats=3,
+        keep_tmp=args.keep_tmp,
+    )
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 on success, 1 (with log tails) when the service failed."""
+    plan = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A SIGTERM (like Ctrl-C) unwinds through the finally below, which stops the children.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="kscore-bench-"))
+    service = Service(tmp, plan.chunk_rows)
+    report: dict[str, Any] | None = None
+    try:
+        report = measure(plan, tmp, service)
+    except (BenchError, httpx.HTTPError) as exc:
+        say(f"\nBENCHMARK FAILED: {type(exc).__name__}: {exc}\n")
+        say(service.log_tails())
+        return 1
+    finally:
+        service.stop()
+        if report is not None and not plan.keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            say(f"kept {tmp}")
+
+    lines = table(report)
+    report["table"] = lines
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps(report, indent=2) + "\n")
+    machine = report["machine"]
+    say(
+        f"\nkscore bench: {machine['cpus']} CPUs, Python {machine['python']}, "
+        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}"
+    )
+    say("\n".join(lines))
+    say(f"(written to {RESULTS_PATH.relative_to(ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
