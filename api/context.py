@@ -7,7 +7,7 @@ from typing import Any, cast
 from flask import current_app, request
 from marshmallow import Schema
 
-from shared.errors import BadRequest
+from shared.errors import BadRequest, PayloadTooLarge
 from shared.services import Services
 
 
@@ -33,6 +33,13 @@ def url(path: str) -> str:
 
 def json_body(schema: Schema) -> dict[str, Any]:
     """The JSON body loaded through ``schema`` (422 with field errors when it does not fit)."""
+    limit = services().settings.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"The request body is {request.content_length} bytes, over the limit of {limit} "
+            "(KSCORE_MAX_REQUEST_BYTES); split the rows into several jobs.",
+            details={"limit_bytes": limit},
+        )
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object (Content-Type: application/json).")
