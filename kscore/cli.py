@@ -82,6 +82,17 @@ def _echo_json(data: Any, indent: int = 2) -> None:
     click.echo(json.dumps(data, indent=indent))
 
 
+def format_result(result: Any) -> str:
+    """A scoring result as the WML CLI showed it: one line for the fields, one per row."""
+    if not isinstance(result, dict) or not isinstance(result.get("values"), list):
+        return json.dumps(result, indent=4)
+    lines = ["{", f'    "fields": {json.dumps(result.get("fields"))},', '    "values": [']
+    rows = [f"        {json.dumps(row)}" for row in result["values"]]
+    lines.append(",\n".join(rows))
+    lines += ["    ]", "}"]
+    return "\n".join(line for line in lines if line)
+
+
 def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
@@ -489,7 +500,7 @@ def score(ctx: click.Context, payload_file: Path, timeout: float | None) -> None
         )
     scoring_url = client.deployments.get_scoring_url(details)
     result = client.deployments.score(scoring_url, wml.payload, timeout=timeout)
-    _echo_json(result, indent=4)
+    click.echo(format_result(result))
     _ok("Score request successful")
 
 
@@ -511,6 +522,7 @@ def jobs() -> None:
     help="Days to keep the job and its result (default: the server's).",
 )
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the job's id (no progress bar).")
 @click.pass_context
 def jobs_submit(
     ctx: click.Context,
@@ -518,6 +530,7 @@ def jobs_submit(
     file: Path,
     retention_days: int | None,
     wait: bool,
+    quiet: bool,
 ) -> None:
     """Queue a batch scoring job.
 
@@ -537,6 +550,13 @@ def jobs_submit(
         payload = _check_rows_payload(doc, str(file))
     client = _client(ctx)
     job = client.jobs.submit(deployment_id, job_payload(payload), retention_days=retention_days)
+    if quiet:
+        click.echo(job["id"])
+        if wait:
+            final = client.jobs.wait(str(job["id"]))
+            if final.get("status") != "completed":
+                _fail(f"Job '{job['id']}' ended {final.get('status')}.")
+        return
     click.echo(rows_block(_job_rows(job)))
     if not wait:
         _ok("Submit job successful")
@@ -593,9 +613,9 @@ def jobs_result(ctx: click.Context, job_id: str, output: Path | None) -> None:
     """Print (or save) a completed job's scoring result."""
     result = _client(ctx).jobs.result(job_id)
     if output is None:
-        _echo_json(result, indent=4)
+        click.echo(format_result(result))
         return
-    output.write_text(json.dumps(result, indent=4) + "\n", encoding="utf-8")
+    output.write_text(format_result(result) + "\n", encoding="utf-8")
     rows = len(result.get("values") or [])
     click.echo(f"Wrote the result of job '{job_id}' ({rows} rows) to {output}.")
 

@@ -354,7 +354,7 @@ class JobStore:
                 yield b", "
             yield part  # type: ignore[misc]
             first = False
-        yield b"]}"
+        yield b"]}\n"
 
     def metrics(self) -> dict[str, int]:
         """The counters the Lua scripts keep (rows scored, jobs by final status)."""

@@ -42,7 +42,7 @@ from kscore import (
     ValidationError,
     WaitTimeoutError,
 )
-from kscore.cli import cli, rows_block, wml_table
+from kscore.cli import cli, format_result, rows_block, wml_table
 from kscore.client import content_disposition_filename, job_payload, simple_table
 from kscore.localredis import free_port, send_command
 from kscore.up import api_command, child_env, public_url, worker_command
@@ -434,7 +434,7 @@ def test_score_posts_the_payload_and_prints_the_result(stub: Stub, tmp_path: Pat
     assert result.exit_code == 0, result.output
     expected = [
         f"Fetching scoring results for the deployment '{DEP_ID}' ...",
-        *json.dumps(RESULT, indent=4).splitlines(),
+        *format_result(RESULT).splitlines(),
         "OK",
         "Score request successful",
     ]
@@ -460,7 +460,7 @@ def test_score_waits_for_the_job_when_the_server_answers_202(stub: Stub, tmp_pat
     stub.on("GET", f"/api/v1/jobs/{JOB_ID}/result", Reply(body=RESULT))
     result = run(stub, "score", str(path), "--timeout", "0.5")
     assert result.exit_code == 0, result.output
-    assert json.dumps(RESULT, indent=4) in result.stdout
+    assert format_result(RESULT) in result.stdout
     [post] = stub.requests("POST", f"/api/v1/deployments/{DEP_ID}/online")
     assert post.query == {"timeout": ["0.5"]}
 
@@ -1076,3 +1076,22 @@ def test_up_reports_a_child_that_dies_and_stops_the_rest(tmp_path: Path) -> None
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_format_result_prints_one_line_per_row_as_wml_did() -> None:
+    text = format_result(
+        {
+            "fields": ["prediction", "prediction_classes", "probability"],
+            "values": [[[0.1, 0.9], 1, [0.1, 0.9]], [[0.8, 0.2], 0, [0.8, 0.2]]],
+        }
+    )
+    assert text.splitlines() == [
+        "{",
+        '    "fields": ["prediction", "prediction_classes", "probability"],',
+        '    "values": [',
+        "        [[0.1, 0.9], 1, [0.1, 0.9]],",
+        "        [[0.8, 0.2], 0, [0.8, 0.2]]",
+        "    ]",
+        "}",
+    ]
+    assert json.loads(text)["values"][1][1] == 0
