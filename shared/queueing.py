@@ -33,6 +33,10 @@ def make_celery(settings: Settings) -> Celery:
         "visibility_timeout": settings.visibility_timeout,
         "global_keyprefix": celery_key_prefix(settings),
         "queue_order_strategy": "priority",
+        # Look for tasks whose worker vanished often enough that they come back soon after the
+        # visibility timeout, not Kombu's default of up to 100 s later.
+        "unacked_restore_interval": max(1, min(60, int(settings.visibility_timeout / 3))),
+        "unacked_restore_throttle": 1,
     }
     app.conf.update(
         broker_transport_options=transport,
