@@ -8,6 +8,7 @@ from flask import current_app, request
 from marshmallow import Schema
 
 from shared.errors import BadRequest, PayloadTooLarge
+from shared.scoring import ArrayPayload, parse_array_body
 from shared.services import Services
 
 
@@ -31,8 +32,10 @@ def url(path: str) -> str:
     return base_url() + path
 
 
-def json_body(schema: Schema) -> dict[str, Any]:
-    """The JSON body loaded through ``schema`` (422 with field errors when it does not fit)."""
+ARRAY_MIMETYPES = {"application/x-npy", "application/x-npz", "application/octet-stream"}
+
+
+def _check_body_size() -> None:
     limit = services().settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(
@@ -40,6 +43,19 @@ def json_body(schema: Schema) -> dict[str, Any]:
             "(KSCORE_MAX_REQUEST_BYTES); split the rows into several jobs.",
             details={"limit_bytes": limit},
         )
+
+
+def scoring_body(schema: Schema) -> dict[str, Any] | ArrayPayload:
+    """Rows to score: JSON through ``schema``, or a .npy/.npz body (application/x-npy)."""
+    if request.mimetype in ARRAY_MIMETYPES:
+        _check_body_size()
+        return parse_array_body(request.get_data(cache=False))
+    return json_body(schema)
+
+
+def json_body(schema: Schema) -> dict[str, Any]:
+    """The JSON body loaded through ``schema`` (422 with field errors when it does not fit)."""
+    _check_body_size()
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object (Content-Type: application/json).")

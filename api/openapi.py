@@ -36,6 +36,23 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": text[c], **_ERR} for c in codes}
 
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _rows_body(schema: str) -> dict[str, Any]:
+    """JSON rows, or the same rows as a .npy (one input) or .npz (arrays named by input)."""
+    return {
+        "required": True,
+        "description": "JSON, or numpy's own format: a .npy body for a one-input model, or a "
+        ".npz holding one array per input, named by input (never pickled objects).",
+        "content": {
+            "application/json": {"schema": schema},
+            "application/x-npy": _BINARY,
+            "application/x-npz": _BINARY,
+        },
+    }
+
+
 def _id(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -188,7 +205,7 @@ def build_spec() -> dict[str, Any]:
                 "summary": "Score rows online",
                 "description": 'Rows as {"values": [...]} (WML v3). Multi-input models: each row lists one entry per input in model order, or send {"inputs": {name: rows}}. Multi-output models: each field of a row is an object keyed by output name. Waits up to `timeout` seconds (default KSCORE_ONLINE_TIMEOUT), then answers 202 with the job.',
                 "parameters": [_q(s.OnlineQuerySchema)],
-                "requestBody": {"required": True, **_json("ScoringPayload")},
+                "requestBody": _rows_body("ScoringPayload"),
                 "responses": {
                     **_resp(200, "Predictions, one row per input row.", "ScoringResult"),
                     **_resp(202, "Still running: poll the job in Location.", "Job"),
@@ -204,7 +221,8 @@ def build_spec() -> dict[str, Any]:
         operations={
             "post": {
                 "summary": "Submit a batch job",
-                "requestBody": {"required": True, **_json("JobCreate")},
+                "parameters": [_q(s.JobSubmitQuerySchema)],
+                "requestBody": _rows_body("JobCreate"),
                 "responses": {
                     **_resp(202, "Queued; Location is the job.", "Job"),
                     **scoring_errors,

@@ -142,6 +142,14 @@ class JobCreateSchema(ScoringPayloadSchema):
     )
 
 
+class JobSubmitQuerySchema(Schema):
+    retention_days = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0.001, max=365),
+        metadata={"description": "With a .npy/.npz body: keep the job this long (days)."},
+    )
+
+
 class OnlineQuerySchema(Schema):
     timeout = fields.Float(
         load_default=None,

@@ -70,6 +70,7 @@ class Plan:
     chunk_rows: int | None
     direct_repeats: int
     keep_tmp: bool
+    tf_threads: int | None = None
 
 
 def say(message: str = "") -> None:
@@ -145,9 +146,10 @@ def stop_processes(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) 
 class Service:
     """Redis, gunicorn and N Celery workers on this machine, all state in one temporary directory."""
 
-    def __init__(self, tmp: Path, chunk_rows: int | None) -> None:
+    def __init__(self, tmp: Path, chunk_rows: int | None, tf_threads: int | None = None) -> None:
         self.tmp = tmp
         self.chunk_rows = chunk_rows
+        self.tf_threads = tf_threads
         self.redis = LocalRedis(tmp, persist=False)
         self.api: Process | None = None
         self.workers: list[Process] = []
@@ -171,6 +173,8 @@ class Service:
         self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if self.chunk_rows is not None:
             self.env["KSCORE_CHUNK_ROWS"] = str(self.chunk_rows)
+        if self.tf_threads is not None:
+            self.env["KSCORE_TF_THREADS"] = str(self.tf_threads)
         self.port = free_port()
         argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}"]
         argv += ["-k", "gthread", "--threads", "8", "-w", "1", "api.wsgi:app"]
@@ -568,6 +572,7 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
             "warmup": plan.warmup,
             "job_rows": plan.job_rows,
             "chunk_rows": plan.chunk_rows or "server default",
+            "tf_threads_per_worker": plan.tf_threads or "server default",
             "model": "28x28x1 -> Conv2D(8,3) -> MaxPool -> Conv2D(16,3) -> Flatten -> Dense(10)",
         },
         "online": online,
@@ -658,11 +663,18 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument(
         "--chunk-rows",
         type=int,
-        help="KSCORE_CHUNK_ROWS for the service (default: the server's; 500 with --quick)",
+        help="KSCORE_CHUNK_ROWS for the service (default: the server's; 500 with --quick or "
+        "--workers N, so the job has chunks enough to share)",
+    )
+    parser.add_argument(
+        "--tf-threads",
+        type=int,
+        help="KSCORE_TF_THREADS for every worker (default: the server's; with --workers N, "
+        "CPUs // N, so N workers on one machine behave like N machines of that size)",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    for name in ("workers", "requests", "job_rows", "chunk_rows"):
+    for name in ("workers", "requests", "job_rows", "chunk_rows", "tf_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -673,9 +685,11 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         warmup=5 if args.quick else 20,
         job_rows=args.job_rows or (2_000 if args.quick else 10_000),
         # With --quick the job is one server-default chunk; smaller ones let N workers share it.
-        chunk_rows=args.chunk_rows or (500 if args.quick else None),
+        chunk_rows=args.chunk_rows or (500 if args.quick or args.workers > 1 else None),
         direct_repeats=3,
         keep_tmp=args.keep_tmp,
+        tf_threads=args.tf_threads
+        or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None),
     )
 
 
@@ -690,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM (like Ctrl-C) unwinds through the finally below, which stops the children.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="kscore-bench-"))
-    service = Service(tmp, plan.chunk_rows)
+    service = Service(tmp, plan.chunk_rows, plan.tf_threads)
     report: dict[str, Any] | None = None
     try:
         report = measure(plan, tmp, service)

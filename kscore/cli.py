@@ -162,6 +162,27 @@ def _load_json(path: Path) -> Any:
         _fail(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.")
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"Cannot read {path}: {exc.strerror or exc}")
+
+
+def _rows_from_file(path: Path, deployment_id: str) -> Record:
+    """The rows payload in a JSON file: {"values"|"inputs": ...} or a WML scoring payload."""
+    doc = _load_json(path)
+    if isinstance(doc, dict) and "deploymentId" in doc:
+        wml = parse_wml_payload(doc, path)
+        if wml.deployment_id != deployment_id:
+            _fail(
+                f"deploymentId '{wml.deployment_id}' in {path} differs from DEPLOYMENT_ID "
+                f"'{deployment_id}'."
+            )
+        return wml.payload
+    return _check_rows_payload(doc, str(path))
+
+
 def _check_rows_payload(payload: Any, where: str) -> Record:
     if not isinstance(payload, dict):
         _fail(f'{where} must be a JSON object such as {{"values": [...]}}.')
@@ -535,21 +556,19 @@ def jobs_submit(
     """Queue a batch scoring job.
 
     FILE holds {"values": [...]} (or {"inputs": {...}}), or a WML scoring payload as for
-    `kscore score`. Prints the job's id; --wait follows it to the end.
+    `kscore score`; or it is a .npy file of rows (one-input models) or a .npz with one array
+    per input, named by input, sent as it is. Prints the job's id; --wait follows it to the end.
     """
-    doc = _load_json(file)
-    if isinstance(doc, dict) and "deploymentId" in doc:
-        wml = parse_wml_payload(doc, file)
-        if wml.deployment_id != deployment_id:
-            _fail(
-                f"deploymentId '{wml.deployment_id}' in {file} differs from DEPLOYMENT_ID "
-                f"'{deployment_id}'."
-            )
-        payload = wml.payload
-    else:
-        payload = _check_rows_payload(doc, str(file))
     client = _client(ctx)
-    job = client.jobs.submit(deployment_id, job_payload(payload), retention_days=retention_days)
+    suffix = file.suffix.lower()
+    if suffix in {".npy", ".npz"}:
+        params = {"retention_days": retention_days} if retention_days is not None else None
+        content_type = "application/x-npy" if suffix == ".npy" else "application/x-npz"
+        job = client.jobs.submit_file(deployment_id, _read_bytes(file), content_type, params)
+    else:
+        job = client.jobs.submit(
+            deployment_id, job_payload(_rows_from_file(file, deployment_id)), retention_days
+        )
     if quiet:
         click.echo(job["id"])
         if wait:

@@ -197,6 +197,112 @@ def validate_payload(
     return ScoringInput(arrays, n_rows)
 
 
+@dataclass(frozen=True)
+class ArrayPayload:
+    """Rows sent as a .npy (one input) or .npz (arrays named by input) body instead of JSON."""
+
+    arrays: dict[str, np.ndarray]
+
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def parse_array_body(data: bytes) -> ArrayPayload:
+    """Read a .npy or .npz request body without unpickling anything."""
+    if not (data.startswith(NPY_MAGIC) or data.startswith(ZIP_MAGIC)):
+        raise _input_error(
+            "The body is neither a .npy nor a .npz file: save rows with numpy.save / "
+            'numpy.savez, or send JSON {"values": [...]}.'
+        )
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return ArrayPayload({"": loaded})
+        with loaded as npz:
+            return ArrayPayload({name: npz[name] for name in npz.files})
+    except ValueError as exc:
+        # numpy says "Object arrays cannot be loaded when allow_pickle=False" and the like.
+        raise _input_error(
+            f"The array body cannot be read: {exc}. Use numeric or fixed-width string arrays."
+        ) from None
+    except (OSError, EOFError, KeyError) as exc:
+        raise _input_error(f"The array body is not a readable .npy/.npz file: {exc}.") from None
+
+
+def validate_arrays(
+    payload: ArrayPayload, inputs: list[dict[str, Any]], max_rows: int
+) -> ScoringInput:
+    """Check arrays against the model's inputs: one per input (by name in a .npz)."""
+    names = [str(spec["name"]) for spec in inputs]
+    given = payload.arrays
+    if list(given) == [""] or (len(given) == 1 and len(inputs) == 1):
+        if len(inputs) != 1:
+            raise _input_error(
+                f"The model has {len(inputs)} inputs {names}: send a .npz with one array per "
+                "input, named by input.",
+                expected_inputs=names,
+            )
+        ordered = list(given.values())
+    else:
+        missing = [n for n in names if n not in given]
+        extra = [n for n in given if n not in names]
+        if missing or extra:
+            raise _input_error(
+                f"The .npz must hold exactly the model's inputs {names}; missing {missing}, "
+                f"unknown {extra}.",
+                expected_inputs=names,
+            )
+        ordered = [given[n] for n in names]
+    counts = {len(a) if a.ndim else 0 for a in ordered}
+    if counts == {0}:
+        raise _input_error("The array has no rows: send at least one row.")
+    if len(counts) > 1:
+        raise _input_error("Every input needs the same number of rows.")
+    n_rows = counts.pop()
+    if n_rows > max_rows:
+        raise PayloadTooLarge(
+            f"{n_rows} rows is over this endpoint's limit of {max_rows}; split the rows.",
+            details={"rows": n_rows, "limit": max_rows},
+        )
+    arrays = []
+    for spec, array in zip(inputs, ordered, strict=True):
+        label = f" of input {spec['name']!r}" if len(inputs) > 1 else ""
+        expected = list(spec.get("shape") or [None])[1:]
+        if _is_string_spec(spec):
+            if array.dtype.kind not in "US":
+                raise _input_error(
+                    f"The rows{label} must be text: the model's input is a string tensor."
+                )
+            array = array.astype(object)
+        elif array.dtype.kind not in _NUMERIC_KINDS:
+            raise _input_error(
+                f"The rows{label} are {array.dtype}, not numbers; the model's input is numeric.",
+                expected_dtype=str(spec.get("dtype")),
+            )
+        else:
+            array = array.astype(_target_dtype(spec), copy=False)
+        if not _shape_ok(expected, array.shape[1:]):
+            raise _input_error(
+                f"Row 0{label} has shape {_fmt_shape(array.shape[1:])}, but the model expects "
+                f"{_fmt_shape(expected)} per row.",
+                row=0,
+                expected_shape=expected,
+                received_shape=list(array.shape[1:]),
+            )
+        arrays.append(array)
+    return ScoringInput(arrays, n_rows)
+
+
+def validate_input(
+    payload: dict[str, Any] | ArrayPayload, inputs: list[dict[str, Any]], max_rows: int
+) -> ScoringInput:
+    """Validate JSON rows or an array body against the model's inputs."""
+    if isinstance(payload, ArrayPayload):
+        return validate_arrays(payload, inputs, max_rows)
+    return validate_payload(payload, inputs, max_rows)
+
+
 def encode_chunk(arrays: list[np.ndarray]) -> bytes:
     """Bytes for one chunk of input rows: npz for numbers, JSON for text (never pickle)."""
     if all(a.dtype != object for a in arrays):

@@ -17,8 +17,15 @@ from shared.errors import DeploymentNotReady, ServiceUnavailable
 from shared.job_store import FAILED, JobRecord, JobStore
 from shared.keys import Keys
 from shared.model_store import ModelStore
-from shared.queueing import DEPLOY_MODEL, QUEUE_BATCH, QUEUE_ONLINE, SCORE_CHUNK, make_celery
-from shared.scoring import FIELDS, split_rows, validate_payload
+from shared.queueing import (
+    DEPLOY_MODEL,
+    QUEUE_BATCH,
+    QUEUE_DEPLOY,
+    QUEUE_ONLINE,
+    SCORE_CHUNK,
+    make_celery,
+)
+from shared.scoring import FIELDS, ArrayPayload, split_rows, validate_input
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,14 +72,20 @@ class Services:
         """Record a deployment, then ask a worker to load and warm up its model."""
         model = self.models.get(instance, model_id)
         record = self.deployments.create(instance, model, name, description)
-        self._send(DEPLOY_MODEL, [instance, record.id], "deploy")
+        try:
+            self._send(DEPLOY_MODEL, [instance, record.id], QUEUE_DEPLOY)
+        except ServiceUnavailable:
+            # No worker will ever hear of it: take the record back rather than leave it
+            # DEPLOY_IN_PROGRESS forever.
+            self.deployments.delete(instance, record.id)
+            raise
         return record
 
     def submit_job(
         self,
         instance: str,
         deployment_id: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | ArrayPayload,
         *,
         kind: str,
         retention: float | None = None,
@@ -87,7 +100,7 @@ class Services:
             )
         online = kind == "online"
         settings = self.settings
-        scoring_input = validate_payload(
+        scoring_input = validate_input(
             payload,
             deployment.inputs,
             settings.max_rows_online if online else settings.max_rows_job,

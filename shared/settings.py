@@ -45,6 +45,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be a whole number of at least 0")
+    return value
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -74,6 +81,7 @@ class Settings:
     max_request_bytes: int = 256 * 1024**2
     chunk_rows: int = 2_000
     direct_call_max_rows: int = 1_024
+    tf_threads: int = 0
     chunk_max_attempts: int = 3
     visibility_timeout: float = 3600.0
     default_instance: str = "default"
@@ -105,6 +113,7 @@ class Settings:
             "max_request_bytes": parse_size,
             "chunk_rows": _positive_int,
             "direct_call_max_rows": _positive_int,
+            "tf_threads": _non_negative_int,
             "chunk_max_attempts": _positive_int,
             "visibility_timeout": parse_duration,
             "default_instance": _key_prefix,

@@ -446,3 +446,20 @@ def _one_line(exc: BaseException) -> str:
     useful = [line for line in lines if line and not line.startswith(boilerplate)]
     text = " ".join(" ".join(useful).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def limit_threads(threads: int) -> None:
+    """Let TensorFlow in this process use ``threads`` threads per op (0: its default, all cores).
+
+    Several workers on one machine each get a share of the cores instead of all fighting for
+    all of them. Must run before TensorFlow's runtime starts; later calls are logged and ignored.
+    """
+    if threads <= 0:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:
+        log.warning("tensorflow threads not limited threads=%d reason=%s", threads, exc)

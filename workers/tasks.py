@@ -44,6 +44,10 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        if settings.tf_threads:
+            from workers.model_loader import limit_threads
+
+            limit_threads(settings.tf_threads)
         client = connect(settings)
         keys = Keys(settings.key_prefix)
         blobs = BlobStore(client, keys, settings.blob_chunk_bytes)

@@ -7,13 +7,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from api.context import instance, json_body, page, query, services, url
+from api.context import instance, json_body, page, query, scoring_body, services, url
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
     DeploymentQuerySchema,
     DeploymentSchema,
     JobCreateSchema,
+    JobSubmitQuerySchema,
     OnlineQuerySchema,
     ScoringPayloadSchema,
 )
@@ -92,7 +93,7 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
     started = time.perf_counter()
     svc = services()
     args = query(OnlineQuerySchema())
-    payload = json_body(ScoringPayloadSchema())
+    payload = scoring_body(ScoringPayloadSchema())
     timeout = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout
     timeout = min(timeout, svc.settings.max_online_timeout)
     job = svc.submit_job(
@@ -119,15 +120,18 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
 @bp.post("/<deployment_id>/jobs")
 def submit_job(deployment_id: str) -> tuple[Response, int, dict[str, str]]:
     """Submit rows as a batch job (202); poll the job, then fetch its result."""
-    data = json_body(JobCreateSchema())
     svc = services()
-    retention_days = data.pop("retention_days", None)
+    body = scoring_body(JobCreateSchema())
+    if isinstance(body, dict):
+        retention_days = body.pop("retention_days", None)
+    else:
+        retention_days = query(JobSubmitQuerySchema())["retention_days"]
     job = svc.submit_job(
         instance(),
         deployment_id,
-        data,
+        body,
         kind="batch",
         retention=retention_days * 86400.0 if retention_days else None,
     )
-    body = job_json(job)
-    return jsonify(body), 202, {"Location": body["href"]}
+    document = job_json(job)
+    return jsonify(document), 202, {"Location": document["href"]}

@@ -365,3 +365,96 @@ def test_readyz_sees_the_worker_and_metrics_count(
     assert 'kscore_jobs_total{status="completed"}' in text
     scored = [line for line in text.splitlines() if line.startswith("kscore_rows_scored_total")]
     assert scored and float(scored[0].split()[-1]) >= 2
+
+
+def test_unreachable_broker_is_503_and_leaves_nothing_pending(
+    app: Any, client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to broker")  # injected fault
+
+    monkeypatch.setattr(app.extensions["kscore"].celery, "send_task", down)
+    deploying = client.post(
+        "/api/v1/deployments", json={"model_id": dense_deployment["model_id"], "name": "x"}
+    )
+    assert deploying.status_code == 503
+    assert deploying.get_json()["error"]["code"] == "service_unavailable"
+    assert [d["id"] for d in client.get("/api/v1/deployments").get_json()["resources"]] == [
+        dense_deployment["id"]
+    ]
+    submitting = client.post(
+        path_of(dense_deployment["jobs_url"]), json={"values": rows(2).tolist()}
+    )
+    assert submitting.status_code == 503
+    jobs = client.get("/api/v1/jobs").get_json()["resources"]
+    assert [(j["status"], j["error"]["code"]) for j in jobs] == [("failed", "enqueue_failed")]
+
+
+def npy(*arrays: np.ndarray, **named: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    if named:
+        np.savez(buffer, **named)
+    else:
+        np.save(buffer, arrays[0])
+    return buffer.getvalue()
+
+
+def test_npy_body_scores_like_json(client: FlaskClient, dense_deployment: dict[str, Any]) -> None:
+    x = rows(130, seed=9)
+    online = client.post(
+        path_of(dense_deployment["scoring_url"]), data=npy(x[:3]), content_type="application/x-npy"
+    )
+    assert online.status_code == 200, online.get_json()
+    assert_dense_rows(online.get_json()["values"], x[:3])
+    submitted = client.post(
+        path_of(dense_deployment["jobs_url"]) + "?retention_days=2",
+        data=npy(x),
+        content_type="application/x-npy",
+    )
+    assert submitted.status_code == 202, submitted.get_json()
+    done = wait_job(client, submitted.get_json()["href"])
+    assert done["progress"]["rows_done"] == 130
+    assert_dense_rows(client.get(path_of(done["result_url"])).get_json()["values"], x)
+
+
+def test_bad_array_bodies_are_422(client: FlaskClient, dense_deployment: dict[str, Any]) -> None:
+    url = path_of(dense_deployment["jobs_url"])
+    cases = [
+        (npy(rows(3)[:, :3]), "expects [4]"),
+        (npy(np.array([["a", "b", "c", "d"]])), "not numbers"),
+        (npy(np.zeros((0, 4), np.float32)), "no rows"),
+        (b"\x93NUMPY-garbage", "cannot be read"),
+        (b"plain text", "neither a .npy nor a .npz"),
+        (npy(x=rows(2), y=rows(2)), "exactly the model's inputs"),
+    ]
+    for body, phrase in cases:
+        response = client.post(url, data=body, content_type="application/x-npy")
+        assert response.status_code == 422, (phrase, response.get_json())
+        error = response.get_json()["error"]
+        assert error["code"] == "invalid_scoring_input" and phrase in error["message"], error
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    refused = client.post(url, data=pickled.getvalue(), content_type="application/x-npy")
+    assert refused.status_code == 422 and "allow_pickle" in refused.get_json()["error"]["message"]
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+
+
+def test_npz_names_the_inputs_of_a_multi_input_model(client: FlaskClient, tmp_path: Path) -> None:
+    deployment = deploy(client, store(client, kf.multi_io_keras_file(tmp_path))["id"])
+    a = np.random.default_rng(10).normal(size=(5, 3)).astype(np.float32)
+    b = np.random.default_rng(11).normal(size=(5, 2)).astype(np.float32)
+    response = client.post(
+        path_of(deployment["scoring_url"]), data=npy(b=b, a=a), content_type="application/x-npz"
+    )
+    assert response.status_code == 200, response.get_json()
+    expected = kf.expected_multi_io(a, b)
+    values = response.get_json()["values"]
+    np.testing.assert_allclose(
+        [v[0]["kind"] for v in values], expected["kind"], rtol=1e-5, atol=1e-6
+    )
+    one = client.post(
+        path_of(deployment["scoring_url"]), data=npy(a), content_type="application/x-npy"
+    )
+    assert one.status_code == 422 and "send a .npz" in one.get_json()["error"]["message"]

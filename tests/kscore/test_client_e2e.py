@@ -49,6 +49,10 @@ def test_client_flow_matches_numpy(api_client: Client, dense_h5: Path) -> None:
     np.testing.assert_allclose(
         [r[0] for r in result["values"]], kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6
     )
+    as_array = api_client.jobs.submit(deployment["id"], x, retention_days=1)  # sent as .npy
+    array_result = api_client.jobs.wait(as_array["id"], timeout=60)
+    assert array_result["status"] == "completed"
+    assert api_client.jobs.result(as_array["id"]) == result
     job = api_client.jobs.submit(deployment["id"], x.tolist() * 30)
     seen: list[tuple[int, int]] = []
     done = api_client.jobs.wait(job["id"], timeout=60, on_progress=lambda d, t: seen.append((d, t)))
@@ -108,3 +112,26 @@ def test_cli_reports_server_errors(cli: CliRunner, tmp_path: Path) -> None:
     assert "unsupported_model_file" in result.output
     missing = cli.invoke(kscore.cli.cli, ["jobs", "status", "nope"])
     assert missing.exit_code == 1 and "job_not_found" in missing.output
+
+
+def test_cli_submits_a_npy_file(
+    cli: CliRunner, api_client: Client, dense_h5: Path, tmp_path: Path
+) -> None:
+    model = api_client.repository.store_model(dense_h5, "npy")
+    deployment = api_client.deployments.create(model["id"], name="npy")
+    x = np.random.default_rng(6).normal(size=(40, 4)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", x)
+    submitted = cli.invoke(
+        kscore.cli.cli,
+        ["jobs", "submit", deployment["id"], str(tmp_path / "rows.npy"), "--quiet", "--wait"],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.output.strip()
+    fetched = cli.invoke(
+        kscore.cli.cli, ["jobs", "result", job_id, "-o", str(tmp_path / "out.json")]
+    )
+    assert fetched.exit_code == 0, fetched.output
+    values = json.loads((tmp_path / "out.json").read_text())["values"]
+    np.testing.assert_allclose(
+        [v[0] for v in values], kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6
+    )

@@ -146,3 +146,24 @@ def test_non_finite_predictions_become_null() -> None:
     rows = format_rows([np.array([[np.nan, 1.0]])], ["y"])
     assert rows[0][0] == [None, 1.0]
     assert b"NaN" not in rows_fragment(rows)
+
+
+def test_array_bodies_are_validated_like_json_rows() -> None:
+    import io
+
+    from shared.scoring import parse_array_body, validate_input
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(8, dtype=np.float64).reshape(2, 4))
+    numbers = validate_input(parse_array_body(buffer.getvalue()), DENSE, 100)
+    assert numbers.rows == 2 and numbers.arrays[0].dtype == np.float32
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([["a text"], ["another"]]))
+    texts = validate_input(parse_array_body(buffer.getvalue()), TEXT, 100)
+    assert texts.arrays[0].dtype == object and texts.arrays[0].tolist() == [["a text"], ["another"]]
+    buffer = io.BytesIO()
+    np.savez(buffer, b=np.zeros((2, 2)), a=np.ones((2, 3)))
+    multi = validate_input(parse_array_body(buffer.getvalue()), MULTI, 100)
+    assert [a.shape for a in multi.arrays] == [(2, 3), (2, 2)]  # model order, not file order
+    with pytest.raises(PayloadTooLarge):
+        validate_input(parse_array_body(buffer.getvalue()), MULTI, 1)

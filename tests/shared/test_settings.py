@@ -27,8 +27,10 @@ def test_values_are_parsed() -> None:
             "KSCORE_MODEL_CACHE_SIZE": "2",
             "KSCORE_PUBLIC_URL": "http://scoring.example:8080/",
             "KSCORE_LOG_LEVEL": "debug",
+            "KSCORE_TF_THREADS": "1",
         }
     )
+    assert settings.tf_threads == 1
     assert settings.redis_url == "redis://db:6380/2"
     assert settings.job_retention == 12 * 3600
     assert settings.max_model_bytes == 64 * 1024**2
@@ -47,6 +49,7 @@ def test_values_are_parsed() -> None:
         ("KSCORE_MODEL_CACHE_SIZE", "two", "invalid literal"),
         ("KSCORE_KEY_PREFIX", "has space", "letters"),
         ("KSCORE_LOG_LEVEL", "loud", "DEBUG"),
+        ("KSCORE_TF_THREADS", "-1", "at least 0"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(var: str, value: str, phrase: str) -> None:
