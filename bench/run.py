@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import functools
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ INPUT_SHAPE = (28, 28, 1)
 SEED = 1234
 KEY_PREFIX = "bench"
 JSON_HEADERS = {"Content-Type": "application/json"}
+NPY_HEADERS = {"Content-Type": "application/x-npy"}
 ONLINE_SIZES = (1, 32)
 DIRECT_SLICES = (256, 1024, 4096)
 DIRECT_PREDICT_BATCHES = (256, 1024)
@@ -67,6 +69,7 @@ class Plan:
     requests: int
     warmup: int
     job_rows: int
+    npy_rows: int
     chunk_rows: int | None
     direct_repeats: int
     keep_tmp: bool
@@ -186,7 +189,7 @@ class Service:
         for _ in range(count):
             index = len(self.workers) + 1
             argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker"]
-            argv += ["-Q", "online,deploy,batch", "--concurrency", "1", "--loglevel", "WARNING"]
+            argv += ["-Q", "online,deploy,batch", "--concurrency", "1", "--loglevel", "INFO"]
             argv += ["-n", f"bench-worker-{index}@%h"]  # distinct names: one heartbeat each
             self.workers.append(start_process(f"worker-{index}", argv, self.env, self.tmp))
 
@@ -281,6 +284,7 @@ class JobRun:
     """One batch job, timed from the client: submit, wait for completion, download."""
 
     job_id: str
+    body_format: str
     rows: int
     workers: int
     request_bytes: int
@@ -302,10 +306,13 @@ class JobRun:
         return self.rows / self.total_s
 
 
-def run_job(client: httpx.Client, jobs_url: str, body: bytes, rows: int, workers: int) -> JobRun:
+def run_job(
+    client: httpx.Client, jobs_url: str, body: bytes, body_format: str, rows: int, workers: int
+) -> JobRun:
     """Submit one job, poll it until it completes, download its result; time each phase."""
+    headers = NPY_HEADERS if body_format == "npy" else JSON_HEADERS
     started = time.perf_counter()
-    job = expect(client.post(jobs_url, content=body, headers=JSON_HEADERS), 202)
+    job = expect(client.post(jobs_url, content=body, headers=headers), 202)
     submitted = time.perf_counter()
     href, result_url = job["href"], job["result_url"]
     while job["status"] != "completed":
@@ -327,6 +334,7 @@ def run_job(client: httpx.Client, jobs_url: str, body: bytes, rows: int, workers
         raise BenchError(f"Job {job['id']} result has {len(values)} rows for {rows} input rows.")
     return JobRun(
         job_id=job["id"],
+        body_format=body_format,
         rows=rows,
         workers=workers,
         request_bytes=len(body),
@@ -454,6 +462,13 @@ def to_body(x: np.ndarray) -> bytes:
     return json.dumps({"values": x.tolist()}, separators=(",", ":")).encode()
 
 
+def to_npy(x: np.ndarray) -> bytes:
+    """The same rows as a .npy body (float32, as the model takes them)."""
+    buffer = io.BytesIO()
+    np.save(buffer, x.astype(np.float32))
+    return buffer.getvalue()
+
+
 def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
     """p50, p99 and mean in milliseconds."""
     ms = np.asarray(seconds) * 1000.0
@@ -482,7 +497,7 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
     build_model(model_path)
     model = load_model(model_path)
     # JSON bodies come from the 3-decimal float64 rows (short text); the model gets float32.
-    rows = make_rows(max(plan.job_rows, *ONLINE_SIZES))
+    rows = make_rows(max(plan.job_rows, plan.npy_rows, *ONLINE_SIZES))
     x = rows.astype(np.float32)
     x_job = x[: plan.job_rows]
     say(f"model saved to {model_path} ({model_path.stat().st_size} bytes)")
@@ -497,10 +512,13 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
     for name, rate in direct_rates.items():
         say(f"  {name:32} {rate:10.0f} rows/s")
     best_method = max(direct_rates, key=lambda name: direct_rates[name])
-    expected = score_sliced(model, x_job, DIRECT_SLICES[-1]).astype(np.float64)
+    expected = score_sliced(model, x[: max(plan.job_rows, plan.npy_rows)], DIRECT_SLICES[-1])
+    expected = expected.astype(np.float64)
     bodies = {size: to_body(rows[:size]) for size in ONLINE_SIZES}
     job_body = to_body(rows[: plan.job_rows])
-    say(f"job request body: {len(job_body) / 1e6:.1f} MB for {plan.job_rows} rows")
+    npy_body = to_npy(rows[: plan.npy_rows])
+    say(f"job request body: {len(job_body) / 1e6:.1f} MB of JSON for {plan.job_rows} rows")
+    say(f"job request body: {len(npy_body) / 1e6:.1f} MB of .npy for {plan.npy_rows} rows")
 
     say(f"starting Redis, API and 1 worker in {tmp}")
     service.start(workers=1)
@@ -529,20 +547,28 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
                 }
             )
 
-        runs = [measure_job(plan, client, deployment, job_body, expected, workers=1)]
+        runs = [
+            measure_job(deployment, client, job_body, "json", plan.job_rows, expected, 1),
+            measure_job(deployment, client, npy_body, "npy", plan.npy_rows, expected, 1),
+        ]
         if plan.workers > 1:
             say(f"starting {plan.workers - 1} more worker(s)")
             service.add_workers(plan.workers - 1)
             service.wait_ready(client, workers=plan.workers)
             say("warm-up job, so every new worker has loaded the model")
-            run_job(client, deployment["jobs_url"], job_body, plan.job_rows, plan.workers)
-            runs.append(measure_job(plan, client, deployment, job_body, expected, plan.workers))
+            run_job(client, deployment["jobs_url"], npy_body, "npy", plan.npy_rows, plan.workers)
+            runs.append(
+                measure_job(
+                    deployment, client, npy_body, "npy", plan.npy_rows, expected, plan.workers
+                )
+            )
         service.check_alive()
 
     direct_rate = direct_rates[best_method]
     batch = [
         {
             "rows": run.rows,
+            "body": run.body_format,
             "workers": run.workers,
             "seconds": run.total_s,
             "submit_s": run.submit_s,
@@ -555,9 +581,9 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
             "direct_rows_per_s": direct_rate,
             "direct_method": best_method,
             "ratio": run.rows_per_s / direct_rate,
-            "speedup_vs_1_worker": run.rows_per_s / runs[0].rows_per_s,
+            "speedup_vs_1_worker": run.rows_per_s / runs[1].rows_per_s,
             "scoring_speedup_vs_1_worker": (
-                runs[0].scoring_s / run.scoring_s if runs[0].scoring_s and run.scoring_s else None
+                runs[1].scoring_s / run.scoring_s if runs[1].scoring_s and run.scoring_s else None
             ),
         }
         for run in runs
@@ -582,23 +608,24 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
 
 
 def measure_job(
-    plan: Plan,
-    client: httpx.Client,
     deployment: dict[str, Any],
+    client: httpx.Client,
     body: bytes,
+    body_format: str,
+    rows: int,
     expected: np.ndarray,
     workers: int,
 ) -> JobRun:
     """One timed batch job on ``workers`` workers, its result checked against direct outputs."""
-    say(f"service: one {plan.job_rows}-row job on {workers} worker(s)")
-    run = run_job(client, deployment["jobs_url"], body, plan.job_rows, workers)
+    say(f"service: one {rows}-row job sent as {body_format} on {workers} worker(s)")
+    run = run_job(client, deployment["jobs_url"], body, body_format, rows, workers)
     scoring = "?" if run.scoring_s is None else f"{run.scoring_s:.2f}"
     say(
         f"  job {run.job_id}: POST {run.submit_s:.2f} s, then completed after "
         f"{run.wait_s:.2f} s, result download {run.download_s:.2f} s "
         f"({run.result_bytes / 1e6:.1f} MB); server started_at -> finished_at {scoring} s"
     )
-    note_diff(f"batch {plan.job_rows} rows", max_abs_diff(run.values, expected))
+    note_diff(f"batch {rows} rows", max_abs_diff(run.values, expected[:rows]))
     return run
 
 
@@ -632,7 +659,7 @@ def table(report: dict[str, Any]) -> list[str]:
             f"ratio {row['ratio_p50']:6.1f}x"
         )
     for row in report["batch"]:
-        label = f"batch {row['rows']} rows, {row['workers']} worker" + (
+        label = f"batch {row['rows']} {row['body']}, {row['workers']} worker" + (
             "s" if row["workers"] > 1 else ""
         )
         scoring = row["server_scoring_s"]
@@ -659,7 +686,13 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         "--workers", type=int, default=1, help="also run the job on N workers (default 1)"
     )
     parser.add_argument("--requests", type=int, help="online requests per size (default 200)")
-    parser.add_argument("--job-rows", type=int, help="rows in the batch job (default 10000)")
+    parser.add_argument("--job-rows", type=int, help="rows in the JSON batch job (default 10000)")
+    parser.add_argument(
+        "--npy-rows",
+        type=int,
+        help="rows in the .npy batch jobs (default: --job-rows; 50000 with --workers N, so "
+        "scoring, not the upload, dominates the 1 vs N comparison)",
+    )
     parser.add_argument(
         "--chunk-rows",
         type=int,
@@ -674,7 +707,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    for name in ("workers", "requests", "job_rows", "chunk_rows", "tf_threads"):
+    for name in ("workers", "requests", "job_rows", "npy_rows", "chunk_rows", "tf_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -684,6 +717,10 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         requests=args.requests or (30 if args.quick else 200),
         warmup=5 if args.quick else 20,
         job_rows=args.job_rows or (2_000 if args.quick else 10_000),
+        npy_rows=args.npy_rows
+        or (10_000 if args.quick and args.workers > 1 else 50_000 if args.workers > 1 else 0)
+        or args.job_rows
+        or (2_000 if args.quick else 10_000),
         # With --quick the job is one server-default chunk; smaller ones let N workers share it.
         chunk_rows=args.chunk_rows or (500 if args.quick or args.workers > 1 else None),
         direct_repeats=3,

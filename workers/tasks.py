@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps
 
 from shared.blob_store import BlobStore
@@ -174,7 +175,7 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     def score_chunk_task(instance: str, job_id: str, chunk: int) -> None:
         score_chunk(holder, instance, job_id, chunk)
 
-    app.steps["worker"].add(_heartbeat_step(settings))
+    app.steps["consumer"].add(_heartbeat_step(settings))
     return holder
 
 
@@ -195,7 +196,10 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=HEARTBEAT_SECONDS)
-        self._client.zrem(self._keys.workers_index(), self._worker)
+        try:
+            self._client.zrem(self._keys.workers_index(), self._worker)
+        except redis.RedisError as exc:  # the heartbeat expires by itself
+            log.warning("heartbeat not withdrawn worker=%s error=%s", self._worker, exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -208,19 +212,29 @@ class _Heartbeat:
 
 def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     class HeartbeatStep(bootsteps.StartStopStep):
-        """Worker bootstep: beat while the worker runs (CLI and in-process test workers)."""
+        """Consumer bootstep: beat while this worker consumes its queues.
+
+        It starts after the consumer's Tasks step, i.e. once messages are being taken, and
+        stops with the consumer (e.g. when the broker connection is lost), so /readyz never
+        counts a worker that is still starting or has lost Redis.
+        """
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             self.heartbeat: _Heartbeat | None = None
 
         def start(self, parent: Any) -> None:
-            queues = ",".join(sorted(parent.app.amqp.queues.consume_from))
+            queues = ",".join(sorted(q.name for q in parent.task_consumer.queues))
             self.heartbeat = _Heartbeat(settings, parent.hostname, queues)
             self.heartbeat.start()
 
         def stop(self, parent: Any) -> None:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
+                self.heartbeat = None
+
+        shutdown = stop
 
     return HeartbeatStep
