@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 
 from api.app import create_app
+from shared.errors import SettingsError
 from shared.settings import Settings
 
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    # A bad KSCORE_* value stops the process at start-up with one readable line.
+    raise SystemExit(f"kscore: {exc}") from None
 logging.basicConfig(
     level=settings.log_level,
     format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -41,8 +41,8 @@ local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if n > tonumber(ARGV[3]) then
   local err = cjson.encode({code = 'worker_lost', message = 'Chunk ' .. ARGV[1] ..
-    ' was started ' .. (n - 1) .. ' times and its worker never finished it (killed or out of ' ..
-    'memory?). Check the worker logs, then resubmit the job.'})
+    ' was started ' .. (n - 1) .. ' times and never finished (its worker was killed, ran out of memory or lost ' ..
+    'Redis). Check the worker logs, then resubmit the job.'})
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'finished_at', ARGV[2])
   redis.call('HINCRBY', KEYS[5], 'jobs_failed', 1)
   redis.call('RPUSH', KEYS[4], 'failed')

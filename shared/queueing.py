@@ -50,6 +50,9 @@ def make_celery(settings: Settings) -> Celery:
         # a task whose worker died is run again instead of lost.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task that raised (tasks catch model errors themselves, so this is Redis failing
+        # under them) stays unacknowledged and comes back after the visibility timeout.
+        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,
         task_default_queue=QUEUE_BATCH,
         task_routes={DEPLOY_MODEL: {"queue": QUEUE_DEPLOY}},

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from shared.errors import SettingsError
 from shared.queueing import make_celery
 from shared.settings import Settings
 from workers.tasks import register_tasks
 
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    # A bad KSCORE_* value stops the process at start-up with one readable line.
+    raise SystemExit(f"kscore: {exc}") from None
 logging.basicConfig(
     level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
 )

@@ -105,6 +105,8 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
     try:
         model = rt.models.get(deployment.model_sha256, deployment.model_filename)
         model.warm_up()
+    except redis.RedisError:
+        raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the reason goes to the deployment record and the log
         log.exception("deploy failed deployment_id=%s", deployment_id)
         error = _error(exc)
@@ -147,6 +149,8 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         arrays = decode_chunk(data, [s.to_dict() for s in model.input_specs])
         outputs = model.predict(arrays)
         payload = rows_fragment(format_rows(outputs, job.output_names))
+    except redis.RedisError:
+        raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback
         log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
         rt.jobs.finish(instance, job_id, FAILED, _error(exc))
@@ -167,11 +171,15 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     """Register kscore's tasks on ``app`` under the names the API sends."""
     holder = RuntimeHolder(settings)
 
-    @app.task(name=DEPLOY_MODEL)
+    # Redis blips are retried soon; if even the retry cannot be sent, the unacknowledged
+    # message comes back after the visibility timeout (task_acks_on_failure_or_timeout=False).
+    retry = {"autoretry_for": (redis.RedisError,), "retry_backoff": 2, "max_retries": 5}
+
+    @app.task(name=DEPLOY_MODEL, **retry)
     def deploy_model_task(instance: str, deployment_id: str) -> None:
         deploy_model(holder, instance, deployment_id)
 
-    @app.task(name=SCORE_CHUNK)
+    @app.task(name=SCORE_CHUNK, **retry)
     def score_chunk_task(instance: str, job_id: str, chunk: int) -> None:
         score_chunk(holder, instance, job_id, chunk)
 

@@ -458,3 +458,26 @@ def test_npz_names_the_inputs_of_a_multi_input_model(client: FlaskClient, tmp_pa
         path_of(deployment["scoring_url"]), data=npy(a), content_type="application/x-npy"
     )
     assert one.status_code == 422 and "send a .npz" in one.get_json()["error"]["message"]
+
+
+def test_a_redis_blip_inside_a_task_is_retried(
+    client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.job_store import JobStore
+
+    real = JobStore.read_input
+    blips: list[str] = []
+
+    def flaky(self: JobStore, instance: str, job_id: str, chunk: int) -> bytes | None:
+        if not blips:
+            blips.append(job_id)
+            raise redis.ConnectionError("injected fault: connection reset by peer")
+        return real(self, instance, job_id, chunk)
+
+    monkeypatch.setattr(JobStore, "read_input", flaky)
+    x = rows(3, seed=12)
+    job = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}).get_json()
+    done = wait_job(client, job["href"])
+    assert blips == [job["id"]]
+    assert done["status"] == "completed", done
+    assert_dense_rows(client.get(path_of(done["result_url"])).get_json()["values"], x)
