@@ -29,6 +29,7 @@ FAILED = "failed"
 CANCELED = "canceled"
 STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELED)
 FINISHED = (COMPLETED, FAILED, CANCELED)
+MAX_RETENTION_SECONDS = 366 * 86400.0
 
 # KEYS: job, attempts, done, notify, metrics; ARGV: chunk, now, max_attempts
 _CLAIM = """
@@ -211,7 +212,13 @@ class JobStore:
             pipe.pexpire(key, ttl_ms)
             for index, chunk in enumerate(input_chunks):
                 pipe.set(self._keys.job_input(instance, job_id, index), chunk, px=ttl_ms)
-            pipe.zadd(self._keys.jobs_index(instance), {job_id: created})
+            for index_key in (
+                self._keys.jobs_index(instance),
+                self._keys.deployment_jobs(instance, deployment_id),
+            ):
+                pipe.zadd(index_key, {job_id: created})
+                # Entries older than any retention can be are certainly gone.
+                pipe.zremrangebyscore(index_key, "-inf", created - MAX_RETENTION_SECONDS)
             pipe.hincrby(self._keys.metrics(), "jobs_created", 1)
             pipe.execute()
         log.info(
@@ -240,37 +247,71 @@ class JobStore:
         deployment_id: str | None = None,
         status: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """A page of jobs, newest first, filtered; expired jobs drop out of the index here."""
+        """A page of jobs, newest first, filtered; expired jobs drop out of the indexes here."""
+        index = (
+            self._keys.deployment_jobs(instance, deployment_id)
+            if deployment_id is not None
+            else self._keys.jobs_index(instance)
+        )
+        if status is None:
+            return self._slice(instance, index, limit, offset)
+        # Statuses change inside Lua scripts, so they have no index: filter while walking.
         matched: list[JobRecord] = []
         total = 0
-        for record in self._iter_newest(instance):
-            if deployment_id is not None and record.deployment_id != deployment_id:
-                continue
-            if status is not None and record.status != status:
+        for record in self._iter_newest(instance, index):
+            if record.status != status:
                 continue
             if offset <= total < offset + limit:
                 matched.append(record)
             total += 1
         return matched, total
 
-    def _iter_newest(self, instance: str, page: int = 500) -> Iterator[JobRecord]:
-        index = self._keys.jobs_index(instance)
+    def _load(self, instance: str, index: str, ids: list[str]) -> list[JobRecord]:
+        """The records of ``ids``; ids whose job expired are removed from ``index``."""
+        with self._r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self._keys.job(instance, job_id))
+            raws = pipe.execute()
+        gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
+        if gone:
+            self._r.zrem(index, *gone)
+        return [_parse(raw) for raw in raws if raw]
+
+    def _slice(
+        self, instance: str, index: str, limit: int, offset: int
+    ) -> tuple[list[JobRecord], int]:
+        while True:
+            ids = [i.decode() for i in self._r.zrevrange(index, offset, offset + limit - 1)]  # type: ignore[union-attr]
+            records = self._load(instance, index, ids)
+            if len(records) == len(ids):
+                return records, int(self._r.zcard(index))
+
+    def _iter_newest(self, instance: str, index: str, page: int = 500) -> Iterator[JobRecord]:
         start = 0
         while True:
             ids = [i.decode() for i in self._r.zrevrange(index, start, start + page - 1)]  # type: ignore[union-attr]
             if not ids:
                 return
-            with self._r.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hgetall(self._keys.job(instance, job_id))
-                raws = pipe.execute()
-            gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
-            if gone:
-                self._r.zrem(index, *gone)
-            start += page - len(gone)
-            for raw in raws:
-                if raw:
-                    yield _parse(raw)
+            records = self._load(instance, index, ids)
+            start += len(records)
+            yield from records
+
+    def delete(self, record: JobRecord) -> None:
+        """Remove a job and everything it stored (an online answer already delivered)."""
+        inst, job_id = record.instance, record.id
+        keys = [
+            self._keys.job(inst, job_id),
+            self._keys.job_done(inst, job_id),
+            self._keys.job_attempts(inst, job_id),
+            self._keys.job_notify(inst, job_id),
+            *(self._keys.job_output(inst, job_id, n) for n in range(record.chunks)),
+            *(self._keys.job_input(inst, job_id, n) for n in range(record.chunks)),
+        ]
+        with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            pipe.zrem(self._keys.jobs_index(inst), job_id)
+            pipe.zrem(self._keys.deployment_jobs(inst, record.deployment_id), job_id)
+            pipe.execute()
 
     def read_input(self, instance: str, job_id: str, chunk: int) -> bytes | None:
         """A chunk's encoded input rows (None once the chunk is done or the job expired)."""

@@ -46,6 +46,9 @@ class Keys:
     def jobs_index(self, instance: str) -> str:
         return f"{self.prefix}:i:{instance}:jobs"
 
+    def deployment_jobs(self, instance: str, deployment_id: str) -> str:
+        return f"{self.prefix}:i:{instance}:deployment:{deployment_id}:jobs"
+
     def job_input(self, instance: str, job_id: str, chunk: int) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}:in:{chunk}"
 

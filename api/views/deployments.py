@@ -18,7 +18,7 @@ from api.schemas import (
     OnlineQuerySchema,
     ScoringPayloadSchema,
 )
-from api.views.jobs import job_json, result_response
+from api.views.jobs import job_json
 from shared.deployment_store import DeploymentRecord
 from shared.errors import ScoringFailed
 from shared.job_store import COMPLETED
@@ -106,8 +106,11 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
     svc.jobs.wait(instance(), job.id, timeout)
     job = svc.jobs.get(instance(), job.id)
     if job.status == COMPLETED:
+        body = b"".join(svc.jobs.iter_result(job))
+        # The caller has the answer and never saw the job's id: keep nothing behind.
+        svc.jobs.delete(job)
         observe_latency(svc.redis_client, svc.keys, time.perf_counter() - started)
-        return result_response(job)
+        return Response(body, mimetype="application/json")
     if job.finished:
         error = job.error or {}
         raise ScoringFailed(

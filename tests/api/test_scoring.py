@@ -481,3 +481,22 @@ def test_a_redis_blip_inside_a_task_is_retried(
     assert blips == [job["id"]]
     assert done["status"] == "completed", done
     assert_dense_rows(client.get(path_of(done["result_url"])).get_json()["values"], x)
+
+
+def test_an_answered_online_request_leaves_nothing_in_redis(
+    client: FlaskClient,
+    dense_deployment: dict[str, Any],
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    pattern = f"{settings.key_prefix}:i:{settings.default_instance}:job:*"
+    before = set(redis_client.scan_iter(pattern))
+    response = client.post(
+        path_of(dense_deployment["scoring_url"]), json={"values": rows(2).tolist()}
+    )
+    assert response.status_code == 200
+    assert set(redis_client.scan_iter(pattern)) == before
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+    assert (
+        client.get(f"/api/v1/jobs?deployment_id={dense_deployment['id']}").get_json()["total"] == 0
+    )
