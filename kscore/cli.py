@@ -769,7 +769,7 @@ def api(host: str, port: int, workers: int, redis_url: str | None) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Celery worker processes to start.",
+    help="Celery worker processes to start (with more than one, each gets an equal share of the CPU cores for TensorFlow unless KSCORE_TF_THREADS is set).",
 )
 @click.option(
     "--redis-url",

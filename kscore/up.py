@@ -96,6 +96,7 @@ def child_env(
     data_dir: Path,
     url: str,
     base: Mapping[str, str] | None = None,
+    workers: int = 1,
 ) -> dict[str, str]:
     """The environment for kscore's processes: ours, plus where Redis, data and the API are."""
     env = dict(os.environ if base is None else base)
@@ -103,6 +104,9 @@ def child_env(
     env["KSCORE_DATA_DIR"] = str(data_dir)
     env["KSCORE_PUBLIC_URL"] = url
     env["PYTHONUNBUFFERED"] = "1"  # so log files keep up with what happens
+    if workers > 1 and not env.get("KSCORE_TF_THREADS"):
+        # Workers on one machine share its cores instead of each using all of them.
+        env["KSCORE_TF_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     return env
 
 
@@ -269,7 +273,7 @@ def run_up(
             except LocalRedisError as exc:
                 raise UpError(str(exc)) from exc
             redis_url = supervisor.redis.url
-        env = child_env(redis_url, data_dir, url)
+        env = child_env(redis_url, data_dir, url, workers=options.workers)
         for i in range(1, options.workers + 1):
             command = worker_command(node_name=f"worker{i}@%h")
             supervisor.spawn(f"worker{i}", command, env, logs)

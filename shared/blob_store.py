@@ -97,11 +97,17 @@ class BlobStore:
         """The blob's bytes, chunk by chunk."""
         info = self.info(sha256)
         if info is None:
-            raise FileNotFoundError(f"blob {sha256} is not stored")
+            raise FileNotFoundError(
+                f"The model file (sha256 {sha256}) is no longer stored in Redis; was its model "
+                "deleted? Upload the model again."
+            )
         for index in range(info.chunks):
             chunk = self._r.get(self._keys.blob_chunk(sha256, index))
             if chunk is None:
-                raise FileNotFoundError(f"blob {sha256} lost chunk {index}")
+                raise FileNotFoundError(
+                    f"The model file (sha256 {sha256}) lost part {index} in Redis (evicted? "
+                    "Redis must run with maxmemory-policy noeviction). Upload the model again."
+                )
             yield bytes(chunk)  # type: ignore[arg-type]
 
     def write_to(self, sha256: str, dest: Path) -> Path:
@@ -115,7 +121,10 @@ class BlobStore:
                     digest.update(chunk)
                     out.write(chunk)
             if digest.hexdigest() != sha256:
-                raise OSError(f"blob {sha256} is corrupt in Redis (hash mismatch)")
+                raise OSError(
+                    f"The model file (sha256 {sha256}) is corrupt in Redis: its bytes no longer "
+                    "match their hash. Upload the model again."
+                )
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

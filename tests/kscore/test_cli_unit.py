@@ -951,6 +951,11 @@ def test_process_commands() -> None:
     assert env["KSCORE_REDIS_URL"] == "redis://127.0.0.1:1/0"
     assert env["KSCORE_DATA_DIR"] == "/d"
     assert env["KSCORE_PUBLIC_URL"] == "http://h:1"
+    assert "KSCORE_TF_THREADS" not in env
+    shared = child_env("redis://r", Path("/d"), "http://h:1", {}, workers=64)
+    assert shared["KSCORE_TF_THREADS"] == "1"
+    chosen = child_env("redis://r", Path("/d"), "http://h:1", {"KSCORE_TF_THREADS": "3"}, workers=2)
+    assert chosen["KSCORE_TF_THREADS"] == "3"
 
 
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
