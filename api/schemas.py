@@ -114,6 +114,11 @@ class DeploymentListSchema(ModelListSchema):
 
 
 class ScoringPayloadSchema(Schema):
+    fields_ = fields.List(
+        fields.String(),
+        data_key="fields",
+        metadata={"description": "Accepted and ignored (WML payloads may name their columns)."},
+    )
     values = fields.List(
         fields.Raw(),
         metadata={

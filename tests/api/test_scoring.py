@@ -500,3 +500,16 @@ def test_an_answered_online_request_leaves_nothing_in_redis(
     assert (
         client.get(f"/api/v1/jobs?deployment_id={dense_deployment['id']}").get_json()["total"] == 0
     )
+
+
+def test_wml_payload_with_fields_is_accepted(
+    client: FlaskClient, dense_deployment: dict[str, Any]
+) -> None:
+    x = rows(2, seed=13)
+    payload = {"fields": ["a", "b", "c", "d"], "values": x.tolist()}
+    response = client.post(path_of(dense_deployment["scoring_url"]), json=payload)
+    assert response.status_code == 200, response.get_json()
+    assert_dense_rows(response.get_json()["values"], x)
+    typo = client.post(path_of(dense_deployment["scoring_url"]), json={"value": x.tolist()})
+    assert typo.status_code == 422
+    assert "value" in typo.get_json()["error"]["details"]["fields"]
