@@ -83,14 +83,12 @@ class RuntimeHolder:
             return self._runtime
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
+def _error(exc: BaseException, code: str) -> dict[str, Any]:
+    """The error a record shows: a domain error as it is, anything else under ``code``."""
     if isinstance(exc, KscoreError):
         return {"code": exc.code, "message": exc.message}
     text = str(exc).strip().splitlines()
-    return {
-        "code": "scoring_failed",
-        "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000],
-    }
+    return {"code": code, "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000]}
 
 
 def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> None:
@@ -109,10 +107,9 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the reason goes to the deployment record and the log
         log.exception("deploy failed deployment_id=%s", deployment_id)
-        error = _error(exc)
-        if error["code"] == "scoring_failed":
-            error["code"] = "model_load_failed"
-        rt.deployments.set_status(instance, deployment_id, DEPLOY_FAILED, error)
+        rt.deployments.set_status(
+            instance, deployment_id, DEPLOY_FAILED, _error(exc, "model_load_failed")
+        )
         return
     rt.deployments.set_status(instance, deployment_id, DEPLOY_SUCCESS)
     log.info(
@@ -153,7 +150,7 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback
         log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
-        rt.jobs.finish(instance, job_id, FAILED, _error(exc))
+        rt.jobs.finish(instance, job_id, FAILED, _error(exc, "scoring_failed"))
         return
     rows = len(outputs[0]) if outputs else 0
     outcome = rt.jobs.complete_chunk(instance, job_id, chunk, rows, payload)
