@@ -7,6 +7,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
 
 from api import schemas as s
 
@@ -62,7 +63,7 @@ def _id(name: str) -> dict[str, Any]:
     }
 
 
-def _q(schema: type) -> dict[str, Any]:
+def _q(schema: type | Schema) -> dict[str, Any]:
     return {"in": "query", "schema": schema}
 
 
@@ -227,6 +228,11 @@ def build_spec() -> dict[str, Any]:
                     **_resp(202, "Queued; Location is the job.", "Job"),
                     **scoring_errors,
                 },
+            },
+            "get": {
+                "summary": "This deployment's jobs, newest first",
+                "parameters": [_q(s.JobQuerySchema(exclude=("deployment_id",)))],
+                "responses": {**_resp(200, "A page of jobs.", "JobList"), **_errors(404)},
             },
         },
     )

@@ -14,11 +14,12 @@ from api.schemas import (
     DeploymentQuerySchema,
     DeploymentSchema,
     JobCreateSchema,
+    JobQuerySchema,
     JobSubmitQuerySchema,
     OnlineQuerySchema,
     ScoringPayloadSchema,
 )
-from api.views.jobs import job_json
+from api.views.jobs import job_json, jobs_page
 from shared.deployment_store import DeploymentRecord
 from shared.errors import ScoringFailed
 from shared.job_store import COMPLETED
@@ -118,6 +119,13 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
             details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
         )
     return jsonify(job_json(job)), 202, {"Location": url(f"/api/v1/jobs/{job.id}")}
+
+
+@bp.get("/<deployment_id>/jobs")
+def list_deployment_jobs(deployment_id: str) -> Response:
+    """This deployment's jobs, newest first (as ``/api/v1/jobs?deployment_id=``)."""
+    services().deployments.get(instance(), deployment_id)  # 404 for an unknown deployment
+    return jobs_page(query(JobQuerySchema(exclude=("deployment_id",))), deployment_id)
 
 
 @bp.post("/<deployment_id>/jobs")

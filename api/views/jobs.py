@@ -49,11 +49,18 @@ def result_response(record: JobRecord) -> Response:
 def list_jobs() -> Response:
     """Jobs, newest first; filter by ``deployment_id`` and ``status``."""
     args = query(JobQuerySchema())
+    return jobs_page(args, args["deployment_id"], {"deployment_id": args["deployment_id"]})
+
+
+def jobs_page(
+    args: dict[str, Any], deployment_id: str | None, link: dict[str, Any] | None = None
+) -> Response:
+    """A page of jobs for parsed query arguments; ``link`` are the next link's extra params."""
     records, total = services().jobs.page(
         instance(),
         args["limit"],
         args["offset"],
-        deployment_id=args["deployment_id"],
+        deployment_id=deployment_id,
         status=args["status"],
     )
     body = page(
@@ -61,8 +68,8 @@ def list_jobs() -> Response:
         total,
         args["limit"],
         args["offset"],
-        deployment_id=args["deployment_id"],
         status=args["status"],
+        **(link or {}),
     )
     return jsonify(JobListSchema().dump(body))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.utils import secure_filename
 
 from api.context import instance, page, query, services, url
 from api.schemas import ModelListSchema, ModelSchema, ModelUploadSchema, PageQuerySchema
@@ -80,7 +81,8 @@ def get_model_content(model_id: str) -> Response:
     record = svc.models.get(instance(), model_id)
     chunks = svc.models.blobs.iter_chunks(record.sha256)
     response = current_app.response_class(chunks, mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = f'attachment; filename="{record.filename}"'
+    download_name = secure_filename(record.filename) or "model"
+    response.headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
     response.headers["Content-Length"] = str(record.size_bytes)
     response.headers["ETag"] = f'"{record.sha256}"'
     return response

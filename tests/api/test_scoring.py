@@ -513,3 +513,15 @@ def test_wml_payload_with_fields_is_accepted(
     typo = client.post(path_of(dense_deployment["scoring_url"]), json={"value": x.tolist()})
     assert typo.status_code == 422
     assert "value" in typo.get_json()["error"]["details"]["fields"]
+
+
+def test_a_deployment_lists_its_jobs(client: FlaskClient, dense_deployment: dict[str, Any]) -> None:
+    jobs_url = path_of(dense_deployment["jobs_url"])
+    ids = [
+        client.post(jobs_url, json={"values": rows(1).tolist()}).get_json()["id"] for _ in range(3)
+    ]
+    listing = client.get(jobs_url + "?limit=2").get_json()
+    assert listing["total"] == 3
+    assert [j["id"] for j in listing["resources"]] == ids[::-1][:2]
+    assert "deployment_id=" not in listing["next"]["href"]
+    assert client.get("/api/v1/deployments/nope/jobs").status_code == 404
