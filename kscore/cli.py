@@ -817,3 +817,7 @@ def up(
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="kscore")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m kscore` is the `kscore` command."""
+
+from kscore.cli import main
+
+main()
