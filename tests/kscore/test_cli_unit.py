@@ -936,7 +936,7 @@ def test_process_commands() -> None:
     ]  # fmt: skip
     assert api_command("0.0.0.0", 9000, 2)[1:] == [
         "-m", "gunicorn", "-b", "0.0.0.0:9000", "-w", "2", "-k", "gthread", "--threads", "8",
-        "--timeout", "120", "api.wsgi:app",
+        "--timeout", "120", "--access-logfile", "-", "api.wsgi:app",
     ]  # fmt: skip
     assert public_url("0.0.0.0", 9000) == "http://127.0.0.1:9000"
     assert public_url("::1", 9000) == "http://[::1]:9000"
