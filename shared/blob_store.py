@@ -40,17 +40,6 @@ class BlobInfo:
     chunks: int
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 hex digest and size of a local file, read in blocks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while block := fh.read(_READ_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
 class BlobStore:
     """Chunked, deduplicated blobs with a reference set per blob."""
 

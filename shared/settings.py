@@ -52,15 +52,6 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{text!r} is not one of true/false/1/0/yes/no")
-
-
 @dataclass(frozen=True)
 class Settings:
     """kscore's configuration. Field ``x`` is read from ``KSCORE_X``."""
