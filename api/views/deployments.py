@@ -21,12 +21,15 @@ from api.schemas import (
 )
 from api.views.jobs import job_json, jobs_page
 from shared.deployment_store import DeploymentRecord
-from shared.errors import ScoringFailed
+from shared.errors import ScoringFailed, ScoringInputInvalid
 from shared.job_store import COMPLETED
 from shared.metrics import observe_latency
 from shared.timeutil import iso
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
+
+# An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
+ONLINE_JOB_RETENTION = 86400.0
 
 _schema = DeploymentSchema()
 
@@ -102,7 +105,7 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
         deployment_id,
         payload,
         kind="online",
-        retention=min(svc.settings.job_retention, 86400.0),
+        retention=min(svc.settings.job_retention, ONLINE_JOB_RETENTION),
     )
     svc.jobs.wait(instance(), job.id, timeout)
     job = svc.jobs.get(instance(), job.id)
@@ -114,6 +117,9 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
         return Response(body, mimetype="application/json")
     if job.finished:
         error = job.error or {}
+        if error.get("code") == ScoringInputInvalid.code:
+            # The model itself refused the rows: the caller's to fix, as at submit time.
+            raise ScoringInputInvalid(str(error.get("message")), details={"job_id": job.id})
         raise ScoringFailed(
             str(error.get("message") or f"The scoring job ended {job.status}."),
             details={"job_id": job.id, "status": job.status, "reason": error.get("code")},

@@ -525,3 +525,21 @@ def test_a_deployment_lists_its_jobs(client: FlaskClient, dense_deployment: dict
     assert [j["id"] for j in listing["resources"]] == ids[::-1][:2]
     assert "deployment_id=" not in listing["next"]["href"]
     assert client.get("/api/v1/deployments/nope/jobs").status_code == 404
+
+
+def test_rows_the_model_itself_refuses_are_422_online(
+    client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.errors import ScoringInputInvalid
+    from workers import model_loader
+
+    def refuses(self: Any, inputs: Any) -> Any:
+        raise ScoringInputInvalid("injected fault: input 'x' needs 4 columns")
+
+    monkeypatch.setattr(model_loader.LoadedModel, "predict", refuses)
+    response = client.post(
+        path_of(dense_deployment["scoring_url"]), json={"values": rows(1).tolist()}
+    )
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "invalid_scoring_input"
+    assert "injected fault" in response.get_json()["error"]["message"]
