@@ -118,6 +118,23 @@ class DeploymentStore:
         page = [i.decode() for i in self._r.zrevrange(index, offset, offset + limit - 1)]  # type: ignore[union-attr]
         return self._load(instance, page), int(self._r.zcard(index))
 
+    def newest_ready(self, limit: int) -> list[DeploymentRecord]:
+        """Up to ``limit`` DEPLOY_SUCCESS deployments of any instance, newest first, one per model
+        file: what a new worker process loads before its first request."""
+        candidates: list[DeploymentRecord] = []
+        for key in self._r.scan_iter(self._keys.deployments_index("*"), count=1000):
+            instance = self._keys.instance_of_deployments_index(key.decode())
+            if instance is None:
+                continue  # e.g. a model's set of deployments, which ends the same way
+            ids = [i.decode() for i in self._r.zrevrange(key, 0, 4 * limit - 1)]  # type: ignore[union-attr]
+            candidates += self._load(instance, ids)
+        ready, seen = [], set()
+        for record in sorted(candidates, key=lambda d: d.created_at, reverse=True):
+            if record.status == DEPLOY_SUCCESS and record.model_sha256 not in seen:
+                seen.add(record.model_sha256)
+                ready.append(record)
+        return ready[:limit]
+
     def _load(self, instance: str, ids: list[str]) -> list[DeploymentRecord]:
         if not ids:
             return []

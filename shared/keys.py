@@ -39,6 +39,14 @@ class Keys:
     def deployments_index(self, instance: str) -> str:
         return f"{self.prefix}:i:{instance}:deployments"
 
+    def instance_of_deployments_index(self, key: str) -> str | None:
+        """The instance whose deployments index ``key`` is, or None for any other key."""
+        head, tail = f"{self.prefix}:i:", ":deployments"
+        instance = (
+            key[len(head) : -len(tail)] if key.startswith(head) and key.endswith(tail) else ""
+        )
+        return instance if instance and ":" not in instance else None
+
     # jobs
     def job(self, instance: str, job_id: str) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}"

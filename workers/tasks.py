@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from celery import Celery, bootsteps
+from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DEPLOY_FAILED, DEPLOY_SUCCESS, DeploymentStore
@@ -164,6 +165,30 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
     )
 
 
+def preload_models(holder: RuntimeHolder) -> None:
+    """Load the newest deployed models before the first request asks for them."""
+    rt = holder.get()
+    try:
+        deployments = rt.deployments.newest_ready(rt.settings.model_cache_size)
+    except redis.RedisError as exc:
+        log.warning("models not preloaded error=%s", exc)
+        return
+    for deployment in deployments:
+        started = time.perf_counter()
+        try:
+            rt.models.get(deployment.model_sha256, deployment.model_filename).warm_up()
+        except Exception as exc:  # a model that cannot load here fails its requests, not startup
+            log.warning(
+                "model not preloaded deployment_id=%s sha256=%s error=%s",
+                deployment.id, deployment.model_sha256, exc,
+            )  # fmt: skip
+            continue
+        log.info(
+            "model preloaded deployment_id=%s sha256=%s seconds=%.3f",
+            deployment.id, deployment.model_sha256, time.perf_counter() - started,
+        )  # fmt: skip
+
+
 def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     """Register kscore's tasks on ``app`` under the names the API sends."""
     holder = RuntimeHolder(settings)
@@ -181,6 +206,16 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
         score_chunk(holder, instance, job_id, chunk)
 
     app.steps["consumer"].add(_heartbeat_step(settings))
+
+    @worker_process_init.connect(weak=False)
+    def preload_in_child(**_: Any) -> None:
+        # Each pool process (after fork, so TensorFlow never loads in the parent) warms the
+        # models already deployed, in the background: a new or restarted worker answers its
+        # first online request without a cold start, and takes tasks meanwhile.
+        threading.Thread(
+            target=preload_models, args=(holder,), name="kscore-preload", daemon=True
+        ).start()
+
     return holder
 
 
