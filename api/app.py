@@ -82,9 +82,13 @@ def _register_error_handlers(app: Flask) -> None:
             message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."
         if status == 404:
             message = "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
-        return _envelope(
+        response = _envelope(
             status, _HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")), message
         )
+        valid_methods = getattr(exc, "valid_methods", None)
+        if valid_methods:
+            response.headers["Allow"] = ", ".join(valid_methods)  # RFC 9110 wants it on 405
+        return response
 
     @app.errorhandler(redis.ConnectionError)
     def redis_down(exc: redis.ConnectionError) -> Response:

@@ -126,7 +126,7 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 "summary": "List models, newest first",
                 "parameters": [_q(s.PageQuerySchema)],
-                "responses": _resp(200, "A page of models.", "ModelList"),
+                "responses": {**_resp(200, "A page of models.", "ModelList"), **_errors(422)},
             },
         },
     )
@@ -179,7 +179,10 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 "summary": "List deployments",
                 "parameters": [_q(s.DeploymentQuerySchema)],
-                "responses": _resp(200, "A page of deployments.", "DeploymentList"),
+                "responses": {
+                    **_resp(200, "A page of deployments.", "DeploymentList"),
+                    **_errors(422),
+                },
             },
         },
     )
@@ -232,7 +235,7 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 "summary": "This deployment's jobs, newest first",
                 "parameters": [_q(s.JobQuerySchema(exclude=("deployment_id",)))],
-                "responses": {**_resp(200, "A page of jobs.", "JobList"), **_errors(404)},
+                "responses": {**_resp(200, "A page of jobs.", "JobList"), **_errors(404, 422)},
             },
         },
     )
@@ -242,7 +245,7 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 "summary": "List jobs",
                 "parameters": [_q(s.JobQuerySchema)],
-                "responses": _resp(200, "A page of jobs.", "JobList"),
+                "responses": {**_resp(200, "A page of jobs.", "JobList"), **_errors(422)},
             },
         },
     )

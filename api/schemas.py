@@ -21,7 +21,7 @@ class ErrorSchema(Schema):
 
 class PageQuerySchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 1_000_000_000))
 
 
 class LinkSchema(Schema):
@@ -120,7 +120,8 @@ class ScoringPayloadSchema(Schema):
         metadata={"description": "Accepted and ignored (WML payloads may name their columns)."},
     )
     values = fields.List(
-        fields.Raw(),
+        # Nulls pass through, so the row check can say which row holds one.
+        fields.Raw(allow_none=True),
         metadata={
             "description": (
                 "One entry per row, shaped like the model's input without the batch "
@@ -131,7 +132,7 @@ class ScoringPayloadSchema(Schema):
     )
     inputs = fields.Dict(
         keys=fields.String(),
-        values=fields.List(fields.Raw()),
+        values=fields.List(fields.Raw(allow_none=True)),
         metadata={"description": "Multi-input models, alternatively: input name -> rows."},
     )
 

@@ -319,3 +319,14 @@ def test_healthz_reports_redis_down(settings: Settings) -> None:
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "service_unavailable"
+
+
+def test_fuzzed_edges_stay_in_the_envelope(client: FlaskClient) -> None:
+    # Found by schemathesis: offsets beyond Redis' integer range, and 405 without Allow.
+    huge = client.get("/api/v1/models?offset=17149882816019211821053658403962880")
+    assert huge.status_code == 422
+    assert "offset" in huge.get_json()["error"]["details"]["fields"]
+    trace = client.open("/api/v1/models", method="TRACE")
+    assert trace.status_code == 405
+    assert trace.get_json()["error"]["code"] == "method_not_allowed"
+    assert {"GET", "POST"} <= {m.strip() for m in trace.headers["Allow"].split(",")}
