@@ -294,4 +294,27 @@ def build_spec() -> dict[str, Any]:
                 }
             },
         )
-    return spec.to_dict()
+    document = spec.to_dict()
+    for path, operations in document["paths"].items():
+        tag = _tag(path)
+        for name, operation in operations.items():
+            if name != "parameters":
+                operation["tags"] = [tag]
+    document["tags"] = [{"name": name, "description": text} for name, text in _TAGS.items()]
+    return document
+
+
+_TAGS = {
+    "models": "The model repository: Keras files, inspected and stored.",
+    "deployments": "Deployed models and online scoring.",
+    "jobs": "Batch scoring jobs: status, progress, results, cancellation.",
+    "operations": "Health, readiness and metrics.",
+}
+
+
+def _tag(path: str) -> str:
+    for name in ("models", "deployments", "jobs"):
+        if path.startswith(f"/api/v1/{name}"):
+            # A deployment's jobs are submitted and listed under the deployment.
+            return "jobs" if name == "deployments" and path.endswith("/jobs") else name
+    return "operations"
