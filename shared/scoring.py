@@ -134,6 +134,37 @@ def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
     return np.asarray(out, dtype=object)
 
 
+def _by_name(given: dict[str, Any], names: list[str], what: str) -> list[Any]:
+    """The entries of ``given`` in model input order; it must name exactly the inputs."""
+    missing = [n for n in names if n not in given]
+    extra = [n for n in given if n not in names]
+    if missing or extra:
+        raise _input_error(
+            f"{what} must name exactly the model's inputs {names}; missing {missing}, "
+            f"unknown {extra}.",
+            expected_inputs=names,
+        )
+    return [given[n] for n in names]
+
+
+def _row_count(counts: list[int], names: list[str], max_rows: int, empty: str) -> int:
+    """The one row count every input shares (422 if none or several, 413 over the limit)."""
+    if set(counts) == {0}:
+        raise _input_error(empty)
+    if len(set(counts)) > 1:
+        raise _input_error(
+            "Every input needs the same number of rows.",
+            rows_per_input=dict(zip(names, counts, strict=True)),
+        )
+    if counts[0] > max_rows:
+        raise PayloadTooLarge(
+            f"{counts[0]} rows is over this endpoint's limit of {max_rows}; split the rows or "
+            "submit a batch job.",
+            details={"rows": counts[0], "limit": max_rows},
+        )
+    return counts[0]
+
+
 def validate_payload(
     payload: dict[str, Any], inputs: list[dict[str, Any]], max_rows: int
 ) -> ScoringInput:
@@ -143,15 +174,7 @@ def validate_payload(
         named = payload["inputs"]
         if not isinstance(named, dict):
             raise _input_error('"inputs" must be an object mapping each input name to its rows.')
-        missing = [n for n in names if n not in named]
-        extra = [n for n in named if n not in names]
-        if missing or extra:
-            raise _input_error(
-                f'"inputs" must name exactly the model\'s inputs {names}; missing {missing}, '
-                f"unknown {extra}.",
-                expected_inputs=names,
-            )
-        per_input = [named[n] for n in names]
+        per_input = _by_name(named, names, '"inputs"')
     else:
         values = payload.get("values")
         if not isinstance(values, list):
@@ -168,25 +191,15 @@ def validate_payload(
                         expected_inputs=names,
                     )
             per_input = [[row[i] for row in values] for i in range(len(inputs))]
-    counts = set()
     for name, rows in zip(names, per_input, strict=True):
         if not isinstance(rows, list):
             raise _input_error(f"The rows of input {name!r} must be a list.", input=name)
-        counts.add(len(rows))
-    if counts == {0}:
-        raise _input_error('"values" is empty: send at least one row.')
-    if len(counts) > 1:
-        raise _input_error(
-            "Every input needs the same number of rows.",
-            rows_per_input=dict(zip(names, [len(r) for r in per_input], strict=True)),
-        )
-    n_rows = counts.pop()
-    if n_rows > max_rows:
-        raise PayloadTooLarge(
-            f"{n_rows} rows is over this endpoint's limit of {max_rows}; split the rows or "
-            "submit a batch job.",
-            details={"rows": n_rows, "limit": max_rows},
-        )
+    n_rows = _row_count(
+        [len(rows) for rows in per_input],
+        names,
+        max_rows,
+        '"values" is empty: send at least one row.',
+    )
     arrays = []
     for spec, rows in zip(inputs, per_input, strict=True):
         label = f" of input {spec['name']!r}" if len(inputs) > 1 else ""
@@ -245,26 +258,13 @@ def validate_arrays(
             )
         ordered = list(given.values())
     else:
-        missing = [n for n in names if n not in given]
-        extra = [n for n in given if n not in names]
-        if missing or extra:
-            raise _input_error(
-                f"The .npz must hold exactly the model's inputs {names}; missing {missing}, "
-                f"unknown {extra}.",
-                expected_inputs=names,
-            )
-        ordered = [given[n] for n in names]
-    counts = {len(a) if a.ndim else 0 for a in ordered}
-    if counts == {0}:
-        raise _input_error("The array has no rows: send at least one row.")
-    if len(counts) > 1:
-        raise _input_error("Every input needs the same number of rows.")
-    n_rows = counts.pop()
-    if n_rows > max_rows:
-        raise PayloadTooLarge(
-            f"{n_rows} rows is over this endpoint's limit of {max_rows}; split the rows.",
-            details={"rows": n_rows, "limit": max_rows},
-        )
+        ordered = _by_name(given, names, "The .npz")
+    n_rows = _row_count(
+        [len(a) if a.ndim else 0 for a in ordered],
+        names,
+        max_rows,
+        "The array has no rows: send at least one row.",
+    )
     arrays = []
     for spec, array in zip(inputs, ordered, strict=True):
         label = f" of input {spec['name']!r}" if len(inputs) > 1 else ""
