@@ -4,6 +4,7 @@ machine keeps model files in a local directory, fetched from Redis once."""
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +50,18 @@ class ModelCache:
                 "model file fetched sha256=%s seconds=%.3f", sha256, time.perf_counter() - started
             )
         return extract_model_file(upload, upload.name, folder / "extracted")
+
+    def prune_local_files(self) -> list[str]:
+        """Remove local copies of model files Redis no longer stores (their models are gone)."""
+        removed: list[str] = []
+        if not self._dir.is_dir():
+            return removed
+        for folder in self._dir.iterdir():
+            if folder.is_dir() and self._blobs.info(folder.name) is None:
+                shutil.rmtree(folder, ignore_errors=True)  # another process may prune it too
+                removed.append(folder.name)
+                log.info("model file pruned sha256=%s", folder.name)
+        return removed
 
     def get(self, sha256: str, filename: str) -> LoadedModel:
         """The loaded model, loading it on first use and evicting the least recently used."""

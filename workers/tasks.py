@@ -166,9 +166,11 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
 
 
 def preload_models(holder: RuntimeHolder) -> None:
-    """Load the newest deployed models before the first request asks for them."""
+    """Drop local files of deleted models, then load the newest deployed models before the
+    first request asks for them."""
     rt = holder.get()
     try:
+        rt.models.prune_local_files()
         deployments = rt.deployments.newest_ready(rt.settings.model_cache_size)
     except redis.RedisError as exc:
         log.warning("models not preloaded error=%s", exc)
