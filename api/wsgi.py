@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from api.app import create_app
@@ -18,3 +19,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
 )
 app = create_app(settings)
+# Everything built so far lives as long as the process: keep it out of the cyclic GC's full
+# passes, which otherwise stall requests with large JSON bodies (the many lists they allocate
+# trigger them) by tens of milliseconds.
+gc.freeze()
