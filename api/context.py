@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from flask import current_app, request
@@ -51,6 +55,32 @@ def scoring_body(schema: Schema) -> dict[str, Any] | ArrayPayload:
         _check_body_size()
         return parse_array_body(request.get_data(cache=False))
     return json_body(schema)
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the block runs (shared by request threads).
+
+    Parsing a large JSON body allocates millions of lists, each of which counts towards the
+    next collection: with the collector running, ``json.loads`` of 10,000 image rows takes
+    four times as long, and every full pass while those lists live scans them all again.
+    Parsed JSON holds no reference cycles: reference counting frees it, nothing is missed.
+    """
+    global _gc_pausers
+    with _gc_lock:
+        _gc_pausers += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0:
+                gc.enable()
 
 
 def json_body(schema: Schema) -> dict[str, Any]:

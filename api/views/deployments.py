@@ -7,7 +7,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from api.context import instance, json_body, page, query, scoring_body, services, url
+from api.context import (
+    gc_paused,
+    instance,
+    json_body,
+    page,
+    query,
+    scoring_body,
+    services,
+    url,
+)
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
@@ -97,16 +106,16 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
     started = time.perf_counter()
     svc = services()
     args = query(OnlineQuerySchema())
-    payload = scoring_body(ScoringPayloadSchema())
     timeout = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout
     timeout = min(timeout, svc.settings.max_online_timeout)
-    job = svc.submit_job(
-        instance(),
-        deployment_id,
-        payload,
-        kind="online",
-        retention=min(svc.settings.job_retention, ONLINE_JOB_RETENTION),
-    )
+    with gc_paused():  # the parsed rows are dropped before the collector runs again
+        job = svc.submit_job(
+            instance(),
+            deployment_id,
+            scoring_body(ScoringPayloadSchema()),
+            kind="online",
+            retention=min(svc.settings.job_retention, ONLINE_JOB_RETENTION),
+        )
     svc.jobs.wait(instance(), job.id, timeout)
     job = svc.jobs.get(instance(), job.id)
     if job.status == COMPLETED:
@@ -138,17 +147,19 @@ def list_deployment_jobs(deployment_id: str) -> Response:
 def submit_job(deployment_id: str) -> tuple[Response, int, dict[str, str]]:
     """Submit rows as a batch job (202); poll the job, then fetch its result."""
     svc = services()
-    body = scoring_body(JobCreateSchema())
-    if isinstance(body, dict):
-        retention_days = body.pop("retention_days", None)
-    else:
-        retention_days = query(JobSubmitQuerySchema())["retention_days"]
-    job = svc.submit_job(
-        instance(),
-        deployment_id,
-        body,
-        kind="batch",
-        retention=retention_days * 86400.0 if retention_days else None,
-    )
+    with gc_paused():  # the parsed rows are dropped before the collector runs again
+        body = scoring_body(JobCreateSchema())
+        if isinstance(body, dict):
+            retention_days = body.pop("retention_days", None)
+        else:
+            retention_days = query(JobSubmitQuerySchema())["retention_days"]
+        job = svc.submit_job(
+            instance(),
+            deployment_id,
+            body,
+            kind="batch",
+            retention=retention_days * 86400.0 if retention_days else None,
+        )
+        del body
     document = job_json(job)
     return jsonify(document), 202, {"Location": document["href"]}
