@@ -18,6 +18,7 @@ import redis
 
 from shared.errors import JobNotFound
 from shared.keys import Keys
+from shared.scoring import unpack_fragment
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -386,14 +387,15 @@ class JobStore:
         yield b'{"fields": ' + json.dumps(record.fields).encode() + b', "values": ['
         first = True
         for index in range(record.chunks):
-            part = self._r.get(self._keys.job_output(record.instance, record.id, index))
-            if part is None:
+            stored = self._r.get(self._keys.job_output(record.instance, record.id, index))
+            if stored is None:
                 raise JobNotFound(record.id)
+            part = unpack_fragment(stored)  # type: ignore[arg-type]
             if not part:
                 continue
             if not first:
                 yield b", "
-            yield part  # type: ignore[misc]
+            yield part
             first = False
         yield b"]}\n"
 

@@ -25,7 +25,7 @@ from shared.keys import Keys
 from shared.metrics import beat
 from shared.queueing import DEPLOY_MODEL, SCORE_CHUNK
 from shared.redis_client import connect
-from shared.scoring import decode_chunk, format_rows, rows_fragment
+from shared.scoring import decode_chunk, format_rows, pack_fragment, rows_fragment
 from shared.settings import Settings
 from workers.model_cache import ModelCache
 
@@ -146,7 +146,7 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         model = rt.models.get(job.model_sha256, job.model_filename)
         arrays = decode_chunk(data, [s.to_dict() for s in model.input_specs])
         outputs = model.predict(arrays)
-        payload = rows_fragment(format_rows(outputs, job.output_names))
+        payload = pack_fragment(rows_fragment(format_rows(outputs, job.output_names)))
     except redis.RedisError:
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -543,3 +544,21 @@ def test_rows_the_model_itself_refuses_are_422_online(
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "invalid_scoring_input"
     assert "injected fault" in response.get_json()["error"]["message"]
+
+
+def test_batch_results_are_stored_compressed(
+    client: FlaskClient,
+    dense_deployment: dict[str, Any],
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    x = rows(settings.chunk_rows, seed=14)
+    job = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}).get_json()
+    done = wait_job(client, job["href"])
+    stored = redis_client.get(
+        Keys(settings.key_prefix).job_output(settings.default_instance, job["id"], 0)
+    )
+    body = client.get(path_of(done["result_url"])).data
+    assert stored is not None and stored[:1] == b"Z"
+    assert len(stored) < len(body) / 2
+    assert_dense_rows(json.loads(body)["values"], x)

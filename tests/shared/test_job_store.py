@@ -10,6 +10,7 @@ import redis
 from shared.errors import JobNotFound
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
+from shared.scoring import pack_fragment
 from shared.settings import Settings
 
 
@@ -43,16 +44,16 @@ def test_chunks_complete_exactly_once_and_finish_the_job(
     assert job.status == "queued" and job.rows_done == 0
     assert store.claim_chunk(inst, job.id, 0, 3) == "running"
     assert store.get(inst, job.id).started_at is not None
-    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "ok"
+    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "ok"
     # A redelivered task finds the chunk done and neither rescores nor recounts it.
     assert store.claim_chunk(inst, job.id, 0, 3) == "duplicate"
-    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "duplicate"
+    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "duplicate"
     assert store.get(inst, job.id).rows_done == 2
     assert store.read_input(inst, job.id, 0) is None  # inputs are freed once scored
     for chunk in (2, 1):
         store.claim_chunk(inst, job.id, chunk, 3)
-    assert store.complete_chunk(inst, job.id, 2, 2, b"2") == "ok"
-    assert store.complete_chunk(inst, job.id, 1, 2, b"1") == "completed"
+    assert store.complete_chunk(inst, job.id, 2, 2, pack_fragment(b"2")) == "ok"
+    assert store.complete_chunk(inst, job.id, 1, 2, pack_fragment(b"1")) == "completed"
     done = store.get(inst, job.id)
     assert (done.status, done.rows_done, done.finished_at is not None) == ("completed", 6, True)
     body = json.loads(b"".join(store.iter_result(done)))
@@ -65,7 +66,7 @@ def test_cancel_stops_further_chunks(store: JobStore, settings: Settings) -> Non
     job = new_job(store, inst)
     store.claim_chunk(inst, job.id, 0, 3)
     assert store.finish(inst, job.id, "canceled") is True
-    assert store.complete_chunk(inst, job.id, 0, 2, b"0") == "canceled"
+    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "canceled"
     assert store.claim_chunk(inst, job.id, 1, 3) == "canceled"
     assert store.finish(inst, job.id, "canceled") is False
     assert store.get(inst, job.id).rows_done == 0

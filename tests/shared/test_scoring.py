@@ -167,3 +167,17 @@ def test_array_bodies_are_validated_like_json_rows() -> None:
     assert [a.shape for a in multi.arrays] == [(2, 3), (2, 2)]  # model order, not file order
     with pytest.raises(PayloadTooLarge):
         validate_input(parse_array_body(buffer.getvalue()), MULTI, 1)
+
+
+def test_result_fragments_are_compressed_once_worth_it() -> None:
+    from shared.scoring import COMPRESS_MIN_BYTES, pack_fragment, unpack_fragment
+
+    small = rows_fragment(format_rows([np.array([[0.25, 0.75]])], ["y"]))
+    assert pack_fragment(small)[:1] == b"J" and unpack_fragment(pack_fragment(small)) == small
+    big = rows_fragment(format_rows([np.random.default_rng(0).random((500, 10))], ["y"]))
+    assert len(big) > COMPRESS_MIN_BYTES
+    packed = pack_fragment(big)
+    assert packed[:1] == b"Z" and len(packed) < len(big) / 2
+    assert unpack_fragment(packed) == big
+    with pytest.raises(ValueError, match="unknown result fragment encoding"):
+        unpack_fragment(b"?garbage")
