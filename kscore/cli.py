@@ -716,7 +716,7 @@ _redis_option: Callable[[Callable[..., Any]], Callable[..., Any]] = click.option
     "--queues",
     default=DEFAULT_QUEUES,
     show_default=True,
-    help="Comma-separated queues to consume.",
+    help="Comma-separated queues to consume, the first one first when several have work.",
 )
 @click.option(
     "--concurrency",

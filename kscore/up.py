@@ -38,7 +38,9 @@ __all__ = [
     "worker_command",
 ]
 
-DEFAULT_QUEUES = "deploy,online,batch"
+# Order matters: workers take from the first queue that has work, so online requests go first
+# and a long batch job never starves them (shared.queueing.ALL_QUEUES, which this mirrors).
+DEFAULT_QUEUES = "online,deploy,batch"
 SERVER_EXTRAS_HINT = "Install the server extras: pip install 'kscore[server]'"
 STOP_GRACE_SECONDS = 10.0
 

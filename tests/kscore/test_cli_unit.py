@@ -1100,3 +1100,11 @@ def test_format_result_prints_one_line_per_row_as_wml_did() -> None:
         "}",
     ]
     assert json.loads(text)["values"][1][1] == 0
+
+
+def test_default_queues_put_online_work_first() -> None:
+    from kscore.up import DEFAULT_QUEUES
+    from shared.queueing import ALL_QUEUES
+
+    assert DEFAULT_QUEUES.split(",") == list(ALL_QUEUES)
+    assert worker_command()[worker_command().index("-Q") + 1] == "online,deploy,batch"
