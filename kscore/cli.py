@@ -625,18 +625,18 @@ def jobs_wait(ctx: click.Context, job_id: str, timeout: float | None) -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the result JSON to this file instead of printing it.",
+    help="Stream the result JSON into this file instead of printing it.",
 )
 @click.pass_context
 def jobs_result(ctx: click.Context, job_id: str, output: Path | None) -> None:
-    """Print (or save) a completed job's scoring result."""
-    result = _client(ctx).jobs.result(job_id)
+    """Print a completed job's scoring result, or stream it to a file with -o."""
+    client = _client(ctx)
     if output is None:
-        click.echo(format_result(result))
+        click.echo(format_result(client.jobs.result(job_id)))
         return
-    output.write_text(format_result(result) + "\n", encoding="utf-8")
-    rows = len(result.get("values") or [])
-    click.echo(f"Wrote the result of job '{job_id}' ({rows} rows) to {output}.")
+    path = client.jobs.download_result(job_id, output)
+    rows = (client.jobs.get(job_id).get("progress") or {}).get("rows_total", "?")
+    click.echo(f"Wrote the result of job '{job_id}' ({rows} rows) to {path}.")
 
 
 @jobs.command("cancel")

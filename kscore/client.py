@@ -117,6 +117,30 @@ class Client:
         self._raise_for_status(response)
         return response
 
+    def download(self, url: str, dest: str | os.PathLike[str] | None, default_name: str) -> Path:
+        """Stream ``url`` into ``dest`` (a file, or a directory: the server's filename, else
+        ``default_name``), never holding the whole body in memory; the path written."""
+        try:
+            with self._http.stream("GET", url) as response:
+                self._raise_for_status(response)
+                filename = content_disposition_filename(response.headers) or default_name
+                target = Path(dest) if dest is not None else Path.cwd()
+                if str(dest).endswith(("/", os.sep)):  # "-o models/" means a directory
+                    target.mkdir(parents=True, exist_ok=True)
+                if target.is_dir():
+                    target = target / filename
+                partial = target.with_name(target.name + ".part")
+                try:
+                    with partial.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                    partial.replace(target)
+                finally:
+                    partial.unlink(missing_ok=True)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, url) from exc
+        return target
+
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Record:
         """GET ``url`` and decode its JSON object."""
         return _json(self.request("GET", url, params=_clean(params)))
@@ -213,26 +237,7 @@ class Repository:
     def download(self, model_id: str, dest: str | os.PathLike[str] | None = None) -> Path:
         """Save the model's original file to ``dest`` (a file, or a directory); the path written."""
         url = f"/api/v1/models/{_segment(model_id)}/content"
-        try:
-            with self._client._http.stream("GET", url) as response:
-                self._client._raise_for_status(response)
-                filename = content_disposition_filename(response.headers) or model_id
-                target = Path(dest) if dest is not None else Path.cwd()
-                if str(dest).endswith(("/", os.sep)):  # "-o models/" means a directory
-                    target.mkdir(parents=True, exist_ok=True)
-                if target.is_dir():
-                    target = target / filename
-                partial = target.with_name(target.name + ".part")
-                try:
-                    with partial.open("wb") as out:
-                        for chunk in response.iter_bytes():
-                            out.write(chunk)
-                    partial.replace(target)
-                finally:
-                    partial.unlink(missing_ok=True)
-        except httpx.TransportError as exc:
-            raise self._client._transport_error(exc, url) from exc
-        return target
+        return self._client.download(url, dest, model_id)
 
     def delete(self, model_id: str) -> None:
         """Delete a model (409 ``model_in_use`` while a deployment uses it)."""
@@ -433,6 +438,11 @@ class Jobs:
     def result(self, job_id: str) -> Record:
         """A completed job's scoring result (409 ``job_not_finished`` before that)."""
         return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}/result")
+
+    def download_result(self, job_id: str, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Stream a completed job's result JSON into ``dest`` (a file or a directory)."""
+        url = f"/api/v1/jobs/{_segment(job_id)}/result"
+        return self._client.download(url, dest, f"{job_id}.json")
 
     def cancel(self, job_id: str) -> Record:
         """Cancel a queued or running job; its record, now ``canceled``."""

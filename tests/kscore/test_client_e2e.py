@@ -135,3 +135,15 @@ def test_cli_submits_a_npy_file(
     np.testing.assert_allclose(
         [v[0] for v in values], kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6
     )
+
+
+def test_results_stream_to_a_file(api_client: Client, dense_h5: Path, tmp_path: Path) -> None:
+    model = api_client.repository.store_model(dense_h5, "stream")
+    deployment = api_client.deployments.create(model["id"], name="stream")
+    x = np.random.default_rng(8).normal(size=(120, 4)).astype(np.float32)
+    job = api_client.jobs.wait(api_client.jobs.submit(deployment["id"], x)["id"], timeout=60)
+    written = api_client.jobs.download_result(job["id"], tmp_path / "out")
+    assert written == tmp_path / "out"
+    assert json.loads(written.read_text()) == api_client.jobs.result(job["id"])
+    named = api_client.jobs.download_result(job["id"], f"{tmp_path}/results/")
+    assert named == tmp_path / "results" / f"{job['id']}.json"
