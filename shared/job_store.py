@@ -30,7 +30,6 @@ FAILED = "failed"
 CANCELED = "canceled"
 STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELED)
 FINISHED = (COMPLETED, FAILED, CANCELED)
-MAX_RETENTION_SECONDS = 366 * 86400.0
 
 # KEYS: job, attempts, done, notify, metrics; ARGV: chunk, now, max_attempts
 _CLAIM = """
@@ -213,13 +212,12 @@ class JobStore:
             pipe.pexpire(key, ttl_ms)
             for index, chunk in enumerate(input_chunks):
                 pipe.set(self._keys.job_input(instance, job_id, index), chunk, px=ttl_ms)
-            for index_key in (
-                self._keys.jobs_index(instance),
-                self._keys.deployment_jobs(instance, deployment_id),
-            ):
-                pipe.zadd(index_key, {job_id: created})
-                # Entries older than any retention can be are certainly gone.
-                pipe.zremrangebyscore(index_key, "-inf", created - MAX_RETENTION_SECONDS)
+            pipe.zadd(self._keys.jobs_index(instance), {job_id: created})
+            pipe.zadd(self._keys.deployment_jobs(instance, deployment_id), {job_id: created})
+            # When the job's keys expire, the next listing drops it from both indexes.
+            pipe.zadd(
+                self._keys.jobs_expiry(instance), {f"{deployment_id}/{job_id}": created + retention}
+            )
             pipe.hincrby(self._keys.metrics(), "jobs_created", 1)
             pipe.execute()
         log.info(
@@ -248,7 +246,8 @@ class JobStore:
         deployment_id: str | None = None,
         status: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """A page of jobs, newest first, filtered; expired jobs drop out of the indexes here."""
+        """A page of jobs, newest first, filtered."""
+        self._drop_expired(instance)
         index = (
             self._keys.deployment_jobs(instance, deployment_id)
             if deployment_id is not None
@@ -266,6 +265,20 @@ class JobStore:
                 matched.append(record)
             total += 1
         return matched, total
+
+    def _drop_expired(self, instance: str) -> None:
+        """Remove jobs whose retention has passed from the indexes, so totals stay exact."""
+        expiry = self._keys.jobs_expiry(instance)
+        members = [m.decode() for m in self._r.zrangebyscore(expiry, "-inf", now())]  # type: ignore[union-attr]
+        if not members:
+            return
+        with self._r.pipeline(transaction=False) as pipe:
+            for member in members:
+                deployment_id, job_id = member.split("/", 1)
+                pipe.zrem(self._keys.jobs_index(instance), job_id)
+                pipe.zrem(self._keys.deployment_jobs(instance, deployment_id), job_id)
+            pipe.zrem(expiry, *members)
+            pipe.execute()
 
     def _load(self, instance: str, index: str, ids: list[str]) -> list[JobRecord]:
         """The records of ``ids``; ids whose job expired are removed from ``index``."""
@@ -312,6 +325,7 @@ class JobStore:
             pipe.delete(*keys)
             pipe.zrem(self._keys.jobs_index(inst), job_id)
             pipe.zrem(self._keys.deployment_jobs(inst, record.deployment_id), job_id)
+            pipe.zrem(self._keys.jobs_expiry(inst), f"{record.deployment_id}/{job_id}")
             pipe.execute()
 
     def read_input(self, instance: str, job_id: str, chunk: int) -> bytes | None:

@@ -54,6 +54,9 @@ class Keys:
     def jobs_index(self, instance: str) -> str:
         return f"{self.prefix}:i:{instance}:jobs"
 
+    def jobs_expiry(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:jobs:expiry"
+
     def deployment_jobs(self, instance: str, deployment_id: str) -> str:
         return f"{self.prefix}:i:{instance}:deployment:{deployment_id}:jobs"
 

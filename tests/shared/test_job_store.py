@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -107,3 +108,18 @@ def test_list_filters_by_status_and_deployment(store: JobStore, settings: Settin
     records, total = store.page(inst, 2, 0, deployment_id="d")
     assert total == 3 and [r.id for r in records] == [jobs[2].id, jobs[1].id]
     assert store.page(inst, 10, 0, deployment_id="other") == ([], 0)
+
+
+def test_expired_jobs_leave_the_indexes_and_totals_stay_exact(
+    store: JobStore, settings: Settings, redis_client: redis.Redis
+) -> None:
+    inst = settings.default_instance
+    keys = Keys(settings.key_prefix)
+    short = new_job(store, inst, retention=0.2)
+    kept = new_job(store, inst)
+    time.sleep(0.4)
+    records, total = store.page(inst, 10, 0)
+    assert (total, [r.id for r in records]) == (1, [kept.id])
+    assert store.page(inst, 10, 0, deployment_id="d")[1] == 1
+    assert redis_client.zscore(keys.jobs_index(inst), short.id) is None
+    assert redis_client.zcard(keys.jobs_expiry(inst)) == 1
