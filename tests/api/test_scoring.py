@@ -562,3 +562,34 @@ def test_batch_results_are_stored_compressed(
     assert stored is not None and stored[:1] == b"Z"
     assert len(stored) < len(body) / 2
     assert_dense_rows(json.loads(body)["values"], x)
+
+
+def test_many_clients_at_once_each_get_their_own_rows(
+    app: Any, dense_deployment: dict[str, Any]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def online(seed: int) -> None:
+        x = rows(3, seed=100 + seed)
+        response = app.test_client().post(
+            path_of(dense_deployment["scoring_url"]), json={"values": x.tolist()}
+        )
+        assert response.status_code == 200, response.get_json()
+        assert_dense_rows(response.get_json()["values"], x)
+
+    def batch(seed: int) -> None:
+        client = app.test_client()
+        x = rows(120, seed=200 + seed)
+        job = client.post(
+            path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}
+        ).get_json()
+        done = wait_job(client, job["href"])
+        assert done["status"] == "completed" and done["progress"]["rows_done"] == 120
+        assert_dense_rows(client.get(path_of(done["result_url"])).get_json()["values"], x)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(online, i) for i in range(24)] + [
+            pool.submit(batch, i) for i in range(6)
+        ]
+        for future in futures:
+            future.result(timeout=180)  # re-raises any thread's assertion
