@@ -268,7 +268,7 @@ def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.heartbeat: _Heartbeat | None = None
 
         def start(self, parent: Any) -> None:
-            queues = ",".join(sorted(q.name for q in parent.task_consumer.queues))
+            queues = ",".join(q.name for q in parent.task_consumer.queues)  # in precedence order
             self.heartbeat = _Heartbeat(settings, parent.hostname, queues)
             self.heartbeat.start()
 
