@@ -47,6 +47,18 @@ def _input_error(message: str, **details: Any) -> ScoringInputInvalid:
     return ScoringInputInvalid(message, details=details)
 
 
+def _row_shape_error(
+    index: int, label: str, got: tuple[int, ...], expected: list[int | None]
+) -> ScoringInputInvalid:
+    return _input_error(
+        f"Row {index}{label} has shape {_fmt_shape(got)}, but the model expects "
+        f"{_fmt_shape(expected)} per row.",
+        row=index,
+        expected_shape=expected,
+        received_shape=list(got),
+    )
+
+
 def _target_dtype(spec: dict[str, Any]) -> np.dtype[Any]:
     try:
         dtype = np.dtype(str(spec.get("dtype") or "float32"))
@@ -65,13 +77,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
         if _shape_ok(expected, arr.shape[1:]):
             return arr.astype(_target_dtype(spec), copy=False)
         # All rows share one shape here, so row 0 is as wrong as any.
-        raise _input_error(
-            f"Row 0{label} has shape {_fmt_shape(arr.shape[1:])}, but the model expects "
-            f"{_fmt_shape(expected)} per row.",
-            row=0,
-            expected_shape=expected,
-            received_shape=list(arr.shape[1:]),
-        )
+        raise _row_shape_error(0, label, arr.shape[1:], expected)
     # Slow path: find the first row that is ragged, mis-shaped or not numeric.
     for index, row in enumerate(rows):
         try:
@@ -91,13 +97,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
                 expected_dtype=str(spec.get("dtype")),
             )
         if not _shape_ok(expected, row_arr.shape):
-            raise _input_error(
-                f"Row {index}{label} has shape {_fmt_shape(row_arr.shape)}, but the model "
-                f"expects {_fmt_shape(expected)} per row.",
-                row=index,
-                expected_shape=expected,
-                received_shape=list(row_arr.shape),
-            )
+            raise _row_shape_error(index, label, row_arr.shape, expected)
     # Every row is fine on its own: they differ in a dimension the model leaves open.
     raise _input_error(
         f"Rows{label} differ in shape along a dimension the model leaves open; rows scored "
@@ -124,13 +124,7 @@ def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
                 expected_dtype="string",
             )
         if not _shape_ok(expected, arr.shape):
-            raise _input_error(
-                f"Row {index}{label} has shape {_fmt_shape(arr.shape)}, but the model expects "
-                f"{_fmt_shape(expected)} per row.",
-                row=index,
-                expected_shape=expected,
-                received_shape=list(arr.shape),
-            )
+            raise _row_shape_error(index, label, arr.shape, expected)
         out.append(value)
     return np.asarray(out, dtype=object)
 
@@ -284,13 +278,7 @@ def validate_arrays(
         else:
             array = array.astype(_target_dtype(spec), copy=False)
         if not _shape_ok(expected, array.shape[1:]):
-            raise _input_error(
-                f"Row 0{label} has shape {_fmt_shape(array.shape[1:])}, but the model expects "
-                f"{_fmt_shape(expected)} per row.",
-                row=0,
-                expected_shape=expected,
-                received_shape=list(array.shape[1:]),
-            )
+            raise _row_shape_error(0, label, array.shape[1:], expected)
         arrays.append(array)
     return ScoringInput(arrays, n_rows)
 
