@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from api.app import create_app
 from shared.deployment_store import DEPLOY_SUCCESS
 from shared.settings import Settings
 from tests import keras_files as kf
-from tests.workers.processes import wait_for
+from tests.helpers import store_model, wait_for
 
 
 def metric(text: str, name: str) -> float:
@@ -34,12 +33,7 @@ def test_queue_depth_and_readiness_without_workers(
     settings = base_settings.replace(key_prefix=f"ksidle-{uuid.uuid4().hex[:8]}", chunk_rows=2)
     app = create_app(settings, redis_client)
     client = app.test_client()
-    path = kf.tf_keras_h5_file(tmp_path)
-    model = client.post(
-        "/api/v1/models",
-        data={"file": (io.BytesIO(path.read_bytes()), path.name), "name": "m"},
-        content_type="multipart/form-data",
-    ).get_json()
+    model = store_model(client, kf.tf_keras_h5_file(tmp_path), "m")
     deployment = client.post(
         "/api/v1/deployments", json={"model_id": model["id"], "name": "d"}
     ).get_json()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +17,13 @@ from flask.testing import FlaskClient
 from shared.keys import Keys
 from shared.settings import Settings
 from tests import keras_files as kf
+from tests.helpers import store_model, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def path_of(url: str) -> str:
     return url.split("localhost", 1)[-1]
-
-
-def store(client: FlaskClient, path: Path, name: str = "model") -> dict[str, Any]:
-    response = client.post(
-        "/api/v1/models",
-        data={"file": (io.BytesIO(path.read_bytes()), path.name), "name": name},
-        content_type="multipart/form-data",
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
 
 
 def deploy(client: FlaskClient, model_id: str, *, expect: str = "DEPLOY_SUCCESS") -> dict[str, Any]:
@@ -77,7 +57,7 @@ def dense_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def dense_deployment(client: FlaskClient, dense_h5: Path) -> dict[str, Any]:
-    return deploy(client, store(client, dense_h5)["id"])
+    return deploy(client, store_model(client, dense_h5)["id"])
 
 
 def rows(n: int, seed: int = 0) -> np.ndarray:
@@ -233,7 +213,7 @@ def test_online_past_timeout_answers_202_with_the_job(
 def test_corrupt_model_blob_fails_the_deployment(
     client: FlaskClient, tmp_path: Path, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    model = store(client, kf.sigmoid_binary_h5_file(tmp_path))
+    model = store_model(client, kf.sigmoid_binary_h5_file(tmp_path))
     # Inject the fault: the stored bytes rot in Redis after upload.
     redis_client.set(Keys(settings.key_prefix).blob_chunk(model["sha256"], 0), b"garbage")
     failed = deploy(client, model["id"], expect="DEPLOY_FAILED")
@@ -273,7 +253,7 @@ def test_too_many_rows_is_413(
     small = create_app(
         settings.replace(max_rows_online=3, max_rows_job=4), redis_client
     ).test_client()
-    deployment = deploy(small, store(small, dense_h5)["id"])
+    deployment = deploy(small, store_model(small, dense_h5)["id"])
     online = small.post(path_of(deployment["scoring_url"]), json={"values": rows(4).tolist()})
     assert online.status_code == 413 and online.get_json()["error"]["details"] == {
         "rows": 4,
@@ -320,7 +300,7 @@ def test_model_in_use_cannot_be_deleted(
 
 def test_multi_input_multi_output_model(client: FlaskClient, tmp_path: Path) -> None:
     path = kf.multi_io_keras_file(tmp_path)
-    deployment = deploy(client, store(client, path)["id"])
+    deployment = deploy(client, store_model(client, path)["id"])
     a = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
     b = np.random.default_rng(4).normal(size=(4, 2)).astype(np.float32)
     expected = kf.expected_multi_io(a, b)
@@ -341,7 +321,7 @@ def test_multi_input_multi_output_model(client: FlaskClient, tmp_path: Path) -> 
 
 def test_text_model_scores_wml_string_payload(client: FlaskClient, tmp_path: Path) -> None:
     path = kf.text_vectorization_keras_file(tmp_path)
-    deployment = deploy(client, store(client, path)["id"])
+    deployment = deploy(client, store_model(client, path)["id"])
     texts = ["this is a simple text input data", "a great movie, not an awful one"]
     response = client.post(
         path_of(deployment["scoring_url"]), json={"values": [[t] for t in texts]}
@@ -443,7 +423,7 @@ def test_bad_array_bodies_are_422(client: FlaskClient, dense_deployment: dict[st
 
 
 def test_npz_names_the_inputs_of_a_multi_input_model(client: FlaskClient, tmp_path: Path) -> None:
-    deployment = deploy(client, store(client, kf.multi_io_keras_file(tmp_path))["id"])
+    deployment = deploy(client, store_model(client, kf.multi_io_keras_file(tmp_path))["id"])
     a = np.random.default_rng(10).normal(size=(5, 3)).astype(np.float32)
     b = np.random.default_rng(11).normal(size=(5, 2)).astype(np.float32)
     response = client.post(

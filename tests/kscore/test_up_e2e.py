@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kscore.localredis import free_port
-from tests.workers.processes import wait_for
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "iris_dense.h5"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import redis
 from flask.testing import FlaskClient
@@ -18,19 +15,9 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from shared.settings import Settings
 from tests import keras_files as kf
+from tests.helpers import store_model, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Workers:
@@ -80,12 +67,7 @@ class Workers:
 def deployed_cnn(settings: Settings, workers: Workers, tmp_path: Path) -> tuple[FlaskClient, str]:
     """A client of the API and the href of a small CNN deployment that is DEPLOY_SUCCESS."""
     client = create_app(settings, redis.Redis.from_url(settings.redis_url)).test_client()
-    model_file = kf.small_cnn_keras_file(tmp_path)
-    stored = client.post(
-        "/api/v1/models",
-        data={"file": (io.BytesIO(model_file.read_bytes()), model_file.name), "name": "cnn"},
-        content_type="multipart/form-data",
-    ).get_json()
+    stored = store_model(client, kf.small_cnn_keras_file(tmp_path), "cnn")
     deployment = client.post(
         "/api/v1/deployments", json={"model_id": stored["id"], "name": "d"}
     ).get_json()

@@ -9,7 +9,8 @@ import numpy as np
 
 from shared.settings import Settings
 from tests import keras_files as kf
-from tests.workers.processes import Workers, deployed_cnn, wait_for
+from tests.helpers import wait_for
+from tests.workers.processes import Workers, deployed_cnn
 
 
 def test_new_worker_preloads_deployed_models(

@@ -9,7 +9,8 @@ import numpy as np
 
 from shared.settings import Settings
 from tests import keras_files as kf
-from tests.workers.processes import Workers, deployed_cnn, wait_for
+from tests.helpers import wait_for
+from tests.workers.processes import Workers, deployed_cnn
 
 
 def test_online_request_is_served_between_batch_chunks(
@@ -22,7 +23,10 @@ def test_online_request_is_served_between_batch_chunks(
     job = client.post(f"{href}/jobs", json={"values": x.tolist()}).get_json()
     job_url = f"/api/v1/jobs/{job['id']}"
     wait_for(
-        lambda: client.get(job_url).get_json()["progress"]["rows_done"] > 0, 120, "batch start"
+        lambda: client.get(job_url).get_json()["progress"]["rows_done"] > 0,
+        120,
+        "batch start",
+        0.02,
     )
 
     started = time.monotonic()

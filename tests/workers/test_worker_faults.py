@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from shared.keys import Keys
 from shared.settings import Settings
 from tests import keras_files as kf
-from tests.workers.processes import Workers, deployed_cnn, wait_for
+from tests.helpers import wait_for
+from tests.workers.processes import Workers, deployed_cnn
 
 
 def wait_finished(client: FlaskClient, job_id: str, timeout: float) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def test_sigkilled_pool_process_loses_no_row_and_counts_none_twice(
         done = set(store.smembers(done_key))
         return started - done if done else set()
 
-    interrupted = wait_for(in_flight, 120, "chunks in flight after the first completed")
+    interrupted = wait_for(in_flight, 120, "chunks in flight after the first completed", 0.02)
     children = psutil.Process(worker.pid).children()
     assert children, "the prefork worker has no pool processes"
     for child in children:
@@ -77,7 +78,7 @@ def test_job_survives_its_whole_worker_dying(
     job = client.post(f"{href}/jobs", json={"values": x.tolist()}).get_json()
     wait_for(
         lambda: client.get(f"/api/v1/jobs/{job['id']}").get_json()["progress"]["rows_done"] > 0,
-        120, "the first chunk",
+        120, "the first chunk", 0.02,
     )  # fmt: skip
     for proc in [*psutil.Process(first.pid).children(), psutil.Process(first.pid)]:
         proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,35 @@
+"""Small helpers the test modules share."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def store_model(client: FlaskClient, path: Path, name: str = "model") -> dict[str, Any]:
+    """Upload a model file through the API; its JSON (the upload must succeed)."""
+    response = client.post(
+        "/api/v1/models",
+        data={"file": (io.BytesIO(path.read_bytes()), path.name), "name": name},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
