@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared.errors import KscoreError
 from shared.redis_client import connect
-from shared.services import Services
+from api.services import Services
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

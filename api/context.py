@@ -13,7 +13,7 @@ from marshmallow import Schema
 
 from shared.errors import BadRequest, PayloadTooLarge
 from shared.scoring import ArrayPayload, parse_array_body
-from shared.services import Services
+from api.services import Services
 
 
 def services() -> Services:

@@ -18,7 +18,7 @@ from api.context import services
 from shared.errors import ServiceUnavailable
 from shared.metrics import live_workers, read_latency
 from shared.queueing import ALL_QUEUES, celery_key_prefix
-from shared.services import Services
+from api.services import Services
 
 bp = Blueprint("health", __name__)
 
