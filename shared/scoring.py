@@ -67,6 +67,42 @@ def _target_dtype(spec: dict[str, Any]) -> np.dtype[Any]:
     return dtype if dtype.kind in _NUMERIC_KINDS else np.dtype(np.float32)
 
 
+def _as_input_dtype(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Rows converted to the input's own dtype, exactly: an integer input refuses values that
+    are not whole numbers or do not fit (ScoringInputInvalid naming the first such row).
+
+    Floats for float inputs are rounded to the input's precision, as Keras itself does.
+    """
+    target = _target_dtype(spec)
+    if target.kind not in "iu" or arr.size == 0:
+        return arr.astype(target, copy=False)
+    info = np.iinfo(target)
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < info.min) | (arr > info.max)
+    elif arr.dtype.kind in "iu":
+        bad = None if np.can_cast(arr.dtype, target) else (arr < info.min) | (arr > info.max)
+    else:  # booleans for a number: JSON true/false are not numbers
+        bad = np.ones(arr.shape, dtype=bool)
+    if bad is not None and bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        value = arr.reshape(len(arr), -1)[row][bad.reshape(len(arr), -1)[row]][0]
+        raise _integer_error(row, spec, value.item())
+    return arr.astype(target, copy=False)
+
+
+def _integer_error(row: int, spec: dict[str, Any], value: Any) -> ScoringInputInvalid:
+    target = _target_dtype(spec)
+    info = np.iinfo(target)
+    return _input_error(
+        f"Row {row} gives input {spec['name']!r} the value {value!r}, but that input takes "
+        f"whole numbers from {info.min} to {info.max} ({target}).",
+        row=row,
+        input=str(spec["name"]),
+        expected_dtype=str(target),
+    )
+
+
 def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
     expected = list(spec.get("shape") or [None])[1:]
     try:
@@ -75,7 +111,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
         arr = None
     if arr is not None and arr.dtype.kind in _NUMERIC_KINDS and arr.ndim >= 1:
         if _shape_ok(expected, arr.shape[1:]):
-            return arr.astype(_target_dtype(spec), copy=False)
+            return _as_input_dtype(arr, spec)
         # All rows share one shape here, so row 0 is as wrong as any.
         raise _row_shape_error(0, label, arr.shape[1:], expected)
     # Slow path: find the first row that is ragged, mis-shaped or not numeric.
@@ -89,6 +125,9 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
                 row=index,
                 expected_shape=expected,
             ) from None
+        if row_arr.dtype == object and _is_whole_number_list(row_arr):
+            # Python ints past 64 bits: numbers, but no integer or float input holds them.
+            raise _integer_error(index, spec, _first_huge(row_arr))
         if row_arr.dtype.kind not in _NUMERIC_KINDS:
             raise _input_error(
                 f"Row {index}{label} has a non-numeric value (strings, nulls and objects are "
@@ -104,6 +143,14 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
         "together must share one shape. Split them into separate requests.",
         expected_shape=expected,
     )
+
+
+def _is_whole_number_list(array: np.ndarray) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in array.reshape(-1))
+
+
+def _first_huge(array: np.ndarray) -> int:
+    return next(int(v) for v in array.reshape(-1) if abs(int(v)) >= 2**63)
 
 
 def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
@@ -276,7 +323,7 @@ def validate_arrays(
                 expected_dtype=str(spec.get("dtype")),
             )
         else:
-            array = array.astype(_target_dtype(spec), copy=False)
+            array = _as_input_dtype(array, spec)
         if not _shape_ok(expected, array.shape[1:]):
             raise _row_shape_error(0, label, array.shape[1:], expected)
         arrays.append(array)
@@ -308,7 +355,7 @@ def decode_chunk(data: bytes, specs: list[dict[str, Any]]) -> list[np.ndarray]:
             return [npz[f"arr_{i}"] for i in range(len(npz.files))]
     lists = json.loads(data[1:])
     return [
-        np.asarray(rows, dtype=object if _is_string_spec(spec) else np.float32)
+        np.asarray(rows, dtype=object if _is_string_spec(spec) else _target_dtype(spec))
         for rows, spec in zip(lists, specs, strict=True)
     ]
 

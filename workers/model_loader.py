@@ -9,10 +9,9 @@ Which Keras reads a file depends on which Keras wrote it:
   but computes differently: Keras 3 redefined ``hard_sigmoid``, the default recurrent
   activation of Keras 2.0-2.2 LSTM/GRU layers, so their predictions would silently change.
 - A Keras 2 ``.h5`` is built from its config by this module rather than by the loader, so the
-  config handed to Keras is exactly the one that passed the safety check, after it has been
-  made runnable on CPU: GPU-only ``CuDNNLSTM`` / ``CuDNNGRU`` become the ``LSTM`` /
-  ``GRU(reset_after=True)`` they are equal to (tf_keras's weight loading converts the cuDNN
-  weight layout, as Keras 2's did), and stateful RNNs become stateless. Convolution kernels
+  config handed to Keras is exactly the one that passed the safety check, after
+  ``workers.keras2_compat`` made it build as its writer's Keras did (that Keras's defaults for
+  arguments it did not serialize, CPU twins of GPU-only RNNs, no state). Convolution kernels
   trained with Theano are flipped, as Keras 2 did and tf_keras no longer does.
 
 Calls go through one ``tf.function`` per model with the batch dimension left open, in pieces
@@ -43,6 +42,7 @@ from shared.model_inspect import (
     inspect_model_file,
     read_model_config,
 )
+from workers.keras2_compat import normalize_keras2_config
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +50,6 @@ Loader = Literal["keras", "tf_keras"]
 
 # Layers whose first N weights are convolution kernels that Theano stored flipped.
 _THEANO_KERNELS = {"Conv1D": 1, "Conv2D": 1, "Conv3D": 1, "Conv2DTranspose": 1, "ConvLSTM2D": 2}
-
-# Settings a CuDNN layer had built in; the CPU layer must be told them explicitly, because
-# its own defaults differ (e.g. GRU's reset_after before Keras 2.3, recurrent_activation).
-_CUDNN_AS_CPU: dict[str, tuple[str, dict[str, Any]]] = {
-    "CuDNNLSTM": (
-        "LSTM",
-        {
-            "activation": "tanh",
-            "recurrent_activation": "sigmoid",
-            "use_bias": True,
-            "dropout": 0.0,
-            "recurrent_dropout": 0.0,
-            "unroll": False,
-        },
-    ),
-    "CuDNNGRU": (
-        "GRU",
-        {
-            "activation": "tanh",
-            "recurrent_activation": "sigmoid",
-            "use_bias": True,
-            "reset_after": True,
-            "dropout": 0.0,
-            "recurrent_dropout": 0.0,
-            "unroll": False,
-        },
-    ),
-}
 
 
 def choose_loader(info: ModelInfo) -> Loader:
@@ -102,7 +74,7 @@ def load_model(path: Path, filename: str, *, direct_call_max_rows: int = 1024) -
     keras2_h5 = loader == "tf_keras" and info.format == "h5"
     config = read_model_config(path, filename)
     if keras2_h5:
-        config = normalize_keras2_config(config)
+        config = normalize_keras2_config(config, info.keras_version)
     check_config_safe(config)
     try:
         if keras2_h5:
@@ -346,31 +318,6 @@ def _load_with_keras_loader(path: Path, fmt: str, loader: Loader) -> Any:
         import tf_keras
 
         return tf_keras.models.load_model(str(link), compile=False, safe_mode=True)
-
-
-def normalize_keras2_config(config: Any) -> Any:
-    """A Keras 2 model config that tf_keras can build and call on CPU, with any batch size.
-
-    GPU-only RNNs become the LSTM / GRU they are equivalent to, and stateful RNNs become
-    stateless with an open batch size: a scoring service scores rows independently, each from
-    a zero state (what a stateful model gives on its first batch after loading).
-    """
-    if isinstance(config, list):
-        return [normalize_keras2_config(item) for item in config]
-    if not isinstance(config, dict):
-        return config
-    out = {key: normalize_keras2_config(value) for key, value in config.items()}
-    if out.get("stateful") is True:
-        out["stateful"] = False
-    shape = out.get("batch_input_shape")
-    if isinstance(shape, list) and shape and shape[0] is not None:
-        out["batch_input_shape"] = [None, *shape[1:]]
-    swap = _CUDNN_AS_CPU.get(str(out.get("class_name")))
-    if swap is not None and isinstance(out.get("config"), dict):
-        cpu_class, settings = swap
-        out["class_name"] = cpu_class
-        out["config"] = {**out["config"], **settings}
-    return out
 
 
 def _flip_theano_kernels(model: Any) -> None:
