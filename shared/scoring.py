@@ -69,12 +69,30 @@ def _target_dtype(spec: dict[str, Any]) -> np.dtype[Any]:
 
 def _as_input_dtype(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Rows converted to the input's own dtype, exactly: an integer input refuses values that
-    are not whole numbers or do not fit (ScoringInputInvalid naming the first such row).
+    are not whole numbers or do not fit, a float input refuses NaN, infinities (JSON's
+    ``NaN``/``Infinity`` tokens, ``1e999``) and values past its range (ScoringInputInvalid
+    naming the first such row and the input).
 
     Floats for float inputs are rounded to the input's precision, as Keras itself does.
     """
     target = _target_dtype(spec)
-    if target.kind not in "iu" or arr.size == 0:
+    if arr.size == 0 or target.kind not in "iuf":
+        return arr.astype(target, copy=False)
+    if target.kind == "f":
+        if arr.dtype.kind != "f":
+            return arr.astype(target, copy=False)
+        limit = np.finfo(target).max
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (np.abs(arr) > limit)
+        if bad.any():
+            row, value = _first_bad(arr, bad)
+            raise _input_error(
+                f"Row {row} gives input {spec['name']!r} the value {value!r}, but that input "
+                f"takes finite numbers up to {float(limit):g} in size ({target}).",
+                row=row,
+                input=str(spec["name"]),
+                expected_dtype=str(target),
+            )
         return arr.astype(target, copy=False)
     info = np.iinfo(target)
     if arr.dtype.kind == "f":
@@ -85,13 +103,17 @@ def _as_input_dtype(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     else:  # booleans for a number: JSON true/false are not numbers
         bad = np.ones(arr.shape, dtype=bool)
     if bad is not None and bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        value = arr.reshape(len(arr), -1)[row][bad.reshape(len(arr), -1)[row]][0]
-        raise _integer_error(row, spec, value.item())
+        raise _integer_error(*_first_bad(arr, bad), spec=spec)
     return arr.astype(target, copy=False)
 
 
-def _integer_error(row: int, spec: dict[str, Any], value: Any) -> ScoringInputInvalid:
+def _first_bad(arr: np.ndarray, bad: np.ndarray) -> tuple[int, Any]:
+    """The row index and the value of the first ``True`` in ``bad`` (same shape as ``arr``)."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return index[0], arr[index].item()
+
+
+def _integer_error(row: int, value: Any, spec: dict[str, Any]) -> ScoringInputInvalid:
     target = _target_dtype(spec)
     info = np.iinfo(target)
     return _input_error(
@@ -127,7 +149,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
             ) from None
         if row_arr.dtype == object and _is_whole_number_list(row_arr):
             # Python ints past 64 bits: numbers, but no integer or float input holds them.
-            raise _integer_error(index, spec, _first_huge(row_arr))
+            raise _integer_error(index, _first_huge(row_arr), spec)
         if row_arr.dtype.kind not in _NUMERIC_KINDS:
             raise _input_error(
                 f"Row {index}{label} has a non-numeric value (strings, nulls and objects are "

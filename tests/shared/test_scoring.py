@@ -10,12 +10,14 @@ import pytest
 from shared.errors import PayloadTooLarge, ScoringInputInvalid
 from shared.scoring import (
     FIELDS,
+    ArrayPayload,
     decode_chunk,
     encode_chunk,
     format_rows,
     predicted_classes,
     rows_fragment,
     split_rows,
+    validate_arrays,
     validate_payload,
 )
 
@@ -181,3 +183,48 @@ def test_result_fragments_are_compressed_once_worth_it() -> None:
     assert unpack_fragment(packed) == big
     with pytest.raises(ValueError, match="unknown result fragment encoding"):
         unpack_fragment(b"?garbage")
+
+
+IDS = [{"name": "ids", "shape": [None, 1], "dtype": "int64"}]
+SMALL_IDS = [{"name": "ids", "shape": [None, 1], "dtype": "int32"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "specs"),
+    [
+        (float("nan"), DENSE),  # JSON's NaN token, which Python's parser accepts
+        (float("inf"), DENSE),  # Infinity, and 1e999 (it parses to inf)
+        (-float("inf"), DENSE),
+        (1e39, DENSE),  # past float32's range: it would become inf
+        (3.7, IDS),
+        (2**70, IDS),
+        (2.0**70, IDS),
+        (2**31, SMALL_IDS),
+        (float("nan"), IDS),
+    ],
+)
+def test_a_value_the_inputs_dtype_cannot_hold_names_row_and_input(
+    value: Any, specs: list[dict[str, Any]]
+) -> None:
+    width = specs[0]["shape"][1]
+    rows = [[0] * width, [0] * (width - 1) + [value]]
+    error = invalid({"values": rows}, specs)
+    assert error.details["row"] == 1 and error.details["input"] == specs[0]["name"]
+    assert "Row 1" in error.message and repr(specs[0]["name"]) in error.message
+    with pytest.raises(ScoringInputInvalid) as info:
+        validate_arrays(ArrayPayload({"": np.array(rows, dtype=float)}), specs, 100)
+    if not isinstance(value, int):  # past 64 bits has no float64 twin to send as an array
+        assert info.value.details["row"] == 1
+
+
+def test_integer_inputs_keep_every_digit() -> None:
+    big = 2**53 + 1
+    result = validate_payload({"values": [[big], [16777217]]}, IDS, 100)
+    assert result.arrays[0].dtype == np.int64
+    assert result.arrays[0][:, 0].tolist() == [big, 16777217]
+    chunk = decode_chunk(encode_chunk(result.arrays), IDS)
+    assert chunk[0][:, 0].tolist() == [big, 16777217]
+    mixed = [{"name": "t", "shape": [None, 1], "dtype": "string"}, *IDS]
+    text_and_ids = validate_payload({"values": [["a", [big]]]}, mixed, 100)
+    decoded = decode_chunk(encode_chunk(text_and_ids.arrays), mixed)  # the JSON chunk path
+    assert decoded[1].dtype == np.int64 and decoded[1][0, 0] == big
