@@ -155,3 +155,20 @@ def lstm_without_recurrent_activation_h5(
 
     _edit_h5_config(path, drop, keras_version=keras_version)
     return BuiltFile(path, [x], [expected])
+
+
+def unknown_argument_h5(directory: Path) -> Path:
+    """A Keras 2.2.4 .h5 whose Dense "probs" carries an argument no Keras has ("units_v2")."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Dense(3, activation="softmax", input_shape=(4,), name="probs")]
+    )
+    path = _save_quietly(model, directory / "unknown_argument.h5")
+
+    def add(config: dict[str, Any]) -> None:
+        for layer in _layers(config):
+            if layer["class_name"] == "Dense":
+                layer["config"]["units_v2"] = 3
+
+    _edit_h5_config(path, add, keras_version="2.2.4")
+    return path

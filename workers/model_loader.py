@@ -43,6 +43,7 @@ from shared.model_inspect import (
     read_model_config,
 )
 from workers.keras2_compat import normalize_keras2_config
+from workers.load_diagnosis import load_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,7 @@ def load_model(path: Path, filename: str, *, direct_call_max_rows: int = 1024) -
         # Loaders complain with any exception type (ValueError, TypeError, KeyError, OSError);
         # every one of them means this file cannot be served, which the caller reports.
         log.warning("model_load_failed file=%s loader=%s", filename, loader, exc_info=True)
-        raise UnsupportedModelFile(
-            f"{filename} could not be loaded by {_loader_label(loader, info)}: "
-            f"{_one_line(exc)}. Re-save the model with Keras 3 (model.save('model.keras')) "
-            "and upload that file.",
-            details={"loader": loader, "keras_version": info.keras_version},
-        ) from exc
+        raise load_failure(filename, loader, info.keras_version, config, _one_line(exc)) from exc
     log.debug(
         "model_loaded file=%s loader=%s keras_version=%s", filename, loader, info.keras_version
     )
@@ -370,12 +366,6 @@ def _major_version(version: str | None) -> int | None:
         return None
     head = str(version).strip().split(".", 1)[0]
     return int(head) if head.isdigit() else None
-
-
-def _loader_label(loader: Loader, info: ModelInfo) -> str:
-    written_by = f"Keras {info.keras_version}" if info.keras_version else "an unknown Keras"
-    reader = "Keras 3" if loader == "keras" else "tf_keras (Keras 2)"
-    return f"{reader} (the file was written by {written_by})"
 
 
 _TF_NOISE = re.compile(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\[\[[^\]]*\]\]")

@@ -161,3 +161,27 @@ def test_a_float_array_for_an_integer_input_must_hold_whole_numbers(
     body = fractional.get_json()
     assert fractional.status_code == 422, body
     assert body["error"]["details"]["row"] == 1 and body["error"]["details"]["input"] == "ids"
+
+
+# --- kind 6: refusals that give advice that works -------------------------------------------
+
+
+def test_a_file_keras_cannot_build_is_refused_naming_writer_layer_argument_and_a_way_out(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    import tf_keras
+
+    model = store_model(client, kk.unknown_argument_h5(tmp_path))
+    created = client.post("/api/v1/deployments", json={"model_id": model["id"], "name": "d"})
+    href = "/api/v1/deployments/" + created.get_json()["id"]
+    failed = wait_for(
+        lambda: (body := client.get(href).get_json())["status"] == "DEPLOY_FAILED" and body,
+        what="deployment to fail",
+    )
+    error = failed["error"]
+    assert error["code"] == "unsupported_model_file"
+    message = error["message"]
+    assert "Keras 2.2.4" in message  # the writer
+    assert "'probs' (Dense)" in message and "'units_v2'" in message  # layer and argument
+    assert f"tf_keras {tf_keras.__version__}" in message  # a way out, with the version to use
+    assert "save_weights" in message
