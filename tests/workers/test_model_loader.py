@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ScoringInputInvalid, UnsafeModel, UnsupportedModelFile
-from shared.model_inspect import ModelInfo, TensorSpec
+from shared.keras_file import ModelInfo, TensorSpec
 from tests import keras_files as kf
 from workers import model_loader
 from workers.model_loader import LoadedModel, choose_loader, load_model
