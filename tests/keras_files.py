@@ -856,6 +856,30 @@ def keras3_attention_keras_file(directory: Path) -> Path:
     return _save_quietly(model, directory / "keras3_attention.keras")
 
 
+def keras3_fully_convolutional_keras_file(directory: Path) -> Path:
+    """Keras 3 ``.keras``: images of any size (None, None, 3) -> Conv2D(4, 3, same, relu) ->
+    Conv2D(2, 1, softmax): an output of shape (None, None, None, 2)."""
+    keras = _keras()
+    layers = keras.layers
+    x = keras.Input((None, None, 3), name="image")
+    y = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    mask = layers.Conv2D(2, 1, activation="softmax", name="mask")(y)
+    return _save_quietly(keras.Model(x, mask), directory / "keras3_fully_convolutional.keras")
+
+
+def tf_keras_sequence_tagger_h5_file(directory: Path) -> Path:
+    """tf_keras Sequential ``.h5``: (7, 3) -> LSTM(5, sequences) -> TimeDistributed(Dense(4,
+    softmax)): one prediction per step, shape (None, 7, 4)."""
+    tk = _tf_keras()
+    model = tk.Sequential(
+        [
+            tk.layers.LSTM(5, return_sequences=True, input_shape=(7, 3)),
+            tk.layers.TimeDistributed(tk.layers.Dense(4, activation="softmax"), name="tags"),
+        ]
+    )
+    return _save_quietly(model, directory / "tf_keras_sequence_tagger.h5")
+
+
 #: The builders above: models whose output shapes take many of Keras's shape rules to work out.
 LAYER_ZOO = (
     tf_keras_cnn_h5_file,
@@ -865,6 +889,8 @@ LAYER_ZOO = (
     tf_keras_sequence_two_outputs_h5_file,
     keras3_image_keras_file,
     keras3_attention_keras_file,
+    keras3_fully_convolutional_keras_file,
+    tf_keras_sequence_tagger_h5_file,
 )
 
 
