@@ -198,6 +198,22 @@ def test_one_trace_serves_warm_up_and_every_batch_size(
     assert model.trace_count == 1
 
 
+def test_output_signature_describes_what_predict_returns(
+    loaded: tuple[Case, LoadedModel],
+) -> None:
+    case, model = loaded
+    rows = case.rows(np.random.default_rng(3), SMALL)
+    outputs = model.predict(rows)
+    signature = model.output_signature()
+    assert [s.name for s in signature] == [s.name for s in model.output_specs]
+    assert [s.activation for s in signature] == [s.activation for s in model.output_specs]
+    assert [[SMALL, *s.shape[1:]] for s in signature if s.shape is not None] == [
+        list(o.shape) for o in outputs
+    ]
+    assert [s.dtype for s in signature] == [str(o.dtype) for o in outputs]
+    assert model.trace_count == 1
+
+
 def test_multi_io_follows_the_signature_order(model_dir: Path) -> None:
     path = kf.multi_io_keras_file(model_dir)
     model = load_model(path, path.name)
