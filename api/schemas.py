@@ -33,7 +33,11 @@ class TensorSpecSchema(Schema):
     shape = fields.List(
         fields.Integer(allow_none=True),
         required=True,
-        metadata={"description": "First dimension is the batch (null)."},
+        allow_none=True,
+        metadata={
+            "description": "First dimension is the batch (null). An output's shape is null "
+            "until a deployment has loaded the model."
+        },
     )
     dtype = fields.String(required=True)
     activation = fields.String(

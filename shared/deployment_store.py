@@ -167,6 +167,30 @@ class DeploymentStore:
                 except redis.WatchError:
                     continue
 
+    def record_outputs(
+        self, instance: str, deployment_id: str, outputs: list[dict[str, Any]]
+    ) -> DeploymentRecord | None:
+        """Replace the deployment's output specs with those its loaded model reports.
+
+        ``outputs``: one ``{"name", "shape", "dtype", "activation"}`` per output, shape with
+        the batch dimension None. Returns the updated record; None if it was deleted meanwhile.
+        """
+        key = self._keys.deployment(instance, deployment_id)
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = replace(DeploymentRecord.from_json(raw), outputs=outputs)
+                    pipe.multi()
+                    pipe.set(key, record.to_json())
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+
     def delete(self, instance: str, deployment_id: str) -> DeploymentRecord:
         """Delete a deployment and release its hold on the model."""
         record = self.get(instance, deployment_id)

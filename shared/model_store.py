@@ -8,7 +8,7 @@ import logging
 import shutil
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,14 +16,14 @@ import redis
 
 from shared.blob_store import BlobStore, copy_stream
 from shared.errors import ModelInUse, ModelNotFound, PayloadTooLarge, UnsupportedModelFile
-from shared.keys import Keys
-from shared.model_inspect import (
+from shared.keras_file import (
     ARCHIVE_EXTENSIONS,
     MODEL_EXTENSIONS,
     ModelInfo,
     extract_model_file,
     inspect_model_file,
 )
+from shared.keys import Keys
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,31 @@ class ModelStore:
         record = ModelRecord.from_json(raw)
         self.blobs.release(record.sha256, f"{instance}/{model_id}")
         log.info("model deleted model_id=%s", model_id)
+
+    def record_outputs(
+        self, instance: str, model_id: str, outputs: list[dict[str, Any]]
+    ) -> ModelRecord | None:
+        """Replace the model's output specs with those a worker's loaded model reports.
+
+        Until a deployment records them, a model's output shapes are None (only Keras can
+        work them out). ``outputs`` as ``DeploymentStore.record_outputs`` takes them. Returns
+        the updated record; None if the model was deleted meanwhile.
+        """
+        key = self._keys.model(instance, model_id)
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = replace(ModelRecord.from_json(raw), outputs=outputs)
+                    pipe.multi()
+                    pipe.set(key, record.to_json())
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
 
 
 def _record(

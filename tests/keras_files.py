@@ -3,7 +3,8 @@
 Every builder is ``def name(directory: Path) -> Path``: it writes one file into ``directory``
 (a distinct file name per builder, so builders can share a directory) and returns its path.
 Builders cache nothing and set every weight explicitly, so the expected predictions are plain
-numpy arithmetic (the ``expected_*`` functions below).
+numpy arithmetic (the ``expected_*`` functions below); only the ``LAYER_ZOO`` builders, whose
+predictions no test checks, keep Keras's random initial weights.
 
 Keras 3 (``import keras``) and tf_keras 2.x (``import tf_keras``) coexist in one process. They
 are imported inside the builders so that importing this module (for its constants) stays cheap.
@@ -732,6 +733,165 @@ def cudnn_lstm_h5_file(directory: Path) -> Path:
         ],
         training_config=_keras2_training_config(keras_version, "binary_crossentropy"),
     )
+
+
+# --- many layer kinds (weights left random: for signatures and output shapes) -----------------
+
+
+def tf_keras_cnn_h5_file(directory: Path) -> Path:
+    """tf_keras Sequential ``.h5``: strided Conv2D, pooling, BatchNorm, Dense(2, softmax), Dropout."""
+    layers = _tf_keras().layers
+    model = _tf_keras().Sequential(
+        [
+            layers.Conv2D(
+                4, 3, strides=2, padding="same", activation="relu", input_shape=(9, 9, 2)
+            ),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(3, 2, dilation_rate=1),
+            layers.BatchNormalization(),
+            layers.Flatten(),
+            layers.Dense(5, activation="relu"),
+            layers.Dense(2, activation="softmax"),
+            layers.Dropout(0.2),
+        ]
+    )
+    return _save_quietly(model, directory / "tf_keras_cnn.h5")
+
+
+def tf_keras_embedding_rnn_h5_file(directory: Path) -> Path:
+    """tf_keras Sequential ``.h5``: Embedding on (6,) -> LSTM (sequences) -> GRU -> Dense(1)."""
+    layers = _tf_keras().layers
+    model = _tf_keras().Sequential(
+        [
+            layers.Embedding(20, 4, input_shape=(6,)),
+            layers.LSTM(5, return_sequences=True),
+            layers.GRU(3),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    return _save_quietly(model, directory / "tf_keras_embedding_rnn.h5")
+
+
+def tf_keras_conv1d_h5_file(directory: Path) -> Path:
+    """tf_keras Sequential ``.h5``: causal Conv1D, pooling, up-sampling, padding, cropping,
+    Reshape(-1), Dense(2) then a Softmax layer."""
+    layers = _tf_keras().layers
+    model = _tf_keras().Sequential(
+        [
+            layers.Conv1D(3, 3, padding="causal", input_shape=(8, 2)),
+            layers.AveragePooling1D(2, padding="same"),
+            layers.UpSampling1D(2),
+            layers.ZeroPadding1D(1),
+            layers.Cropping1D((1, 0)),
+            layers.Reshape((-1, 9)),
+            layers.Flatten(),
+            layers.Dense(2),
+            layers.Softmax(),
+        ]
+    )
+    return _save_quietly(model, directory / "tf_keras_conv1d.h5")
+
+
+def tf_keras_image_two_outputs_h5_file(directory: Path) -> Path:
+    """tf_keras functional ``.h5``: image "img" (7, 7, 3) through depthwise, separable and
+    transposed convolutions; outputs "a" (Dense tanh) and "b" (Activation sigmoid)."""
+    tk = _tf_keras()
+    layers = tk.layers
+    x = tk.Input((7, 7, 3), name="img")
+    y = layers.DepthwiseConv2D(3, depth_multiplier=2)(x)
+    y = layers.SeparableConv2D(4, 2, strides=2, padding="same")(y)
+    y = layers.Conv2DTranspose(2, 3, strides=2)(y)
+    y = layers.ZeroPadding2D(((1, 0), (0, 2)))(y)
+    y = layers.Cropping2D(1)(y)
+    y = layers.UpSampling2D((2, 1))(y)
+    a = layers.Dense(3, activation="tanh", name="a")(layers.GlobalMaxPooling2D()(y))
+    b = layers.Activation("sigmoid", name="b")(layers.GlobalAveragePooling2D()(y))
+    return _save_quietly(tk.Model(x, [a, b]), directory / "tf_keras_image_two_outputs.h5")
+
+
+def tf_keras_sequence_two_outputs_h5_file(directory: Path) -> Path:
+    """tf_keras functional ``.h5``: "seq" (10,) reshaped to (5, 2), Bidirectional LSTM,
+    TimeDistributed Dense, Permute; outputs a Dense(2, softmax) and an Add of a Concatenate."""
+    tk = _tf_keras()
+    layers = tk.layers
+    s = tk.Input((10,), name="seq")
+    r = layers.Reshape((5, 2))(s)
+    h = layers.Bidirectional(layers.LSTM(3, return_sequences=True))(r)
+    h = layers.TimeDistributed(layers.Dense(4))(h)
+    out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(h))
+    side = layers.Dense(1)(layers.Flatten()(layers.Permute((2, 1))(r)))
+    merged = layers.Concatenate()([out, side])
+    model = tk.Model(s, [out, layers.Add()([merged, merged])])
+    return _save_quietly(model, directory / "tf_keras_sequence_two_outputs.h5")
+
+
+def keras3_image_keras_file(directory: Path) -> Path:
+    """Keras 3 ``.keras``: image "img" (7, 7, 3), Conv2D, pooling, Conv2DTranspose, global
+    pooling with keepdims, Flatten, Dense(3, softmax)."""
+    keras = _keras()
+    layers = keras.layers
+    x = keras.Input((7, 7, 3), name="img")
+    y = layers.Conv2D(4, 3, padding="same")(x)
+    y = layers.MaxPooling2D(2, strides=1)(y)
+    y = layers.Conv2DTranspose(2, 3, strides=2, padding="same")(y)
+    y = layers.GlobalAveragePooling2D(keepdims=True)(y)
+    y = layers.Flatten()(y)
+    model = keras.Model(x, layers.Dense(3, activation="softmax")(y))
+    return _save_quietly(model, directory / "keras3_image.keras")
+
+
+def keras3_attention_keras_file(directory: Path) -> Path:
+    """Keras 3 ``.keras``: int32 "tokens" (6,), Embedding, Bidirectional GRU (sum),
+    MultiHeadAttention, LayerNormalization, Concatenate, Dense(1, sigmoid)."""
+    keras = _keras()
+    layers = keras.layers
+    s = keras.Input((6,), name="tokens", dtype="int32")
+    e = layers.Embedding(30, 4)(s)
+    h = layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode="sum")(e)
+    h = layers.MultiHeadAttention(num_heads=2, key_dim=2)(h, h)
+    h = layers.LayerNormalization()(h)
+    pooled = layers.GlobalMaxPooling1D()(h)
+    both = layers.Concatenate(axis=-1)([pooled, layers.Dense(2)(pooled)])
+    model = keras.Model(s, layers.Dense(1, activation="sigmoid")(both))
+    return _save_quietly(model, directory / "keras3_attention.keras")
+
+
+def keras3_fully_convolutional_keras_file(directory: Path) -> Path:
+    """Keras 3 ``.keras``: images of any size (None, None, 3) -> Conv2D(4, 3, same, relu) ->
+    Conv2D(2, 1, softmax): an output of shape (None, None, None, 2)."""
+    keras = _keras()
+    layers = keras.layers
+    x = keras.Input((None, None, 3), name="image")
+    y = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    mask = layers.Conv2D(2, 1, activation="softmax", name="mask")(y)
+    return _save_quietly(keras.Model(x, mask), directory / "keras3_fully_convolutional.keras")
+
+
+def tf_keras_sequence_tagger_h5_file(directory: Path) -> Path:
+    """tf_keras Sequential ``.h5``: (7, 3) -> LSTM(5, sequences) -> TimeDistributed(Dense(4,
+    softmax)): one prediction per step, shape (None, 7, 4)."""
+    tk = _tf_keras()
+    model = tk.Sequential(
+        [
+            tk.layers.LSTM(5, return_sequences=True, input_shape=(7, 3)),
+            tk.layers.TimeDistributed(tk.layers.Dense(4, activation="softmax"), name="tags"),
+        ]
+    )
+    return _save_quietly(model, directory / "tf_keras_sequence_tagger.h5")
+
+
+#: The builders above: models whose output shapes take many of Keras's shape rules to work out.
+LAYER_ZOO = (
+    tf_keras_cnn_h5_file,
+    tf_keras_embedding_rnn_h5_file,
+    tf_keras_conv1d_h5_file,
+    tf_keras_image_two_outputs_h5_file,
+    tf_keras_sequence_two_outputs_h5_file,
+    keras3_image_keras_file,
+    keras3_attention_keras_file,
+    keras3_fully_convolutional_keras_file,
+    tf_keras_sequence_tagger_h5_file,
+)
 
 
 # --- not models, and archives ----------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.blob_store import BlobStore
-from shared.model_inspect import extract_model_file
+from shared.keras_file import extract_model_file
 
 if TYPE_CHECKING:
     from workers.model_loader import LoadedModel

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from shared.errors import KscoreError, ScoringInputInvalid, UnsupportedModelFile
-from shared.model_inspect import (
+from shared.keras_file import (
     ModelInfo,
     TensorSpec,
     check_config_safe,
@@ -181,6 +181,40 @@ class LoadedModel:
                 details={"loader": self.loader},
             ) from exc
 
+    def output_signature(self) -> list[TensorSpec]:
+        """Each output as Keras reports it for the loaded model, in the order predict() gives.
+
+        ``shape`` is the output's Keras shape (``model.outputs``) with the batch dimension as
+        None, e.g. ``[None, 10]``; ``dtype`` its dtype name ("float32"). ``name`` and
+        ``activation`` are the file config's (``self.output_specs``). Traces the call if
+        warm_up() has not yet; raises what tracing raises.
+        """
+        import tensorflow as tf
+
+        structure = self._graph.get_concrete_function().structured_outputs
+        traced = self._flat_outputs(structure)
+        keras_outputs = list(getattr(self.model, "outputs", None) or [])
+        tensors = traced
+        if len(keras_outputs) == len(traced):
+            # model.outputs is the call's result flattened (dicts in key order); packed into
+            # the result's structure, it goes through the same ordering as predictions do.
+            tensors = self._flat_outputs(tf.nest.pack_sequence_as(structure, keras_outputs))
+        names = [s.name for s in self.output_specs]
+        if len(names) != len(tensors):
+            names = [str(n) for n in (getattr(self.model, "output_names", None) or [])]
+        specs = []
+        for index, tensor in enumerate(tensors):
+            declared = self.output_specs[index] if index < len(self.output_specs) else None
+            specs.append(
+                TensorSpec(
+                    name=names[index] if index < len(names) else f"output_{index}",
+                    shape=_batch_free_shape(tensor.shape),
+                    dtype=tf.as_dtype(tensor.dtype).name,
+                    activation=declared.activation if declared is not None else None,
+                )
+            )
+        return specs
+
     def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One array per model input (model order) -> one array per output, rows in order."""
         arrays = self._check_inputs(inputs)
@@ -265,6 +299,17 @@ class _ModelCall:
         if self.keys is not None:
             return self.model(dict(zip(self.keys, ordered, strict=True)), training=False)
         return self.model(ordered[0] if len(ordered) == 1 else ordered, training=False)
+
+
+def _batch_free_shape(shape: Any) -> list[int | None] | None:
+    """A Keras or TensorFlow shape as a list with the batch dimension None; None if unknown."""
+    import tensorflow as tf
+
+    try:
+        dims: list[int | None] = tf.TensorShape(shape).as_list()
+    except ValueError:  # unknown rank
+        return None
+    return [None, *dims[1:]] if dims else dims
 
 
 def _input_keys(model: Any, model_inputs: list[Any]) -> list[str] | None:

@@ -23,6 +23,7 @@ from shared.errors import KscoreError
 from shared.job_store import FAILED, JobStore
 from shared.keys import Keys
 from shared.metrics import beat
+from shared.model_store import ModelStore
 from shared.queueing import DEPLOY_MODEL, SCORE_CHUNK
 from shared.redis_client import connect
 from shared.scoring import decode_chunk, format_rows, pack_fragment, rows_fragment
@@ -43,6 +44,7 @@ class Runtime:
     deployments: DeploymentStore
     jobs: JobStore
     models: ModelCache
+    model_records: ModelStore
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -64,6 +66,7 @@ class Runtime:
                 settings.model_cache_size,
                 settings.direct_call_max_rows,
             ),
+            model_records=ModelStore(client, keys, blobs),
         )
 
 
@@ -104,6 +107,7 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
     try:
         model = rt.models.get(deployment.model_sha256, deployment.model_filename)
         model.warm_up()
+        outputs = [spec.to_dict() for spec in model.output_signature()]
     except redis.RedisError:
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the reason goes to the deployment record and the log
@@ -112,6 +116,9 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
             instance, deployment_id, DEPLOY_FAILED, _error(exc, "model_load_failed")
         )
         return
+    # Output shapes only Keras knows: recorded before the success that clients wait for.
+    rt.deployments.record_outputs(instance, deployment_id, outputs)
+    rt.model_records.record_outputs(instance, deployment.model_id, outputs)
     rt.deployments.set_status(instance, deployment_id, DEPLOY_SUCCESS)
     log.info(
         "deployed deployment_id=%s sha256=%s seconds=%.3f",

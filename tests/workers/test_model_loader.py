@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ScoringInputInvalid, UnsafeModel, UnsupportedModelFile
-from shared.model_inspect import ModelInfo, TensorSpec
+from shared.keras_file import ModelInfo, TensorSpec
 from tests import keras_files as kf
 from workers import model_loader
 from workers.model_loader import LoadedModel, choose_loader, load_model
@@ -195,6 +195,22 @@ def test_one_trace_serves_warm_up_and_every_batch_size(
     model.warm_up()
     for n in (1, SMALL, LARGE, 5):
         model.predict(case.rows(np.random.default_rng(n), n))
+    assert model.trace_count == 1
+
+
+def test_output_signature_describes_what_predict_returns(
+    loaded: tuple[Case, LoadedModel],
+) -> None:
+    case, model = loaded
+    rows = case.rows(np.random.default_rng(3), SMALL)
+    outputs = model.predict(rows)
+    signature = model.output_signature()
+    assert [s.name for s in signature] == [s.name for s in model.output_specs]
+    assert [s.activation for s in signature] == [s.activation for s in model.output_specs]
+    assert [[SMALL, *s.shape[1:]] for s in signature if s.shape is not None] == [
+        list(o.shape) for o in outputs
+    ]
+    assert [s.dtype for s in signature] == [str(o.dtype) for o in outputs]
     assert model.trace_count == 1
 
 

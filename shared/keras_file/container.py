@@ -1,0 +1,240 @@
+"""Read the model config out of a Keras model file, without TensorFlow.
+
+h5py, zipfile and json only (this runs in the API process). Every dialect found in the wild:
+
+- standalone Keras 2.0-2.3 ``.h5``: attributes stored as bytes, a Sequential config that may
+  be a bare list of layers (Keras <= 2.2.2);
+- tf.keras / tf_keras 2.x ``.h5``: class ``Functional``, ``Model`` or ``Sequential``;
+- Keras 3 writing legacy ``.h5``: ``batch_shape`` and dtype-policy dicts;
+- Keras 3 ``.keras`` zips: ``config.json``, ``metadata.json`` and ``model.weights.h5``.
+
+Nothing here interprets the config: :mod:`shared.keras_file.safety` checks it and
+:mod:`shared.keras_file.signature` describes it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from shared.errors import UnsupportedModelFile
+
+#: Extensions of a bare model file (as opposed to an archive holding one).
+MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras")
+
+#: Largest config.json read from a .keras zip (real ones are kilobytes to a few megabytes).
+MAX_CONFIG_BYTES = 64 * 1024**2
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# HDF5 allows a user block before the superblock, at 0 or a power of two from 512 up.
+_HDF5_SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096)
+
+_NOT_A_MODEL = (
+    "not a Keras model file: expected an HDF5 (.h5/.hdf5) or Keras zip (.keras) file "
+    "written by model.save()."
+)
+
+
+@dataclass
+class RawModel:
+    """A model config as read from a file, before interpretation.
+
+    ``format`` is "h5" or "keras"; ``config`` is the parsed architecture (a dict, or a bare
+    list of layers from Keras <= 2.2.2); ``other_configs`` holds the configs outside the
+    architecture (``training_config``), which the safety check scans for code only.
+    """
+
+    format: str
+    keras_version: str | None
+    backend: str | None
+    config: Any
+    other_configs: dict[str, Any] = field(default_factory=dict)
+
+
+def detect_kind(path: Path) -> str:
+    """What ``path`` holds by its magic bytes: "hdf5", "zip", "gzip", "empty" or "unknown"."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty"
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+            return "zip"
+        if head.startswith(b"\x1f\x8b"):
+            return "gzip"
+        for offset in _HDF5_SIGNATURE_OFFSETS:
+            if offset + 8 > size:
+                break
+            f.seek(offset)
+            if f.read(8) == _HDF5_SIGNATURE:
+                return "hdf5"
+    return "unknown"
+
+
+def read_model_config(path: Path, filename: str) -> Any:
+    """The model config (architecture) stored in a model file, parsed from JSON.
+
+    Raises UnsupportedModelFile as :func:`read_raw_model` does.
+    """
+    return read_raw_model(path, filename).config
+
+
+def read_raw_model(path: Path, filename: str) -> RawModel:
+    """Read a bare model file (.h5/.hdf5/.keras; ``filename`` gives the extension).
+
+    Returns its configs, Keras version and backend as stored. Raises UnsupportedModelFile
+    (400) for an empty file, a file that is neither HDF5 nor zip, an extension that
+    contradicts the content, weights without a model, or a config that is not JSON.
+    """
+    kind = detect_kind(path)
+    details = {"filename": filename}
+    if kind == "empty":
+        raise UnsupportedModelFile(
+            f"{filename} is empty: upload the file written by model.save().", details=details
+        )
+    extension = _model_extension(filename)
+    if kind == "hdf5":
+        if extension == ".keras":
+            raise UnsupportedModelFile(
+                f"{filename} is an HDF5 file, not a Keras zip: rename it to end in .h5 and "
+                "upload it again.",
+                details=details,
+            )
+        return _read_h5(path, filename)
+    if kind == "zip":
+        if extension in (".h5", ".hdf5"):
+            raise UnsupportedModelFile(
+                f"{filename} is a Keras zip, not an HDF5 file: rename it to end in .keras "
+                "and upload it again.",
+                details=details,
+            )
+        return _read_keras_zip(path, filename)
+    raise UnsupportedModelFile(f"{filename} is {_NOT_A_MODEL}", details=details)
+
+
+def _model_extension(filename: str) -> str | None:
+    lowered = filename.lower()
+    return next((ext for ext in MODEL_EXTENSIONS if lowered.endswith(ext)), None)
+
+
+def _attr_text(value: Any) -> str | None:
+    """An HDF5 attribute as text: Keras 2 wrote bytes, tf_keras and Keras 3 write str."""
+    if value is None:
+        return None
+    if hasattr(value, "shape") and hasattr(value, "tolist"):  # numpy scalar or 1-item array
+        value = value.tolist()
+        if isinstance(value, list):
+            if len(value) != 1:
+                return None
+            value = value[0]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def _parse_json(text: str, what: str, filename: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnsupportedModelFile(
+            f"{filename} has a {what} that is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "the file is damaged or was not written by Keras.",
+            details={"filename": filename},
+        ) from None
+
+
+def _read_h5(path: Path, filename: str) -> RawModel:
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UnsupportedModelFile(
+            f"{filename} is {_NOT_A_MODEL} It starts like HDF5 but cannot be read as HDF5.",
+            details={"filename": filename},
+        ) from None
+    with f:
+        attrs = f.attrs
+        config_text = _attr_text(attrs.get("model_config"))
+        if config_text is None:
+            weights_only = (
+                "layer_names" in attrs or "model_weights" in f or ("layers" in f and "vars" in f)
+            )
+            what = (
+                "only weights (written by save_weights()), not a model"
+                if weights_only
+                else "no Keras model (no model_config attribute)"
+            )
+            raise UnsupportedModelFile(
+                f"{filename} holds {what}. Save the whole model with model.save() "
+                "(to a .keras or .h5 file) and upload that file.",
+                details={"filename": filename},
+            )
+        weights_attrs = f["model_weights"].attrs if "model_weights" in f else {}
+        keras_version = _attr_text(attrs.get("keras_version")) or _attr_text(
+            weights_attrs.get("keras_version")
+        )
+        backend = _attr_text(attrs.get("backend")) or _attr_text(weights_attrs.get("backend"))
+        training_text = _attr_text(attrs.get("training_config"))
+    config = _parse_json(config_text, "model_config", filename)
+    others: dict[str, Any] = {}
+    if training_text:
+        others["training_config"] = _parse_json(training_text, "training_config", filename)
+    return RawModel("h5", keras_version, backend, config, others)
+
+
+def _read_keras_zip(path: Path, filename: str) -> RawModel:
+    details = {"filename": filename}
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise UnsupportedModelFile(
+            f"{filename} is {_NOT_A_MODEL} It starts like a zip but cannot be read as one.",
+            details=details,
+        ) from None
+    with zf:
+        names = set(zf.namelist())
+        if "config.json" not in names:
+            raise UnsupportedModelFile(
+                f"{filename} is a zip without config.json, so it is not a Keras .keras file. "
+                "Save the model with model.save('model.keras') and upload that file.",
+                details=details,
+            )
+        config_text = _read_zip_text(zf, "config.json", filename)
+        metadata_text = (
+            _read_zip_text(zf, "metadata.json", filename) if "metadata.json" in names else None
+        )
+    config = _parse_json(config_text, "config.json", filename)
+    metadata = _parse_json(metadata_text, "metadata.json", filename) if metadata_text else {}
+    keras_version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    backend = metadata.get("backend") if isinstance(metadata, dict) else None
+    # compile_config sits inside config.json's top level, so the safety check sees it there.
+    return RawModel(
+        "keras",
+        str(keras_version) if keras_version else None,
+        str(backend) if backend else None,
+        config,
+    )
+
+
+def _read_zip_text(zf: zipfile.ZipFile, name: str, filename: str) -> str:
+    info = zf.getinfo(name)
+    if info.file_size > MAX_CONFIG_BYTES:
+        raise UnsupportedModelFile(
+            f"{filename}: its {name} is {info.file_size} bytes, more than a Keras config "
+            f"ever needs ({MAX_CONFIG_BYTES} bytes).",
+            details={"filename": filename},
+        )
+    try:
+        with zf.open(info) as member:
+            return member.read(MAX_CONFIG_BYTES + 1).decode("utf-8")
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError):
+        raise UnsupportedModelFile(
+            f"{filename}: its {name} cannot be read; the file is damaged.",
+            details={"filename": filename},
+        ) from None

@@ -1,0 +1,362 @@
+"""The safety check: which model configs kscore refuses to hand to any Keras loader.
+
+A model file is data from a stranger, and loading one can run code: a ``Lambda`` layer carries
+Python bytecode, ``TFOpLambda`` & co. call functions named in the file, a custom class imports
+a module. Loaders cannot be trusted to refuse these: tf_keras reading an ``.h5`` runs a
+Lambda's bytecode even with ``safe_mode=True``. So the config is checked here, as JSON, before
+any loader sees the file (in the API at upload and again in the worker before loading).
+
+Refused (``UnsafeModel``, naming each layer and why):
+
+- a layer class not in :data:`BUILTIN_LAYER_CLASSES` (custom layers, ``Package>Name``), or a
+  model class not in :data:`MODEL_CLASSES`;
+- a layer in :data:`CODE_RUNNING_LAYERS` (Lambda, TFOpLambda, TFSMLayer...);
+- any serialized Python function anywhere in the config: Keras 2 ``func_dump`` bytecode,
+  Keras 3 ``__lambda__`` / ``__function__`` objects, ``function_type: "lambda"``;
+- any serialized object whose ``module`` or ``registered_name`` points outside Keras;
+- an ``activation`` that is not one of :data:`BUILTIN_ACTIVATIONS`.
+
+Outside the architecture (``training_config``, ``compile_config``) only serialized code is
+refused: tf_keras itself writes its optimizer as ``Custom>Adam``.
+
+The allow-lists are data below; the walk over the config follows them.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import UnsafeModel
+
+#: Model classes a config may name at the top or nested as a layer.
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+#: Built-in layer classes of Keras 2.x, tf.keras / tf_keras 2.x and Keras 3, as class names
+#: appear in saved configs. Deliberately absent: Lambda, TFOpLambda, SlicingOpLambda,
+#: TensorFlowOpLayer, TFSMLayer, TorchModuleWrapper, JaxLayer, FlaxLayer (they run code or
+#: load files named in the config), DenseFeatures (feature columns), and the abstract bases
+#: (Layer, Wrapper, AbstractRNNCell, PreprocessingLayer).
+BUILTIN_LAYER_CLASSES = frozenset(
+    {
+        # core
+        "InputLayer", "Dense", "EinsumDense", "Activation", "Embedding", "Masking",
+        "Identity", "ReversibleEmbedding",
+        # regularization
+        "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "ActivityRegularization",
+        "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+        # activations as layers
+        "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
+        # convolution
+        "Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Convolution3D",
+        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+        "Convolution1DTranspose", "Convolution2DTranspose", "Convolution3DTranspose",
+        "SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D",
+        "DepthwiseConv1D", "DepthwiseConv2D", "LocallyConnected1D", "LocallyConnected2D",
+        "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+        # pooling
+        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "MaxPool1D", "MaxPool2D", "MaxPool3D",
+        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+        "AvgPool1D", "AvgPool2D", "AvgPool3D",
+        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+        "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",
+        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+        "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
+        "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
+        "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
+        # reshaping
+        "Flatten", "Reshape", "Permute", "RepeatVector",
+        "Cropping1D", "Cropping2D", "Cropping3D",
+        "UpSampling1D", "UpSampling2D", "UpSampling3D",
+        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+        # merging
+        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+        # normalization
+        "BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2",
+        "SyncBatchNormalization", "LayerNormalization", "GroupNormalization",
+        "UnitNormalization", "RMSNormalization", "SpectralNormalization",
+        # recurrent (CuDNN* are Keras 2 / TF 1.x GPU-only layers)
+        "RNN", "SimpleRNN", "GRU", "LSTM", "SimpleRNNCell", "GRUCell", "LSTMCell",
+        "StackedRNNCells", "PeepholeLSTMCell", "Bidirectional", "TimeDistributed",
+        "CuDNNGRU", "CuDNNLSTM",
+        # attention
+        "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupQueryAttention",
+        "GroupedQueryAttention",
+        # preprocessing
+        "TextVectorization", "StringLookup", "IntegerLookup", "Hashing", "HashedCrossing",
+        "CategoryEncoding", "CategoryCrossing", "Discretization", "Normalization",
+        "Rescaling", "Resizing", "CenterCrop", "Pipeline", "MelSpectrogram",
+        "STFTSpectrogram", "DynamicEmbedding", "DynamicLookup", "RandomFourierFeatures",
+        # image augmentation (inactive at inference)
+        "AugMix", "AutoContrast", "ContrastLimitedAdaptiveHistogramEqualization", "CutMix",
+        "Equalization", "MaxNumBoundingBoxes", "MixUp", "RandAugment", "RandomBrightness",
+        "RandomColorDegeneration", "RandomColorJitter", "RandomContrast", "RandomCrop",
+        "RandomElasticTransform", "RandomErasing", "RandomFlip", "RandomGaussianBlur",
+        "RandomGrayscale", "RandomHeight", "RandomHue", "RandomInvert", "RandomPerspective",
+        "RandomPosterization", "RandomRotation", "RandomSaturation", "RandomSharpness",
+        "RandomShear", "RandomTranslation", "RandomWidth", "RandomZoom", "Solarization",
+    }
+)  # fmt: skip
+
+#: Built-in layers that are unsafe by design, with why (used in refusal messages).
+CODE_RUNNING_LAYERS = {
+    "Lambda": "runs Python code stored in the file",
+    "TFOpLambda": "calls a TensorFlow function named in the file",
+    "SlicingOpLambda": "calls a TensorFlow function named in the file",
+    "TensorFlowOpLayer": "runs a TensorFlow op stored in the file",
+    "TFSMLayer": "loads a TensorFlow SavedModel from a path named in the file",
+    "TorchModuleWrapper": "unpickles a PyTorch module",
+    "JaxLayer": "calls a JAX function",
+    "FlaxLayer": "calls a Flax module",
+}
+
+#: Activation names built into Keras 2.x, tf_keras and Keras 3.
+BUILTIN_ACTIVATIONS = frozenset(
+    {
+        "linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "log_softmax",
+        "softplus", "softsign", "tanh", "elu", "selu", "celu", "gelu", "glu", "exponential",
+        "swish", "silu", "hard_silu", "hard_swish", "mish", "leaky_relu", "log_sigmoid",
+        "hard_tanh", "hard_shrink", "soft_shrink", "tanh_shrink", "sparse_plus",
+        "sparse_sigmoid", "sparsemax", "squareplus", "threshold",
+    }
+)  # fmt: skip
+
+# Layer config keys that hold further layers (wrappers, RNN cells, Pipeline).
+NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell", "cells", "layers")
+
+
+@dataclass
+class _Finding:
+    name: str
+    class_name: str
+    reasons: list[str]
+
+
+def find_unsafe_layers(
+    config: Any,
+    *,
+    training_config: Any = None,
+    compile_config: Any = None,
+) -> list[dict[str, str]]:
+    """Layers (and other config parts) that could run code when loaded; empty if safe.
+
+    ``config`` is the parsed model config (a dict, or a bare Sequential layer list);
+    ``training_config`` (Keras 2 ``.h5``) and ``compile_config`` are scanned for code only.
+    Returns one ``{"name", "class_name", "reason"}`` dict per offending layer, in config
+    order; a part outside the architecture is named by its key ("training_config"). Never
+    raises on a malformed config: what it cannot read, it does not refuse.
+    """
+    findings: dict[tuple[str, str], _Finding] = {}
+    if isinstance(config, list):  # a bare Sequential layer list
+        config = {"class_name": "Sequential", "config": config}
+    if isinstance(config, dict):
+        _check_model_entry(config, findings)
+    for part_name, part in (
+        ("training_config", training_config),
+        ("compile_config", compile_config),
+    ):
+        # Outside the architecture, only code matters: tf_keras itself writes "Custom>Adam".
+        reasons = list(_code_reasons(part, part_name, check_origin=False))
+        if reasons:
+            _add(findings, part_name, "config", reasons[0])
+    return [
+        {
+            "name": f.name,
+            "class_name": f.class_name,
+            "reason": "; ".join(dict.fromkeys(f.reasons)),
+        }
+        for f in findings.values()
+    ]
+
+
+def check_config_safe(
+    config: Any, *, training_config: Any = None, compile_config: Any = None
+) -> None:
+    """Raise UnsafeModel (422) if the model config names code a loader would run or import.
+
+    Arguments as :func:`find_unsafe_layers`; the message names up to ten layers and
+    ``details["layers"]`` lists them all. Returns None when the config is safe.
+    """
+    unsafe = find_unsafe_layers(
+        config, training_config=training_config, compile_config=compile_config
+    )
+    if not unsafe:
+        return
+    shown = []
+    for item in unsafe[:10]:
+        class_level = item["class_name"] in CODE_RUNNING_LAYERS or item["reason"].startswith(
+            "not a built-in"
+        )
+        suffix = "" if class_level else f": {item['reason']}"
+        shown.append(f'"{item["name"]}" ({item["class_name"]}{suffix})')
+    more = f" and {len(unsafe) - 10} more" if len(unsafe) > 10 else ""
+    raise UnsafeModel(
+        "Model config names layers that could run code when loaded: "
+        f"{', '.join(shown)}{more}. kscore refuses such files; rebuild the model with "
+        "built-in layers only.",
+        details={"layers": unsafe},
+    )
+
+
+def _add(
+    findings: dict[tuple[str, str], _Finding], name: str, class_name: str, reason: str
+) -> None:
+    finding = findings.setdefault((name, class_name), _Finding(name, class_name, []))
+    finding.reasons.append(reason)
+
+
+def entry_name(entry: Mapping[str, Any]) -> str:
+    config = entry.get("config")
+    name = entry.get("name")
+    if not isinstance(name, str) and isinstance(config, dict):
+        name = config.get("name")
+    return name if isinstance(name, str) else "?"
+
+
+def _check_model_entry(entry: Mapping[str, Any], findings: dict[tuple[str, str], _Finding]) -> None:
+    """A top-level or nested model: its class, then every layer in it."""
+    class_name = str(entry.get("class_name"))
+    name = entry_name(entry)
+    if class_name not in MODEL_CLASSES:
+        _add(findings, name, class_name, "not a built-in Keras model class")
+    for reason in _origin_reasons(entry):
+        _add(findings, name, class_name, reason)
+    config = entry.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if isinstance(config, dict):
+        rest = {k: v for k, v in config.items() if k != "layers"}
+        for reason in _code_reasons(rest, "config", check_origin=True):
+            _add(findings, name, class_name, reason)
+    # compile_config / build_config of the model: code only.
+    outside = {k: v for k, v in entry.items() if k not in ("config", "module", "registered_name")}
+    for reason in _code_reasons(outside, "model", check_origin=False):
+        _add(findings, name, class_name, reason)
+    if isinstance(layers, list):
+        for layer in layers:
+            _check_layer_entry(layer, findings)
+
+
+def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        return
+    class_name: str = entry["class_name"]
+    if class_name in MODEL_CLASSES:
+        _check_model_entry(entry, findings)
+        return
+    name = entry_name(entry)
+    if class_name in CODE_RUNNING_LAYERS:
+        _add(findings, name, class_name, CODE_RUNNING_LAYERS[class_name])
+    elif class_name not in BUILTIN_LAYER_CLASSES:
+        _add(findings, name, class_name, "not a built-in Keras layer")
+    for reason in _origin_reasons(entry):
+        _add(findings, name, class_name, reason)
+    config = entry.get("config")
+    if not isinstance(config, dict):
+        return
+    own = {k: v for k, v in config.items() if k not in NESTED_LAYER_KEYS}
+    for reason in _code_reasons(own, "config", check_origin=True):
+        _add(findings, name, class_name, reason)
+    for reason in _code_reasons(
+        {k: v for k, v in entry.items() if k not in ("config", "module", "registered_name")},
+        "layer",
+        check_origin=False,
+    ):
+        _add(findings, name, class_name, reason)
+    for key in ("activation", "recurrent_activation"):
+        activation_reason = _activation_reason(key, config.get(key))
+        if activation_reason:
+            _add(findings, name, class_name, activation_reason)
+    for key in NESTED_LAYER_KEYS:
+        nested = config.get(key)
+        for item in nested if isinstance(nested, list) else [nested]:
+            _check_layer_entry(item, findings)
+
+
+def _activation_reason(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value in BUILTIN_ACTIVATIONS:
+            return None
+        return f"{key} {value!r} is not a built-in Keras activation"
+    if isinstance(value, dict):
+        class_name = value.get("class_name")
+        if class_name == "function":  # Keras 3: {"module": "keras.activations", "config": "relu"}
+            target = value.get("config")
+            if _is_keras_module(value.get("module")) and target in BUILTIN_ACTIVATIONS:
+                return None
+            return f"{key} is the Python function {target!r}"
+        if class_name in BUILTIN_LAYER_CLASSES:  # an advanced-activation layer object
+            return None
+        if class_name is None:
+            return None  # a {"value": [bytecode...]} dict: reported by the code scan
+        return f"{key} {class_name!r} is not a built-in Keras activation"
+    return None
+
+
+def _is_keras_module(module: Any) -> bool:
+    return isinstance(module, str) and (
+        module in ("keras", "tf_keras") or module.startswith(("keras.", "tf_keras."))
+    )
+
+
+def _origin_reasons(obj: Mapping[str, Any]) -> Iterator[str]:
+    """Why a serialized object's class comes from outside Keras, if it does."""
+    module = obj.get("module")
+    if isinstance(module, str) and not _is_keras_module(module):
+        yield f"its class comes from the Python module {module!r}"
+    registered = obj.get("registered_name")
+    if isinstance(registered, str) and ">" in registered:
+        package = registered.split(">", 1)[0]
+        if package not in ("keras", "tf_keras"):
+            yield f"its class is registered by the package {package!r}"
+    class_name = obj.get("class_name")
+    if isinstance(class_name, str) and ">" in class_name:
+        yield f"its class {class_name!r} is registered outside Keras"
+
+
+def _code_reasons(value: Any, where: str, *, check_origin: bool) -> Iterator[str]:
+    """Serialized Python functions (and, with check_origin, foreign classes) under ``value``.
+
+    Reasons name the top-level key they were found under (e.g. "activation").
+    """
+    stack: list[tuple[Any, str, bool]] = [(value, where, True)]
+    while stack:
+        item, path, is_root = stack.pop()
+        if isinstance(item, dict):
+            class_name = item.get("class_name")
+            if class_name in ("__lambda__", "__function__"):
+                yield f"{path} holds a serialized Python function"
+            if item.get("function_type") == "lambda" or item.get("output_shape_type") == "lambda":
+                yield f"{path} holds a Python lambda"
+            if check_origin and isinstance(class_name, str):
+                for reason in _origin_reasons(item):
+                    yield f"{path}: {reason}"
+            for key, child in item.items():
+                stack.append((child, str(key) if is_root else path, False))
+        elif isinstance(item, list | tuple):
+            if _is_serialized_function(item):
+                yield f"{path} holds serialized Python bytecode"
+                continue
+            stack.extend((child, path, False) for child in item)
+
+
+def _is_serialized_function(value: list[Any] | tuple[Any, ...]) -> bool:
+    """Keras 2's ``func_dump`` output: [code, defaults, closure] with marshalled bytecode."""
+    if len(value) != 3 or not isinstance(value[0], str):
+        return False
+    if not all(part is None or isinstance(part, list | tuple) for part in value[1:]):
+        return False
+    code = value[0]
+    # Keras >= 2.1 base64-encodes marshal.dumps(code); 2.0 stored it raw_unicode_escape'd.
+    if code[:1] in ("\xe3", "c") and "\x00" in code:
+        return True
+    if len(code) < 16:
+        return False
+    try:
+        raw = binascii.a2b_base64(code)
+    except (binascii.Error, ValueError):
+        return False
+    return raw[:1] in (b"\xe3", b"c")

@@ -1,0 +1,291 @@
+"""The safety check (shared.keras_file.safety): what it refuses, on real files and on configs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import marshal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+
+from shared.errors import UnsafeModel
+from shared.keras_file import check_config_safe, find_unsafe_layers, read_model_config
+from tests import keras_files as kf
+from tests.shared.keras_file.helpers import Builder, Built, dense, functional, inspect
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+# --- real files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("builder", "name", "class_name"),
+    [
+        (kf.lambda_h5_file, "my_lambda", "Lambda"),
+        (kf.lambda_keras_file, "my_lambda", "Lambda"),
+        (kf.custom_layer_keras_file, "doubler", "Doubler"),
+    ],
+    ids=["lambda_h5", "lambda_keras", "custom_layer"],
+)
+def test_unsafe_files_are_refused_naming_the_layer(
+    built: Built, builder: Builder, name: str, class_name: str
+) -> None:
+    with pytest.raises(UnsafeModel) as caught:
+        inspect(built(builder))
+    error = caught.value
+    assert (error.status, error.code) == (422, "unsafe_model")
+    assert error.message == (
+        "Model config names layers that could run code when loaded: "
+        f'"{name}" ({class_name}). kscore refuses such files; rebuild the model with built-in '
+        "layers only."
+    )
+    assert [(item["name"], item["class_name"]) for item in error.details["layers"]] == [
+        (name, class_name)
+    ]
+
+
+def test_custom_layer_reasons_name_its_module_and_package(built: Built) -> None:
+    path = built(kf.custom_layer_keras_file)
+    (finding,) = find_unsafe_layers(read_model_config(path, path.name))
+    assert "not a built-in Keras layer" in finding["reason"]
+    assert "'kscore_tests'" in finding["reason"]
+
+
+def test_inspection_never_imports_tensorflow_or_keras(built: Built) -> None:
+    paths = [
+        built(kf.lambda_h5_file),
+        built(kf.lambda_keras_file),
+        built(kf.tf_keras_h5_file),
+        built(kf.keras3_keras_file),
+    ]
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from shared.keras_file import inspect_model_file\n"
+        "from shared.errors import UnsafeModel\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        inspect_model_file(Path(p), Path(p).name)\n"
+        "    except UnsafeModel:\n"
+        "        pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'tf_keras'))\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_tf_keras_training_config_names_custom_adam_and_is_not_refused(built: Built) -> None:
+    path = built(kf.tf_keras_h5_file)
+    with h5py.File(path, "r") as f:
+        training = json.loads(f.attrs["training_config"])
+    assert training["optimizer_config"]["class_name"].endswith("Adam")
+    assert inspect(path).model_class == "Functional"
+
+
+# --- the safety check on configs ---------------------------------------------------------------
+
+
+def bytecode(fn: Callable[..., Any]) -> str:
+    return base64.b64encode(marshal.dumps(fn.__code__)).decode("ascii")
+
+
+def reasons(config: Any, **others: Any) -> dict[str, str]:
+    return {item["name"]: item["reason"] for item in find_unsafe_layers(config, **others)}
+
+
+def test_plain_configs_are_safe() -> None:
+    check_config_safe(functional(dense()))
+    assert find_unsafe_layers(functional(dense(activation=None))) == []
+
+
+@pytest.mark.parametrize(
+    ("activation", "expected"),
+    [
+        ({"value": [bytecode(lambda t: t), None, None]}, "bytecode"),
+        ({"class_name": "__lambda__", "config": {"code": "AAAA", "defaults": None}}, "function"),
+        (
+            {
+                "module": "builtins",
+                "class_name": "function",
+                "config": "my_act",
+                "registered_name": "function",
+            },
+            "my_act",
+        ),
+        ("my_custom_activation", "not a built-in Keras activation"),
+        ({"class_name": "Custom>Swish", "config": {}}, "not a built-in Keras activation"),
+    ],
+    ids=["tf_keras_lambda", "keras3_lambda", "python_function", "unknown_name", "custom_class"],
+)
+def test_functions_in_an_activation_are_refused(activation: Any, expected: str) -> None:
+    config = functional(dense("probs", activation=activation))
+    with pytest.raises(UnsafeModel) as caught:
+        check_config_safe(config)
+    assert expected in reasons(config)["probs"]
+    assert '"probs" (Dense: ' in caught.value.message
+
+
+def test_builtin_activation_written_as_a_keras3_function_object_is_safe() -> None:
+    activation = {
+        "module": "keras.activations",
+        "class_name": "function",
+        "config": "relu",
+        "registered_name": "function",
+    }
+    assert find_unsafe_layers(functional(dense(activation=activation))) == []
+
+
+def test_keras_20_raw_marshal_string_is_bytecode() -> None:
+    raw = marshal.dumps((lambda t: t).__code__).decode("raw_unicode_escape")
+    config = functional(
+        {"class_name": "Lambda", "config": {"name": "l", "function": [raw, None, None]}}
+    )
+    assert "bytecode" in reasons(config)["l"]
+
+
+def test_innocent_lists_are_not_mistaken_for_bytecode() -> None:
+    text = base64.b64encode(b"just some words, not code").decode()
+    config = functional(dense(vocabulary=[text, None, None], tags=["c\x00", 1, 2]))
+    assert find_unsafe_layers(config) == []
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        (
+            {
+                "class_name": "TFOpLambda",
+                "config": {"name": "tf.math.multiply", "function": "math.multiply"},
+            },
+            "calls a TensorFlow function",
+        ),
+        ({"class_name": "TFSMLayer", "config": {"name": "saved", "filepath": "/x"}}, "SavedModel"),
+        ({"class_name": "Custom>Scale", "config": {"name": "scale"}}, "not a built-in Keras layer"),
+        ({"class_name": "MyLayer", "config": {"name": "mine"}}, "not a built-in Keras layer"),
+        (
+            {
+                "module": "my_pkg.layers",
+                "class_name": "Dense",
+                "config": {"name": "fake", "units": 3},
+            },
+            "module 'my_pkg.layers'",
+        ),
+        (
+            {
+                "registered_name": "my_pkg>Dense",
+                "class_name": "Dense",
+                "config": {"name": "reg", "units": 3},
+            },
+            "package 'my_pkg'",
+        ),
+        (
+            {
+                "class_name": "Dense",
+                "config": {
+                    "name": "init",
+                    "units": 3,
+                    "kernel_initializer": {"module": "evil", "class_name": "Init", "config": {}},
+                },
+            },
+            "kernel_initializer: its class comes from the Python module 'evil'",
+        ),
+    ],
+    ids=[
+        "tf_op_lambda",
+        "tfsm_layer",
+        "custom_prefix",
+        "unknown_class",
+        "foreign_module",
+        "foreign_package",
+        "foreign_initializer",
+    ],
+)
+def test_non_builtin_layers_are_refused(layer: dict[str, Any], expected: str) -> None:
+    config = functional(layer)
+    with pytest.raises(UnsafeModel):
+        check_config_safe(config)
+    (reason,) = reasons(config).values()
+    assert expected in reason
+
+
+def test_unsafe_layers_are_found_inside_wrappers_and_nested_models() -> None:
+    lam = {"class_name": "Lambda", "config": {"name": "inner_lambda", "function": "x"}}
+    nested = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "inner",
+            "layers": [{"class_name": "Custom>Thing", "config": {"name": "thing"}}],
+        },
+    }
+    wrapped = {"class_name": "TimeDistributed", "config": {"name": "td", "layer": lam}}
+    bidi = {
+        "class_name": "Bidirectional",
+        "config": {
+            "name": "bi",
+            "layer": {"class_name": "LSTM", "config": {"name": "f", "units": 2}},
+            "backward_layer": {"class_name": "MyRNN", "config": {"name": "back"}},
+        },
+    }
+    rnn = {
+        "class_name": "RNN",
+        "config": {"name": "rnn", "cell": {"class_name": "MyCell", "config": {"name": "cell"}}},
+    }
+    found = reasons(functional(wrapped, nested, bidi, rnn))
+    assert set(found) == {"inner_lambda", "thing", "back", "cell"}
+
+
+def test_a_custom_model_class_is_refused() -> None:
+    config = {
+        "module": "my_models",
+        "class_name": "MyModel",
+        "config": {"name": "mine", "layers": []},
+        "registered_name": "MyModel",
+    }
+    with pytest.raises(UnsafeModel, match=r'"mine" \(MyModel'):
+        check_config_safe(config)
+
+
+def test_lambdas_outside_the_architecture_are_refused_but_custom_optimizers_are_not() -> None:
+    lam = {"class_name": "__lambda__", "config": {"code": "AAAA"}}
+    config = functional(dense())
+    assert reasons(
+        config, training_config={"loss": {"value": [bytecode(lambda: 0), None, None]}}
+    ) == {"training_config": "loss holds serialized Python bytecode"}
+    assert "compile_config" in reasons(config, compile_config={"loss": lam})
+    keras3 = {**config, "compile_config": {"loss": lam}}
+    assert list(reasons(keras3)) == ["m"]
+    tf_keras_training = {"optimizer_config": {"class_name": "Custom>Adam", "config": {}}}
+    assert find_unsafe_layers(config, training_config=tf_keras_training) == []
+
+
+def test_bare_list_sequential_config_is_checked() -> None:
+    layers = [
+        dense("ok", batch_input_shape=[None, 4]),
+        {"class_name": "Lambda", "config": {"name": "l"}},
+    ]
+    with pytest.raises(UnsafeModel, match=r'"l" \(Lambda\)'):
+        check_config_safe(layers)
+
+
+def test_refusal_message_lists_several_layers() -> None:
+    layers = [{"class_name": "Lambda", "config": {"name": f"l{i}"}} for i in range(12)]
+    with pytest.raises(UnsafeModel) as caught:
+        check_config_safe(functional(*layers))
+    assert '"l0" (Lambda), "l1" (Lambda)' in caught.value.message
+    assert "and 2 more" in caught.value.message
+    assert len(caught.value.details["layers"]) == 12
