@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Flask, Request, request
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
@@ -53,8 +54,12 @@ class Parser(FlaskParser):
     JSON fields are: a typo such as ``?stauts=failed`` must not silently widen a listing.
     """
 
-    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
-    DEFAULT_UNKNOWN_BY_LOCATION = {
+    # webargs declares these two as plain class attributes (not ClassVar): override alike.
+    __location_map__: dict[str, str | Callable[..., Any]] = {  # noqa: RUF012
+        **FlaskParser.__location_map__,
+        "multipart": "load_multipart",
+    }
+    DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {  # noqa: RUF012
         **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
         "query": ma.RAISE,
         "querystring": ma.RAISE,
@@ -104,7 +109,7 @@ class Blueprint(flask_smorest.Blueprint):
     """flask-smorest's Blueprint with kscore's parser and two declarations of its own."""
 
     ARGUMENTS_PARSER = Parser()
-    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = {
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "multipart": "multipart/form-data",
     }
@@ -149,7 +154,7 @@ class Blueprint(flask_smorest.Blueprint):
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 return func(*args, RowsBody(schema()), **kwargs)
 
-            return self.doc(requestBody=request_body)(wrapper)  # type: ignore[no-any-return]
+            return self.doc(requestBody=request_body)(wrapper)
 
         return decorate
 
@@ -163,10 +168,31 @@ def api_version() -> str:
         return "unknown"
 
 
+class ResponsesInStatusOrder(BasePlugin):
+    """Lists each operation's responses by status, "default" last.
+
+    flask-smorest lists them in the order the decorators were applied (innermost first), which
+    would put the errors before the answer a reader looks for first.
+    """
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Reorder ``operations[method]["responses"]`` in place; returns nothing."""
+        for operation in (operations or {}).values():
+            responses = operation.get("responses")
+            if responses:
+                operation["responses"] = dict(
+                    sorted(responses.items(), key=lambda item: (item[0] == "default", str(item[0])))
+                )
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api; its generated error responses use kscore's error envelope."""
 
     ERROR_SCHEMA = ErrorSchema
+    # Every operation's "default" response: what no route declares, any route can answer.
+    DEFAULT_ERROR_RESPONSE_NAME = "UNEXPECTED_ERROR"
 
 
 def build_api(app: Flask) -> Api:
@@ -190,4 +216,14 @@ def build_api(app: Flask) -> Api:
             }
         },
     )
-    return Api(app)
+    api = Api(app, spec_kwargs={"extra_plugins": [ResponsesInStatusOrder()]})
+    api.spec.components.response(
+        Api.DEFAULT_ERROR_RESPONSE_NAME,
+        {
+            "description": "Any other error, in the same envelope: 500 internal_error, or 503 "
+            "service_unavailable while Redis is unreachable.",
+            "content": {"application/json": {"schema": ErrorSchema}},
+        },
+        lazy=True,
+    )
+    return api

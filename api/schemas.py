@@ -57,9 +57,7 @@ class ModelUploadSchema(Schema):
 
     file = Upload(
         required=True,
-        metadata={
-            "description": ".h5, .hdf5, .keras, or a .tar.gz/.tgz/.zip holding exactly one."
-        },
+        metadata={"description": ".h5, .hdf5, .keras, or a .tar.gz/.tgz/.zip holding exactly one."},
     )
     name = fields.String(required=True, validate=validate.Length(1, 128))
     description = fields.String(

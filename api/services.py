@@ -129,7 +129,10 @@ class Services:
                 self._send(SCORE_CHUNK, [instance, job.id, index], queue)
         except ServiceUnavailable as exc:
             self.jobs.finish(
-                instance, job.id, JobStatus.FAILED, {"code": "enqueue_failed", "message": exc.message}
+                instance,
+                job.id,
+                JobStatus.FAILED,
+                {"code": "enqueue_failed", "message": exc.message},
             )
             raise
         return job
