@@ -15,22 +15,22 @@ from shared.errors import PayloadTooLarge
 
 
 def services() -> Services:
-    """The app's stores and task sender."""
+    """The current app's stores and task sender (needs an app context)."""
     return cast(Services, current_app.extensions["kscore"])
 
 
 def instance() -> str:
-    """The caller's instance; everything lives in the default one until auth exists."""
+    """The caller's instance id; everything lives in the default one until auth exists."""
     return services().settings.default_instance
 
 
 def base_url() -> str:
-    """The externally visible base URL, no trailing slash."""
+    """The externally visible base URL (KSCORE_PUBLIC_URL or the request's), no trailing slash."""
     return services().settings.public_url or request.host_url.rstrip("/")
 
 
 def url(path: str) -> str:
-    """An absolute URL for an API path."""
+    """The absolute URL of an API path such as ``/api/v1/jobs/{id}``."""
     return base_url() + path
 
 

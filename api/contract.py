@@ -40,6 +40,9 @@ ERROR_DESCRIPTIONS = {
     503: "Redis or the broker is unreachable.",
 }
 
+# Documents the header of a response that created something (201/202).
+LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
+
 # The bodies numpy writes itself; application/octet-stream is sniffed for either.
 ARRAY_MIMETYPES = ("application/x-npy", "application/x-npz", "application/octet-stream")
 

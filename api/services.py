@@ -46,7 +46,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Services:
-        """Wire the stores over one Redis client."""
+        """Wire the stores over one Redis client; returns them, connecting to nothing yet."""
         keys = Keys(settings.key_prefix)
         blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
         return cls(
@@ -70,7 +70,11 @@ class Services:
     def create_deployment(
         self, instance: str, model_id: str, name: str, description: str | None
     ) -> DeploymentRecord:
-        """Record a deployment, then ask a worker to load and warm up its model."""
+        """Record a deployment, then ask a worker to load and warm up its model.
+
+        Returns the record, DEPLOY_IN_PROGRESS. Raises ModelNotFound, and ServiceUnavailable
+        when the broker is unreachable (the record is deleted again).
+        """
         model = self.models.get(instance, model_id)
         record = self.deployments.create(instance, model, name, description)
         try:
@@ -91,7 +95,12 @@ class Services:
         kind: str,
         retention: float | None = None,
     ) -> JobRecord:
-        """Validate rows against the deployment, store them as chunks, and queue the chunks."""
+        """Validate rows against the deployment, store them as chunks, and queue the chunks.
+
+        Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
+        ScoringInputInvalid or PayloadTooLarge for the rows, and ServiceUnavailable when the
+        broker is unreachable (the job is then failed with ``enqueue_failed``).
+        """
         deployment = self.deployments.get(instance, deployment_id)
         if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
             raise DeploymentNotReady(

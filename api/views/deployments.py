@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, current_app, jsonify
 
 from api.context import gc_paused, instance, page, services, url
-from api.contract import Blueprint, RowsBody
+from api.contract import LOCATION, Blueprint, RowsBody
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
@@ -25,7 +25,6 @@ from api.schemas import (
     ScoringResultSchema,
 )
 from api.views.jobs import job_resource, jobs_page
-from api.views.models import LOCATION
 from shared.deployment_store import DeploymentRecord
 from shared.errors import ScoringFailed, ScoringInputInvalid
 from shared.metrics import observe_latency

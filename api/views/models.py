@@ -9,7 +9,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from api.context import instance, page, services, url
-from api.contract import Blueprint
+from api.contract import LOCATION, Blueprint
 from api.schemas import ModelListSchema, ModelSchema, ModelUploadSchema, PageQuerySchema
 from shared.model_store import ModelRecord
 from shared.timeutil import iso
@@ -20,8 +20,6 @@ bp = Blueprint(
     url_prefix="/api/v1/models",
     description="The model repository: Keras files, inspected and stored.",
 )
-
-LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
 
 
 def model_resource(record: ModelRecord) -> dict[str, Any]:
