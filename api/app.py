@@ -10,19 +10,24 @@ from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api.contract import build_api
+from api.services import Services
 from shared.errors import KscoreError
 from shared.redis_client import connect
-from api.services import Services
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
-    """Build the API for these settings (and, in tests, this Redis client)."""
+    """Build the API for these settings (and, in tests, this Redis client).
+
+    Returns the Flask app; connects to nothing until a request needs Redis.
+    """
     from api.views import deployments, docs, health, jobs, models
 
-    app = Flask("kscore.api")
+    # No static folder: Flask would otherwise serve ./static of whatever directory it runs in.
+    app = Flask("kscore.api", static_folder=None)
     # A request body may be a model file up to the limit, plus the multipart envelope.
     app.config["MAX_CONTENT_LENGTH"] = (
         max(settings.max_model_bytes, settings.max_request_bytes) + 1024 * 1024
@@ -30,8 +35,11 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
-    for module in (models, deployments, jobs, health, docs):
-        app.register_blueprint(module.bp)
+    api = build_api(app)
+    for module in (models, deployments, jobs, health):
+        api.register_blueprint(module.bp)
+    app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
+    # After build_api: these replace flask-smorest's own HTTPException handler.
     _register_error_handlers(app)
     return app
 
@@ -45,6 +53,14 @@ def _envelope(
     response = jsonify({"error": body})
     response.status_code = status
     return response
+
+
+def _validation_failed(messages: dict[str, Any] | list[Any]) -> Response:
+    fields = messages if isinstance(messages, dict) else {"_schema": messages}
+    names = ", ".join(sorted(str(k) for k in fields))
+    return _envelope(
+        422, "validation_failed", f"The request has invalid fields: {names}.", {"fields": fields}
+    )
 
 
 _HTTP_CODES = {
@@ -65,18 +81,20 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def validation_error(exc: ValidationError) -> Response:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        fields = ", ".join(sorted(str(k) for k in messages))
-        return _envelope(
-            422,
-            "validation_failed",
-            f"The request has invalid fields: {fields}.",
-            {"fields": messages},
-        )
+        return _validation_failed(exc.messages)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        webargs_data = getattr(exc, "data", None)
+        if status == 422 and isinstance(webargs_data, dict) and "messages" in webargs_data:
+            # flask-smorest's @arguments failed: webargs keys the messages by location
+            # ({"query": {"limit": [...]}}) and stops at the first location that fails, so
+            # flattening loses nothing and the details read as from any other validation.
+            fields: dict[str, Any] = {}
+            for messages in webargs_data["messages"].values():
+                fields.update(messages if isinstance(messages, dict) else {"_schema": messages})
+            return _validation_failed(fields)
         message = exc.description or exc.name
         if status == 413:
             message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."

@@ -1,4 +1,4 @@
-"""Per-request helpers the views share: services, the caller's instance, URLs, parsing."""
+"""Per-request helpers the views share: services, the caller's instance, URLs, paging."""
 
 from __future__ import annotations
 
@@ -9,37 +9,33 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from flask import current_app, request
-from marshmallow import Schema
 
-from shared.errors import BadRequest, PayloadTooLarge
-from shared.scoring import ArrayPayload, parse_array_body
 from api.services import Services
+from shared.errors import PayloadTooLarge
 
 
 def services() -> Services:
-    """The app's stores and task sender."""
+    """The current app's stores and task sender (needs an app context)."""
     return cast(Services, current_app.extensions["kscore"])
 
 
 def instance() -> str:
-    """The caller's instance; everything lives in the default one until auth exists."""
+    """The caller's instance id; everything lives in the default one until auth exists."""
     return services().settings.default_instance
 
 
 def base_url() -> str:
-    """The externally visible base URL, no trailing slash."""
+    """The externally visible base URL (KSCORE_PUBLIC_URL or the request's), no trailing slash."""
     return services().settings.public_url or request.host_url.rstrip("/")
 
 
 def url(path: str) -> str:
-    """An absolute URL for an API path."""
+    """The absolute URL of an API path such as ``/api/v1/jobs/{id}``."""
     return base_url() + path
 
 
-ARRAY_MIMETYPES = {"application/x-npy", "application/x-npz", "application/octet-stream"}
-
-
-def _check_body_size() -> None:
+def check_body_size() -> None:
+    """Refuse a request body over KSCORE_MAX_REQUEST_BYTES; raises PayloadTooLarge (413)."""
     limit = services().settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(
@@ -47,14 +43,6 @@ def _check_body_size() -> None:
             "(KSCORE_MAX_REQUEST_BYTES); split the rows into several jobs.",
             details={"limit_bytes": limit},
         )
-
-
-def scoring_body(schema: Schema) -> dict[str, Any] | ArrayPayload:
-    """Rows to score: JSON through ``schema``, or a .npy/.npz body (application/x-npy)."""
-    if request.mimetype in ARRAY_MIMETYPES:
-        _check_body_size()
-        return parse_array_body(request.get_data(cache=False))
-    return json_body(schema)
 
 
 _gc_lock = threading.Lock()
@@ -83,24 +71,14 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def json_body(schema: Schema) -> dict[str, Any]:
-    """The JSON body loaded through ``schema`` (422 with field errors when it does not fit)."""
-    _check_body_size()
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object (Content-Type: application/json).")
-    return cast(dict[str, Any], schema.load(data))
-
-
-def query(schema: Schema) -> dict[str, Any]:
-    """Query parameters loaded through ``schema``."""
-    return cast(dict[str, Any], schema.load(request.args))
-
-
 def page(
     resources: list[dict[str, Any]], total: int, limit: int, offset: int, **params: Any
 ) -> dict[str, Any]:
-    """A list envelope with a link to the next page when there is one."""
+    """A list envelope (for a ``...ListSchema``), with a link to the next page when there is one.
+
+    Returns ``{"resources", "total", "limit", "offset"}`` and ``next`` unless this page is the
+    last; ``params`` (None dropped) are carried into the next link's query.
+    """
     body: dict[str, Any] = {
         "resources": resources,
         "total": total,

@@ -1,10 +1,21 @@
-"""marshmallow schemas of every request and response; the OpenAPI document is built from them."""
+"""marshmallow schemas of every request and response.
+
+The routes in api/views declare them with flask-smorest, which loads requests and dumps
+responses through them and generates the OpenAPI document from them.
+"""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
 
-STATUS_VALUES = ["queued", "running", "completed", "failed", "canceled"]
+from flask_smorest.fields import Upload
+from marshmallow import Schema, fields, pre_load, validate
+
+from shared.errors import ValidationFailed
+from shared.status import DeploymentStatus, JobStatus
+
+JOB_STATUSES = [s.value for s in JobStatus]
+DEPLOYMENT_STATUSES = [s.value for s in DeploymentStatus]
 
 
 class ErrorBodySchema(Schema):
@@ -46,10 +57,28 @@ class TensorSpecSchema(Schema):
 
 
 class ModelUploadSchema(Schema):
+    """The multipart form of a model upload: the file and its name and description."""
+
+    file = Upload(
+        required=True,
+        metadata={"description": ".h5, .hdf5, .keras, or a .tar.gz/.tgz/.zip holding exactly one."},
+    )
     name = fields.String(required=True, validate=validate.Length(1, 128))
     description = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=2000)
     )
+
+    @pre_load
+    def _require_file(self, data: Any, **kwargs: Any) -> Any:
+        # Browsers send an empty file part (no filename) when no file was chosen, which a
+        # required field would accept; and a missing file deserves a message naming the part.
+        upload = data.get("file")
+        if upload is None or not getattr(upload, "filename", None):
+            raise ValidationFailed(
+                'Attach the model file as the multipart field "file".',
+                details={"fields": {"file": ["Missing data for required field."]}},
+            )
+        return data
 
 
 class ModelSchema(Schema):
@@ -101,7 +130,9 @@ class DeploymentSchema(Schema):
     model_type = fields.String()
     type = fields.String(metadata={"description": 'Always "online".'})
     status = fields.String(
-        metadata={"description": "DEPLOY_IN_PROGRESS, DEPLOY_SUCCESS or DEPLOY_FAILED."}
+        # Validators never run on dump: this one puts the values in the document as an enum.
+        validate=validate.OneOf(DEPLOYMENT_STATUSES),
+        metadata={"description": ", ".join(DEPLOYMENT_STATUSES)},
     )
     error = fields.Nested(ErrorBodySchema, allow_none=True)
     inputs = fields.List(fields.Nested(TensorSpecSchema))
@@ -196,7 +227,10 @@ class ProgressSchema(Schema):
 class JobSchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(metadata={"description": '"batch" or "online".'})
-    status = fields.String(metadata={"description": ", ".join(STATUS_VALUES)})
+    status = fields.String(
+        validate=validate.OneOf(JOB_STATUSES),  # documents the enum; dumping skips validators
+        metadata={"description": ", ".join(JOB_STATUSES)},
+    )
     progress = fields.Nested(ProgressSchema)
     deployment_id = fields.String()
     model_id = fields.String()
@@ -216,4 +250,19 @@ class JobListSchema(ModelListSchema):
 
 class JobQuerySchema(PageQuerySchema):
     deployment_id = fields.String(load_default=None)
-    status = fields.String(load_default=None, validate=validate.OneOf(STATUS_VALUES))
+    status = fields.String(load_default=None, validate=validate.OneOf(JOB_STATUSES))
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"description": 'Always "ok".'})
+    redis = fields.String(required=True, metadata={"description": 'Always "ok".'})
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, metadata={"description": 'Always "ready".'})
+    workers = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": "Worker name -> the queues it consumes, comma-separated."},
+    )

@@ -12,9 +12,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from shared.blob_store import BlobStore
-from shared.deployment_store import DEPLOY_SUCCESS, DeploymentRecord, DeploymentStore
+from shared.deployment_store import DeploymentRecord, DeploymentStore
 from shared.errors import DeploymentNotReady, ServiceUnavailable
-from shared.job_store import FAILED, JobRecord, JobStore
+from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.model_store import ModelStore
 from shared.queueing import (
@@ -27,6 +27,7 @@ from shared.queueing import (
 )
 from shared.scoring import FIELDS, ArrayPayload, split_rows, validate_input
 from shared.settings import Settings
+from shared.status import DeploymentStatus, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Services:
-        """Wire the stores over one Redis client."""
+        """Wire the stores over one Redis client; returns them, connecting to nothing yet."""
         keys = Keys(settings.key_prefix)
         blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
         return cls(
@@ -69,7 +70,11 @@ class Services:
     def create_deployment(
         self, instance: str, model_id: str, name: str, description: str | None
     ) -> DeploymentRecord:
-        """Record a deployment, then ask a worker to load and warm up its model."""
+        """Record a deployment, then ask a worker to load and warm up its model.
+
+        Returns the record, DEPLOY_IN_PROGRESS. Raises ModelNotFound, and ServiceUnavailable
+        when the broker is unreachable (the record is deleted again).
+        """
         model = self.models.get(instance, model_id)
         record = self.deployments.create(instance, model, name, description)
         try:
@@ -90,12 +95,17 @@ class Services:
         kind: str,
         retention: float | None = None,
     ) -> JobRecord:
-        """Validate rows against the deployment, store them as chunks, and queue the chunks."""
+        """Validate rows against the deployment, store them as chunks, and queue the chunks.
+
+        Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
+        ScoringInputInvalid or PayloadTooLarge for the rows, and ServiceUnavailable when the
+        broker is unreachable (the job is then failed with ``enqueue_failed``).
+        """
         deployment = self.deployments.get(instance, deployment_id)
-        if deployment.status != DEPLOY_SUCCESS:
+        if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
             raise DeploymentNotReady(
                 f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
-                "DEPLOY_SUCCESS.",
+                f"{DeploymentStatus.DEPLOY_SUCCESS}.",
                 details={"status": deployment.status, "error": deployment.error},
             )
         online = kind == "online"
@@ -128,7 +138,10 @@ class Services:
                 self._send(SCORE_CHUNK, [instance, job.id, index], queue)
         except ServiceUnavailable as exc:
             self.jobs.finish(
-                instance, job.id, FAILED, {"code": "enqueue_failed", "message": exc.message}
+                instance,
+                job.id,
+                JobStatus.FAILED,
+                {"code": "enqueue_failed", "message": exc.message},
             )
             raise
         return job

@@ -5,120 +5,172 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, current_app, jsonify
 
-from api.context import (
-    gc_paused,
-    instance,
-    json_body,
-    page,
-    query,
-    scoring_body,
-    services,
-    url,
-)
+from api.context import gc_paused, instance, page, services, url
+from api.contract import LOCATION, Blueprint, RowsBody
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
     DeploymentQuerySchema,
     DeploymentSchema,
+    ErrorSchema,
     JobCreateSchema,
+    JobListSchema,
     JobQuerySchema,
+    JobSchema,
     JobSubmitQuerySchema,
     OnlineQuerySchema,
     ScoringPayloadSchema,
+    ScoringResultSchema,
 )
-from api.views.jobs import job_json, jobs_page
+from api.views.jobs import job_resource, jobs_page
 from shared.deployment_store import DeploymentRecord
 from shared.errors import ScoringFailed, ScoringInputInvalid
-from shared.job_store import COMPLETED
 from shared.metrics import observe_latency
+from shared.status import JobStatus
 from shared.timeutil import iso
 
-bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
+bp = Blueprint(
+    "deployments",
+    __name__,
+    url_prefix="/api/v1/deployments",
+    description="Deployed models and online scoring.",
+)
 
 # An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
 ONLINE_JOB_RETENTION = 86400.0
 
-_schema = DeploymentSchema()
+# A deployment's jobs are submitted and listed under the deployment, documented with the jobs.
+JOBS_TAG = ["jobs"]
+
+_job_schema = JobSchema()
 
 
-def deployment_json(record: DeploymentRecord) -> dict[str, Any]:
-    """The deployment as the API shows it."""
+def deployment_resource(record: DeploymentRecord) -> dict[str, Any]:
+    """The deployment's fields for DeploymentSchema to dump, with absolute URLs."""
     href = url(f"/api/v1/deployments/{record.id}")
-    return _schema.dump(
-        {
-            **record.__dict__,
-            "type": "online",
-            "created_at": iso(record.created_at),
-            "updated_at": iso(record.updated_at),
-            "scoring_url": href + "/online",
-            "jobs_url": href + "/jobs",
-            "href": href,
-        }
-    )
+    return {
+        **record.__dict__,
+        "type": "online",
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "scoring_url": href + "/online",
+        "jobs_url": href + "/jobs",
+        "href": href,
+    }
 
 
 @bp.post("")
-def create_deployment() -> tuple[Response, int, dict[str, str]]:
-    """Deploy a stored model; a worker loads and warms it up (202, poll the deployment)."""
-    data = json_body(DeploymentCreateSchema())
+@bp.arguments(DeploymentCreateSchema)
+@bp.response(202, DeploymentSchema, description="Deploying.", headers=LOCATION)
+@bp.errors(400, 404, 413, 422, 503)
+def create_deployment(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Deploy a model
+
+    Answers 202 in DEPLOY_IN_PROGRESS; poll until DEPLOY_SUCCESS or DEPLOY_FAILED.
+    ---
+    Returns the deployment and its Location. Raises ModelNotFound (404) and
+    ServiceUnavailable (503, the broker is unreachable; nothing is kept).
+    """
     record = services().create_deployment(
         instance(), data["model_id"], data["name"], data["description"]
     )
-    body = deployment_json(record)
-    return jsonify(body), 202, {"Location": body["href"]}
+    body = deployment_resource(record)
+    return body, {"Location": body["href"]}
 
 
 @bp.get("")
-def list_deployments() -> Response:
-    """Deployments, newest first; ``model_id`` filters."""
-    args = query(DeploymentQuerySchema())
+@bp.arguments(DeploymentQuerySchema, location="query")
+@bp.response(200, DeploymentListSchema, description="A page of deployments.")
+@bp.errors(422)
+def list_deployments(args: dict[str, Any]) -> dict[str, Any]:
+    """List deployments, newest first
+
+    `model_id` filters.
+    ---
+    Returns a page for DeploymentListSchema. Raises webargs' 422 for bad arguments.
+    """
     records, total = services().deployments.page(
         instance(), args["limit"], args["offset"], model_id=args["model_id"]
     )
-    body = page(
-        [deployment_json(r) for r in records],
+    return page(
+        [deployment_resource(r) for r in records],
         total,
         args["limit"],
         args["offset"],
         model_id=args["model_id"],
     )
-    return jsonify(DeploymentListSchema().dump(body))
 
 
 @bp.get("/<deployment_id>")
-def get_deployment(deployment_id: str) -> Response:
-    """One deployment."""
-    return jsonify(deployment_json(services().deployments.get(instance(), deployment_id)))
+@bp.response(200, DeploymentSchema, description="The deployment.")
+@bp.errors(404)
+def get_deployment(deployment_id: str) -> dict[str, Any]:
+    """One deployment
+
+    ---
+    Returns the deployment's fields. Raises DeploymentNotFound (404).
+    """
+    return deployment_resource(services().deployments.get(instance(), deployment_id))
 
 
 @bp.delete("/<deployment_id>")
-def delete_deployment(deployment_id: str) -> tuple[str, int]:
-    """Delete a deployment (jobs already submitted still finish)."""
+@bp.response(204, description="Deleted.")
+@bp.errors(404)
+def delete_deployment(deployment_id: str) -> Response:
+    """Delete a deployment
+
+    Jobs already submitted still finish.
+    ---
+    Returns an empty 204. Raises DeploymentNotFound (404).
+    """
     services().deployments.delete(instance(), deployment_id)
-    return "", 204
+    return current_app.response_class(status=204)
 
 
 @bp.post("/<deployment_id>/online")
-def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str, str]]:
-    """Score rows and answer with the predictions; past ``timeout``, 202 with the job."""
+@bp.arguments(OnlineQuerySchema, location="query")
+@bp.rows_body(ScoringPayloadSchema)
+@bp.response(200, ScoringResultSchema, description="Predictions, one row per input row.")
+@bp.alt_response(
+    202,
+    schema=JobSchema,
+    description="Still running: poll the job in Location.",
+    headers=LOCATION,
+    success=True,
+)
+@bp.alt_response(500, schema=ErrorSchema, description="The model failed on these rows.")
+@bp.errors(400, 404, 409, 413, 422, 503)
+def score_online(
+    args: dict[str, Any], rows: RowsBody, deployment_id: str
+) -> Response | tuple[Response, int, dict[str, str]]:
+    """Score rows online
+
+    Rows as {"values": [...]} (WML v3). Multi-input models: each row lists one entry per input
+    in model order, or send {"inputs": {name: rows}}. Multi-output models: each field of a row
+    is an object keyed by output name. Waits up to `timeout` seconds (default
+    KSCORE_ONLINE_TIMEOUT), then answers 202 with the job.
+    ---
+    Returns the predictions, or the job (202) past the timeout. Raises DeploymentNotFound
+    (404), DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422, also
+    when the model itself refuses the rows) and ScoringFailed (500).
+    """
     started = time.perf_counter()
     svc = services()
-    args = query(OnlineQuerySchema())
     timeout = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout
     timeout = min(timeout, svc.settings.max_online_timeout)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
         job = svc.submit_job(
             instance(),
             deployment_id,
-            scoring_body(ScoringPayloadSchema()),
+            rows.read(),
             kind="online",
             retention=min(svc.settings.job_retention, ONLINE_JOB_RETENTION),
         )
     svc.jobs.wait(instance(), job.id, timeout)
     job = svc.jobs.get(instance(), job.id)
-    if job.status == COMPLETED:
+    if job.status == JobStatus.COMPLETED:
         body = b"".join(svc.jobs.iter_result(job))
         # The caller has the answer and never saw the job's id: keep nothing behind.
         svc.jobs.delete(job)
@@ -133,26 +185,49 @@ def score_online(deployment_id: str) -> Response | tuple[Response, int, dict[str
             str(error.get("message") or f"The scoring job ended {job.status}."),
             details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
         )
-    return jsonify(job_json(job)), 202, {"Location": url(f"/api/v1/jobs/{job.id}")}
+    # A Response, not a dict: the 200 above declares the body the decorator would dump.
+    document = _job_schema.dump(job_resource(job))
+    return jsonify(document), 202, {"Location": document["href"]}
 
 
-@bp.get("/<deployment_id>/jobs")
-def list_deployment_jobs(deployment_id: str) -> Response:
-    """This deployment's jobs, newest first (as ``/api/v1/jobs?deployment_id=``)."""
+@bp.get("/<deployment_id>/jobs", tags=JOBS_TAG)
+@bp.arguments(JobQuerySchema(exclude=("deployment_id",)), location="query")
+@bp.response(200, JobListSchema, description="A page of jobs.")
+@bp.errors(404, 422)
+def list_deployment_jobs(args: dict[str, Any], deployment_id: str) -> dict[str, Any]:
+    """This deployment's jobs, newest first
+
+    As /api/v1/jobs?deployment_id=, but 404 for an unknown deployment.
+    ---
+    Returns a page for JobListSchema. Raises DeploymentNotFound (404).
+    """
     services().deployments.get(instance(), deployment_id)  # 404 for an unknown deployment
-    return jobs_page(query(JobQuerySchema(exclude=("deployment_id",))), deployment_id)
+    return jobs_page(args, deployment_id)
 
 
-@bp.post("/<deployment_id>/jobs")
-def submit_job(deployment_id: str) -> tuple[Response, int, dict[str, str]]:
-    """Submit rows as a batch job (202); poll the job, then fetch its result."""
+@bp.post("/<deployment_id>/jobs", tags=JOBS_TAG)
+@bp.arguments(JobSubmitQuerySchema, location="query")
+@bp.rows_body(JobCreateSchema)
+@bp.response(202, JobSchema, description="Queued; Location is the job.", headers=LOCATION)
+@bp.errors(400, 404, 409, 413, 422, 503)
+def submit_job(
+    args: dict[str, Any], rows: RowsBody, deployment_id: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Submit a batch job
+
+    Poll the job (Location), then fetch its `result_url`. `retention_days` comes in the JSON
+    body, or in the query with a .npy/.npz body.
+    ---
+    Returns the queued job and its Location. Raises DeploymentNotFound (404),
+    DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422) and
+    ServiceUnavailable (503; the job is failed with enqueue_failed).
+    """
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
-        body = scoring_body(JobCreateSchema())
-        if isinstance(body, dict):
-            retention_days = body.pop("retention_days", None)
-        else:
-            retention_days = query(JobSubmitQuerySchema())["retention_days"]
+        body = rows.read()
+        retention_days = body.pop("retention_days", None) if isinstance(body, dict) else None
+        if retention_days is None:
+            retention_days = args["retention_days"]
         job = svc.submit_job(
             instance(),
             deployment_id,
@@ -161,5 +236,5 @@ def submit_job(deployment_id: str) -> tuple[Response, int, dict[str, str]]:
             retention=retention_days * 86400.0 if retention_days else None,
         )
         del body
-    document = job_json(job)
-    return jsonify(document), 202, {"Location": document["href"]}
+    document = job_resource(job)
+    return document, {"Location": document["href"]}

@@ -1,10 +1,11 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Operations: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,34 +16,50 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.context import services
+from api.contract import Blueprint
+from api.schemas import ErrorSchema, HealthSchema, ReadinessSchema
+from api.services import Services
 from shared.errors import ServiceUnavailable
 from shared.metrics import live_workers, read_latency
 from shared.queueing import ALL_QUEUES, celery_key_prefix
-from api.services import Services
+from shared.status import JobStatus
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("operations", __name__, description="Health, readiness and metrics.")
 
 
 @bp.get("/healthz")
-def healthz() -> Response:
-    """200 when the API runs and Redis answers."""
+@bp.response(200, HealthSchema, description="The API runs and Redis answers.")
+@bp.alt_response(503, schema=ErrorSchema, description="Redis is unreachable.")
+def healthz() -> dict[str, str]:
+    """API up and Redis reachable
+
+    ---
+    Returns the status. Raises ServiceUnavailable (503) when Redis does not answer.
+    """
     svc = services()
     try:
         svc.redis_client.ping()
     except Exception as exc:
         raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
-    return jsonify({"status": "ok", "redis": "ok"})
+    return {"status": "ok", "redis": "ok"}
 
 
 @bp.get("/readyz")
-def readyz() -> Response:
-    """200 when at least one worker has beaten its heart recently."""
+@bp.response(200, ReadinessSchema, description="Workers with a fresh heartbeat.")
+@bp.alt_response(503, schema=ErrorSchema, description="No worker is consuming.")
+def readyz() -> dict[str, Any]:
+    """A worker is consuming
+
+    Ready while some worker's heartbeat is under 30 s old.
+    ---
+    Returns the workers and their queues. Raises ServiceUnavailable (503) without one.
+    """
     workers = live_workers(services().redis_client, services().keys)
     if not workers:
         raise ServiceUnavailable(
             "No kscore worker is consuming: start one with `kscore worker` (or `make run`)."
         )
-    return jsonify({"status": "ready", "workers": workers})
+    return {"status": "ready", "workers": workers}
 
 
 class _RedisCollector(Collector):
@@ -55,7 +72,9 @@ class _RedisCollector(Collector):
         jobs = CounterMetricFamily(
             "kscore_jobs", "Jobs by final status (and created).", labels=["status"]
         )
-        for status in ("created", "completed", "failed", "canceled"):
+        # Enum order (completed, failed, canceled) keeps the exposition stable between scrapes.
+        statuses = ["created", *(status.value for status in JobStatus if status.finished)]
+        for status in statuses:
             jobs.add_metric([status], counters.get(f"jobs_{status}", 0))
         yield jobs
         yield CounterMetricFamily(
@@ -84,8 +103,21 @@ class _RedisCollector(Collector):
 
 
 @bp.get("/metrics")
+@bp.response(
+    200,
+    {"type": "string"},
+    content_type="text/plain; version=0.0.4",
+    description="Prometheus text exposition format.",
+)
+@bp.alt_response(503, schema=ErrorSchema, description="Redis is unreachable.")
 def metrics() -> Response:
-    """Prometheus text format."""
+    """Prometheus metrics
+
+    Jobs by status, rows scored, queue depths, online latency, live workers.
+    ---
+    Returns the metrics, read from Redis per scrape. Raises nothing of its own; a Redis
+    outage is a 503 from the app's error handler.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RedisCollector(services()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

@@ -4,58 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Response, current_app
 
-from api.context import instance, page, query, services, url
-from api.schemas import JobListSchema, JobQuerySchema, JobSchema
+from api.context import instance, page, services, url
+from api.contract import Blueprint
+from api.schemas import JobListSchema, JobQuerySchema, JobSchema, ScoringResultSchema
 from shared.errors import JobAlreadyFinished, JobNotFinished
-from shared.job_store import CANCELED, COMPLETED, JobRecord
+from shared.job_store import JobRecord
+from shared.status import JobStatus
 from shared.timeutil import iso
 
-bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
+bp = Blueprint(
+    "jobs",
+    __name__,
+    url_prefix="/api/v1/jobs",
+    description="Batch scoring jobs: status, progress, results, cancellation.",
+)
 
-_schema = JobSchema()
 
-
-def job_json(record: JobRecord) -> dict[str, Any]:
-    """The job as the API shows it."""
+def job_resource(record: JobRecord) -> dict[str, Any]:
+    """The job's fields for JobSchema to dump, with absolute URLs."""
     href = url(f"/api/v1/jobs/{record.id}")
-    return _schema.dump(
-        {
-            **record.__dict__,
-            "progress": {"rows_done": record.rows_done, "rows_total": record.rows_total},
-            "created_at": iso(record.created_at),
-            "started_at": iso(record.started_at),
-            "finished_at": iso(record.finished_at),
-            "expires_at": iso(record.expires_at),
-            "href": href,
-            "result_url": href + "/result",
-        }
-    )
-
-
-def result_response(record: JobRecord) -> Response:
-    """The job's scoring result, streamed from its chunks."""
-    if record.status != COMPLETED:
-        raise JobNotFinished(
-            f"Job {record.id} is {record.status}; its result exists once it is completed.",
-            details={"status": record.status},
-        )
-    body = services().jobs.iter_result(record)
-    return current_app.response_class(body, mimetype="application/json")
-
-
-@bp.get("")
-def list_jobs() -> Response:
-    """Jobs, newest first; filter by ``deployment_id`` and ``status``."""
-    args = query(JobQuerySchema())
-    return jobs_page(args, args["deployment_id"], {"deployment_id": args["deployment_id"]})
+    return {
+        **record.__dict__,
+        "progress": {"rows_done": record.rows_done, "rows_total": record.rows_total},
+        "created_at": iso(record.created_at),
+        "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
+        "expires_at": iso(record.expires_at),
+        "href": href,
+        "result_url": href + "/result",
+    }
 
 
 def jobs_page(
     args: dict[str, Any], deployment_id: str | None, link: dict[str, Any] | None = None
-) -> Response:
-    """A page of jobs for parsed query arguments; ``link`` are the next link's extra params."""
+) -> dict[str, Any]:
+    """A page of jobs (for JobListSchema) for parsed JobQuerySchema arguments.
+
+    ``link`` are the next link's extra query parameters. Returns the page; raises nothing of
+    its own.
+    """
     records, total = services().jobs.page(
         instance(),
         args["limit"],
@@ -63,38 +52,79 @@ def jobs_page(
         deployment_id=deployment_id,
         status=args["status"],
     )
-    body = page(
-        [job_json(r) for r in records],
+    return page(
+        [job_resource(r) for r in records],
         total,
         args["limit"],
         args["offset"],
         status=args["status"],
         **(link or {}),
     )
-    return jsonify(JobListSchema().dump(body))
+
+
+@bp.get("")
+@bp.arguments(JobQuerySchema, location="query")
+@bp.response(200, JobListSchema, description="A page of jobs.")
+@bp.errors(422)
+def list_jobs(args: dict[str, Any]) -> dict[str, Any]:
+    """List jobs, newest first
+
+    Filter by `deployment_id` and `status`.
+    ---
+    Returns a page for JobListSchema. Raises webargs' 422 for bad arguments.
+    """
+    return jobs_page(args, args["deployment_id"], {"deployment_id": args["deployment_id"]})
 
 
 @bp.get("/<job_id>")
-def get_job(job_id: str) -> Response:
-    """One job's status and progress."""
-    return jsonify(job_json(services().jobs.get(instance(), job_id)))
+@bp.response(200, JobSchema, description="The job.")
+@bp.errors(404)
+def get_job(job_id: str) -> dict[str, Any]:
+    """Job status and progress
+
+    ---
+    Returns the job's fields. Raises JobNotFound (404), also for an expired job.
+    """
+    return job_resource(services().jobs.get(instance(), job_id))
 
 
 @bp.get("/<job_id>/result")
+@bp.response(200, ScoringResultSchema, description="Same body as online scoring.")
+@bp.errors(404, 409)
 def get_result(job_id: str) -> Response:
-    """The result of a completed job (409 before)."""
-    return result_response(services().jobs.get(instance(), job_id))
+    """Result of a completed job
+
+    409 (job_not_finished) until the job is completed.
+    ---
+    Returns the result, streamed. Raises JobNotFound (404) and JobNotFinished (409).
+    """
+    record = services().jobs.get(instance(), job_id)
+    if record.status != JobStatus.COMPLETED:
+        raise JobNotFinished(
+            f"Job {record.id} is {record.status}; its result exists once it is completed.",
+            details={"status": record.status},
+        )
+    # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
+    body = services().jobs.iter_result(record)
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @bp.delete("/<job_id>")
-def cancel_job(job_id: str) -> Response:
-    """Cancel a queued or running job; a running one stops between chunks."""
+@bp.response(200, JobSchema, description="Canceled.")
+@bp.errors(404, 409)
+def cancel_job(job_id: str) -> dict[str, Any]:
+    """Cancel a job
+
+    A queued job never runs; a running job stops between chunks.
+    ---
+    Returns the canceled job. Raises JobNotFound (404) and JobAlreadyFinished (409).
+    """
     svc = services()
     svc.jobs.get(instance(), job_id)  # 404 for an unknown id
-    if not svc.jobs.finish(instance(), job_id, CANCELED):
+    if not svc.jobs.finish(instance(), job_id, JobStatus.CANCELED):
         record = svc.jobs.get(instance(), job_id)
         raise JobAlreadyFinished(
             f"Job {job_id} already finished ({record.status}); there is nothing to cancel.",
             details={"status": record.status},
         )
-    return jsonify(job_json(svc.jobs.get(instance(), job_id)))
+    return job_resource(svc.jobs.get(instance(), job_id))

@@ -1,0 +1,232 @@
+"""How a route declares its HTTP contract, once: kscore's flask-smorest Api and Blueprint.
+
+Each view states its arguments and every response it can give next to its code
+(``@bp.arguments``, ``@bp.response``, ``@bp.errors``, ``@bp.rows_body``); those declarations
+parse the request, dump the response and make the OpenAPI document at /api/v1/openapi.json,
+so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ClassVar, TypeVar, cast
+
+import flask_smorest
+import marshmallow as ma
+from apispec import BasePlugin
+from flask import Flask, Request, request
+from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
+
+from api.context import check_body_size
+from api.schemas import ErrorSchema
+from shared.errors import BadRequest
+from shared.scoring import ArrayPayload, parse_array_body
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OPENAPI_VERSION = "3.0.3"
+
+# What an error status means on any route; a route that means more says so with alt_response.
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request or unsupported file.",
+    404: "Unknown id.",
+    409: "Conflicts with the resource's state.",
+    413: "Too large.",
+    422: "Invalid fields or rows; details name them.",
+    500: "Unexpected failure; the server log has the details.",
+    503: "Redis or the broker is unreachable.",
+}
+
+# Documents the header of a response that created something (201/202).
+LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
+
+# The bodies numpy writes itself; application/octet-stream is sniffed for either.
+ARRAY_MIMETYPES = ("application/x-npy", "application/x-npz", "application/octet-stream")
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+class Parser(FlaskParser):
+    """webargs' Flask parser with kscore's body rules.
+
+    Adds the ``multipart`` location (form fields and files as one schema, so an upload is one
+    documented request body) and refuses unknown query parameters and form fields, as unknown
+    JSON fields are: a typo such as ``?stauts=failed`` must not silently widen a listing.
+    """
+
+    # webargs declares these two as plain class attributes (not ClassVar): override alike.
+    __location_map__: dict[str, str | Callable[..., Any]] = {  # noqa: RUF012
+        **FlaskParser.__location_map__,
+        "multipart": "load_multipart",
+    }
+    DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {  # noqa: RUF012
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": ma.RAISE,
+        "querystring": ma.RAISE,
+        "multipart": ma.RAISE,
+    }
+
+    def load_json(self, req: Request, schema: ma.Schema) -> Any:
+        """The JSON object in the body.
+
+        Raises PayloadTooLarge (413) over KSCORE_MAX_REQUEST_BYTES, and BadRequest (400) for a
+        body that is not a JSON object, where webargs would treat it as empty.
+        """
+        check_body_size()
+        # cache=False: the request keeps no reference to the parsed rows, so they are freed
+        # as soon as the view drops them (see api.context.gc_paused).
+        data = req.get_json(silent=True, cache=False)
+        if not isinstance(data, dict):
+            raise BadRequest(
+                "The request body must be a JSON object (Content-Type: application/json)."
+            )
+        return data
+
+    def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
+        """Form fields and files of a multipart body, as one mapping."""
+        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
+
+
+class RowsBody:
+    """The rows of a scoring request, read when the view asks (see ``Blueprint.rows_body``)."""
+
+    def __init__(self, schema: ma.Schema) -> None:
+        self.schema = schema
+
+    def read(self) -> dict[str, Any] | ArrayPayload:
+        """The JSON body loaded through the schema, or a .npy/.npz body as arrays.
+
+        Raises PayloadTooLarge (413), BadRequest (400), a 422 naming invalid fields, or
+        ScoringInputInvalid (422) for an array body numpy cannot read safely.
+        """
+        if request.mimetype in ARRAY_MIMETYPES:
+            check_body_size()
+            return parse_array_body(request.get_data(cache=False))
+        return cast(dict[str, Any], Blueprint.ARGUMENTS_PARSER.parse(self.schema, location="json"))
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint with kscore's parser and two declarations of its own."""
+
+    ARGUMENTS_PARSER = Parser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = {
+        **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+        "multipart": "multipart/form-data",
+    }
+
+    def errors(self, *statuses: int) -> Callable[[F], F]:
+        """Declare the error statuses a route answers, each with the one error envelope.
+
+        Returns a decorator; raises KeyError for a status without a description here.
+        """
+        decorators = [
+            self.alt_response(status, schema=ErrorSchema, description=ERROR_DESCRIPTIONS[status])
+            for status in statuses
+        ]
+
+        def decorate(func: F) -> F:
+            for decorator in decorators:
+                func = decorator(func)
+            return func
+
+        return decorate
+
+    def rows_body(self, schema: type[ma.Schema]) -> Callable[[F], F]:
+        """Declare a scoring body: JSON through ``schema``, or a .npy/.npz file.
+
+        Returns a decorator that documents the body and passes the view a ``RowsBody`` (after
+        any ``@arguments``). The view reads it inside ``gc_paused`` rather than before the
+        call, so the parsed rows are dropped before the collector runs again; flask-smorest
+        cannot describe a body with a schema for one media type and bytes for others.
+        """
+        request_body = {
+            "required": True,
+            "description": "JSON, or numpy's own format: a .npy body for a one-input model, "
+            "or a .npz holding one array per input, named by input (never pickled objects).",
+            "content": {
+                "application/json": {"schema": schema},
+                **{mimetype: _BINARY for mimetype in ARRAY_MIMETYPES},
+            },
+        }
+
+        def decorate(func: F) -> F:
+            @wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return func(*args, RowsBody(schema()), **kwargs)
+
+            return self.doc(requestBody=request_body)(wrapper)
+
+        return decorate
+
+
+def api_version() -> str:
+    """kscore's version from the installed package's metadata ("unknown" when not installed)."""
+    try:
+        return importlib.metadata.version("kscore")
+    except importlib.metadata.PackageNotFoundError:
+        # A source tree on PYTHONPATH without `pip install -e .`: still serve a document.
+        return "unknown"
+
+
+class ResponsesInStatusOrder(BasePlugin):
+    """Lists each operation's responses by status, "default" last.
+
+    flask-smorest lists them in the order the decorators were applied (innermost first), which
+    would put the errors before the answer a reader looks for first.
+    """
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Reorder ``operations[method]["responses"]`` in place; returns nothing."""
+        for operation in (operations or {}).values():
+            responses = operation.get("responses")
+            if responses:
+                operation["responses"] = dict(
+                    sorted(responses.items(), key=lambda item: (item[0] == "default", str(item[0])))
+                )
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api; its generated error responses use kscore's error envelope."""
+
+    ERROR_SCHEMA = ErrorSchema
+    # Every operation's "default" response: what no route declares, any route can answer.
+    DEFAULT_ERROR_RESPONSE_NAME = "UNEXPECTED_ERROR"
+
+
+def build_api(app: Flask) -> Api:
+    """Configure flask-smorest on ``app``: the spec, and its JSON at /api/v1/openapi.json.
+
+    Returns the Api, to register the blueprints with. Registers flask-smorest's own error
+    handler, which ``api.app`` replaces with the one envelope afterwards.
+    """
+    app.config.update(
+        API_TITLE="kscore",
+        API_VERSION=api_version(),
+        OPENAPI_VERSION=OPENAPI_VERSION,
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": (
+                    "Self-hosted scoring for Keras models, speaking IBM WML v3's Keras shapes. "
+                    'Every error is {"error": {"code", "message", "details"}}.'
+                )
+            }
+        },
+    )
+    api = Api(app, spec_kwargs={"extra_plugins": [ResponsesInStatusOrder()]})
+    api.spec.components.response(
+        Api.DEFAULT_ERROR_RESPONSE_NAME,
+        {
+            "description": "Any other error, in the same envelope: 500 internal_error, or 503 "
+            "service_unavailable while Redis is unreachable.",
+            "content": {"application/json": {"schema": ErrorSchema}},
+        },
+        lazy=True,
+    )
+    return api
