@@ -85,7 +85,7 @@ class BlobStore:
         try:
             return self._write(path, sha256, size, ref)
         except BaseException:
-            self._release_quietly(sha256, ref)
+            self._release_quietly(sha256, ref, -(-size // self._chunk_bytes))
             raise
 
     def _write(self, path: Path, sha256: str, size: int, ref: str) -> BlobInfo:
@@ -114,14 +114,19 @@ class BlobStore:
             raise BlobLost(f"Blob {sha256} was deleted right after it was written.")
         return info
 
-    def _release_quietly(self, sha256: str, ref: str) -> None:
+    def _release_quietly(self, sha256: str, ref: str, chunks: int) -> None:
         try:
-            self.release(sha256, ref)
+            self.release(sha256, ref, chunks=chunks)
         except redis.RedisError as exc:  # the original error matters more; the ref leaks
             log.warning("blob reference not released sha256=%s ref=%s error=%s", sha256, ref, exc)
 
-    def release(self, sha256: str, ref: str, pipe: Pipeline | None = None) -> bool:
+    def release(
+        self, sha256: str, ref: str, pipe: Pipeline | None = None, *, chunks: int = 0
+    ) -> bool:
         """Drop reference ``ref``; the last reference deletes the blob, complete or not.
+
+        ``chunks``: how many chunks a failed writer may have left behind (an incomplete blob
+        has no meta hash that counts them).
 
         Returns True if the blob was deleted. With ``pipe`` (a transaction the caller
         executes), the release is queued there and False is returned; the pipeline's result
@@ -129,9 +134,9 @@ class BlobStore:
         """
         keys = [self._keys.blob_meta(sha256), self._keys.blob_refs(sha256)]
         if pipe is not None:
-            self._release(keys=keys, args=[ref], client=pipe)
+            self._release(keys=keys, args=[ref, chunks], client=pipe)
             return False
-        return bool(self._release(keys=keys, args=[ref]))
+        return bool(self._release(keys=keys, args=[ref, chunks]))
 
     def iter_chunks(self, sha256: str) -> Iterator[bytes]:
         """The blob's bytes, chunk by chunk.
