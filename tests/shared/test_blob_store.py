@@ -123,7 +123,7 @@ def test_a_failed_write_releases_its_reference_and_leaves_nothing(
 ) -> None:
     path, sha = a_file(tmp_path, 4 * CHUNK)
     real_set = redis_client.set
-    written = []
+    written: list[str] = []
 
     def failing_set(name: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         if len(written) == 2:
