@@ -57,10 +57,12 @@ class ModelRecord:
         return f"keras-{self.keras_version}" if self.keras_version else "keras"
 
     def to_json(self) -> str:
+        """The record as stored in Redis (JSON text)."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ModelRecord:
+        """The record stored as ``raw``."""
         return cls(**json.loads(raw))
 
 
