@@ -7,6 +7,7 @@ file in memory: writes stream from a local file, reads stream to one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,75 +16,133 @@ from pathlib import Path
 from typing import BinaryIO
 
 import redis
+from redis.client import Pipeline
 
 from shared.keys import Keys
+from shared.lua import source
 from shared.timeutil import now
+
+log = logging.getLogger(__name__)
 
 _READ_BLOCK = 1024 * 1024
 
-# Drop a blob only when nothing refers to it; atomic so a concurrent upload that just added a
-# reference never loses its bytes.
-_RELEASE = """
-redis.call('SREM', KEYS[2], ARGV[1])
-if redis.call('SCARD', KEYS[2]) > 0 then return 0 end
-local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks') or '0')
-for i = 0, chunks - 1 do redis.call('DEL', KEYS[1] .. ':chunk:' .. i) end
-redis.call('DEL', KEYS[1])
-return 1
-"""
+
+class BlobLost(RuntimeError):
+    """A blob's writer lost its reference while writing (a bug or a manual cleanup)."""
 
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """A complete blob: its sha256 (hex), size in bytes and number of chunks."""
+
     sha256: str
     size: int
     chunks: int
 
 
 class BlobStore:
-    """Chunked, deduplicated blobs with a reference set per blob."""
+    """Chunked, deduplicated blobs with a reference set per blob.
+
+    A blob lives while its reference set is not empty. Writers add their reference before they
+    look at or write the blob, and the last release deletes it in one Lua script, so a blob
+    someone refers to is never deleted under them (``shared/lua/blob_*.lua``).
+    """
 
     def __init__(self, client: redis.Redis, keys: Keys, chunk_bytes: int) -> None:
         self._r = client
         self._keys = keys
         self._chunk_bytes = chunk_bytes
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(source("blob_release.lua"))
+        self._seal = client.register_script(source("blob_seal.lua"))
 
     def info(self, sha256: str) -> BlobInfo | None:
         """The blob's size and chunk count, or None when it is not (fully) stored."""
-        raw = self._r.hgetall(self._keys.blob_meta(sha256))
-        if not raw:
-            return None
-        return BlobInfo(sha256, int(raw[b"size"]), int(raw[b"chunks"]))
+        return _info(sha256, self._r.hgetall(self._keys.blob_meta(sha256)))  # type: ignore[arg-type]
 
-    def put_file(self, path: Path, sha256: str, size: int) -> BlobInfo:
-        """Store a local file under its sha256 unless the same bytes are already there."""
-        existing = self.info(sha256)
+    def refs(self, sha256: str) -> set[str]:
+        """The references (``instance/model_id``) that keep the blob alive."""
+        members = self._r.smembers(self._keys.blob_refs(sha256))
+        return {m.decode() for m in members}  # type: ignore[union-attr]
+
+    def put_file(self, path: Path, sha256: str, size: int, *, ref: str) -> BlobInfo:
+        """Take reference ``ref`` on the blob ``sha256`` and make sure it is stored, reading
+        the local file ``path`` (``size`` bytes) only when the blob is not already complete.
+
+        On success the caller owns ``ref`` and gives it back with ``release``; on failure the
+        reference is released here. Returns the stored blob. Raises OSError when ``path``
+        cannot be read, BlobLost when ``ref`` was released while the file was written,
+        redis.RedisError when Redis fails.
+        """
+        # Reference first, then look: a concurrent release of the last other reference either
+        # ran before (the blob is gone and is written again) or sees this one and keeps it.
+        with self._r.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._keys.blob_refs(sha256), ref)
+            pipe.hgetall(self._keys.blob_meta(sha256))
+            _, meta = pipe.execute()
+        existing = _info(sha256, meta)
         if existing is not None:
             return existing
+        try:
+            return self._write(path, sha256, size, ref)
+        except BaseException:
+            self._release_quietly(sha256, ref, -(-size // self._chunk_bytes))
+            raise
+
+    def _write(self, path: Path, sha256: str, size: int, ref: str) -> BlobInfo:
+        # Several writers of the same bytes may write the same chunks at once: the values are
+        # identical, and the first seal wins.
         chunks = 0
         with path.open("rb") as fh:
             while block := fh.read(self._chunk_bytes):
                 self._r.set(self._keys.blob_chunk(sha256, chunks), block)
                 chunks += 1
-        # The meta hash is written last: a blob without it is incomplete and never read.
-        self._r.hset(
-            self._keys.blob_meta(sha256),
-            mapping={"size": size, "chunks": chunks, "created_at": now()},
+        sealed = self._seal(
+            keys=[self._keys.blob_meta(sha256), self._keys.blob_refs(sha256)],
+            args=[ref, size, chunks, now()],
         )
-        return BlobInfo(sha256, size, chunks)
+        if sealed == 0:
+            raise BlobLost(
+                f"The reference {ref} to blob {sha256} was released while the blob was written."
+            )
+        if sealed < 0:
+            raise BlobLost(
+                f"Part {-1 - int(sealed)} of blob {sha256} vanished while the blob was written "
+                "(Redis must run with maxmemory-policy noeviction)."
+            )
+        info = self.info(sha256)
+        if info is None:  # released by its last other reference right after sealing
+            raise BlobLost(f"Blob {sha256} was deleted right after it was written.")
+        return info
 
-    def add_ref(self, sha256: str, ref: str, pipe: redis.client.Pipeline | None = None) -> None:
-        """Record that ``ref`` (a model) uses this blob."""
-        (pipe or self._r).sadd(self._keys.blob_refs(sha256), ref)
+    def _release_quietly(self, sha256: str, ref: str, chunks: int) -> None:
+        try:
+            self.release(sha256, ref, chunks=chunks)
+        except redis.RedisError as exc:  # the original error matters more; the ref leaks
+            log.warning("blob reference not released sha256=%s ref=%s error=%s", sha256, ref, exc)
 
-    def release(self, sha256: str, ref: str) -> bool:
-        """Drop a reference; delete the blob when it was the last. True if deleted."""
+    def release(
+        self, sha256: str, ref: str, pipe: Pipeline | None = None, *, chunks: int = 0
+    ) -> bool:
+        """Drop reference ``ref``; the last reference deletes the blob, complete or not.
+
+        ``chunks``: how many chunks a failed writer may have left behind (an incomplete blob
+        has no meta hash that counts them).
+
+        Returns True if the blob was deleted. With ``pipe`` (a transaction the caller
+        executes), the release is queued there and False is returned; the pipeline's result
+        holds the answer. Raises redis.RedisError when Redis fails.
+        """
         keys = [self._keys.blob_meta(sha256), self._keys.blob_refs(sha256)]
-        return bool(self._release(keys=keys, args=[ref]))
+        if pipe is not None:
+            self._release(keys=keys, args=[ref, chunks], client=pipe)
+            return False
+        return bool(self._release(keys=keys, args=[ref, chunks]))
 
     def iter_chunks(self, sha256: str) -> Iterator[bytes]:
-        """The blob's bytes, chunk by chunk."""
+        """The blob's bytes, chunk by chunk.
+
+        Raises FileNotFoundError when the blob is not (fully) stored or a chunk is missing.
+        """
         info = self.info(sha256)
         if info is None:
             raise FileNotFoundError(
@@ -100,7 +159,11 @@ class BlobStore:
             yield bytes(chunk)  # type: ignore[arg-type]
 
     def write_to(self, sha256: str, dest: Path) -> Path:
-        """Copy the blob to ``dest`` atomically, verifying its sha256 on the way."""
+        """Copy the blob to ``dest`` atomically, verifying its sha256 on the way; returns ``dest``.
+
+        Raises FileNotFoundError when the blob or a chunk is missing, OSError when the bytes do
+        not match their hash (``dest`` is then left untouched).
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".partial-")
@@ -122,7 +185,10 @@ class BlobStore:
 
 
 def copy_stream(src: BinaryIO, dest: Path, limit: int) -> tuple[str, int]:
-    """Copy a stream to a file, hashing as it goes; raises OverflowError past ``limit`` bytes."""
+    """Copy a stream to a file, hashing as it goes.
+
+    Returns the sha256 (hex) and size in bytes. Raises OverflowError past ``limit`` bytes.
+    """
     digest = hashlib.sha256()
     size = 0
     with dest.open("wb") as out:
@@ -133,3 +199,9 @@ def copy_stream(src: BinaryIO, dest: Path, limit: int) -> tuple[str, int]:
             digest.update(block)
             out.write(block)
     return digest.hexdigest(), size
+
+
+def _info(sha256: str, meta: dict[bytes, bytes]) -> BlobInfo | None:
+    if not meta:
+        return None
+    return BlobInfo(sha256, int(meta[b"size"]), int(meta[b"chunks"]))

@@ -9,17 +9,19 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from shared.errors import DeploymentNotFound, ModelNotFound
+from shared.json_records import update_json_record
 from shared.keys import Keys
 from shared.model_store import ModelRecord
+from shared.status import DeploymentStatus
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
 
-DEPLOY_IN_PROGRESS = "DEPLOY_IN_PROGRESS"
-DEPLOY_SUCCESS = "DEPLOY_SUCCESS"
-DEPLOY_FAILED = "DEPLOY_FAILED"
+# The name the API imports from here until it imports shared.status itself.
+DEPLOY_SUCCESS = DeploymentStatus.DEPLOY_SUCCESS
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,21 @@ class DeploymentRecord:
     model_type: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
-    status: str
+    status: DeploymentStatus
     error: dict[str, Any] | None
     created_at: float
     updated_at: float
 
     def to_json(self) -> str:
+        """The record as stored in Redis (JSON text)."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DeploymentRecord:
-        return cls(**json.loads(raw))
+        """The record stored as ``raw``. Raises ValueError for an unknown status."""
+        data = json.loads(raw)
+        data["status"] = DeploymentStatus(data["status"])
+        return cls(**data)
 
 
 class DeploymentStore:
@@ -59,7 +65,12 @@ class DeploymentStore:
     def create(
         self, instance: str, model: ModelRecord, name: str, description: str | None
     ) -> DeploymentRecord:
-        """A new deployment in DEPLOY_IN_PROGRESS, atomically tied to a model that exists."""
+        """A new deployment in DEPLOY_IN_PROGRESS, atomically tied to a model that exists.
+
+        Returns the stored record. Raises ModelNotFound when the model is gone (a concurrent
+        DELETE of the model either sees this deployment and answers 409, or wins and this
+        raises).
+        """
         ts = now()
         record = DeploymentRecord(
             id=str(uuid.uuid4()),
@@ -72,33 +83,29 @@ class DeploymentStore:
             model_type=model.model_type,
             inputs=model.inputs,
             outputs=model.outputs,
-            status=DEPLOY_IN_PROGRESS,
+            status=DeploymentStatus.DEPLOY_IN_PROGRESS,
             error=None,
             created_at=ts,
             updated_at=ts,
         )
         model_key = self._keys.model(instance, model.id)
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    # The model must still exist when the deployment is written: a concurrent
-                    # DELETE of the model watches the deployments set and retries.
-                    pipe.watch(model_key)
-                    if not pipe.exists(model_key):
-                        raise ModelNotFound(model.id)
-                    pipe.multi()
-                    pipe.set(self._keys.deployment(instance, record.id), record.to_json())
-                    pipe.zadd(self._keys.deployments_index(instance), {record.id: ts})
-                    pipe.sadd(self._keys.model_deployments(instance, model.id), record.id)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+
+        def write(pipe: Pipeline) -> None:
+            # The model must still exist when the deployment is written: a concurrent
+            # DELETE of the model watches the deployments set and retries.
+            if not pipe.exists(model_key):
+                raise ModelNotFound(model.id)
+            pipe.multi()
+            pipe.set(self._keys.deployment(instance, record.id), record.to_json())
+            pipe.zadd(self._keys.deployments_index(instance), {record.id: ts})
+            pipe.sadd(self._keys.model_deployments(instance, model.id), record.id)
+
+        self._r.transaction(write, model_key, value_from_callable=True)
         log.info("deployment created deployment_id=%s model_id=%s", record.id, model.id)
         return record
 
     def get(self, instance: str, deployment_id: str) -> DeploymentRecord:
-        """One deployment, or DeploymentNotFound."""
+        """The deployment ``deployment_id``. Raises DeploymentNotFound for an unknown id."""
         raw = self._r.get(self._keys.deployment(instance, deployment_id))
         if raw is None:
             raise DeploymentNotFound(deployment_id)
@@ -107,7 +114,8 @@ class DeploymentStore:
     def page(
         self, instance: str, limit: int, offset: int, model_id: str | None = None
     ) -> tuple[list[DeploymentRecord], int]:
-        """A page of deployments, newest first, optionally of one model, and the total."""
+        """Up to ``limit`` deployments after skipping ``offset``, newest first (only those of
+        ``model_id`` when given), and how many there are in all."""
         if model_id is not None:
             members = self._r.smembers(self._keys.model_deployments(instance, model_id))
             ids = sorted(i.decode() for i in members)  # type: ignore[union-attr]
@@ -130,7 +138,7 @@ class DeploymentStore:
             candidates += self._load(instance, ids)
         ready, seen = [], set()
         for record in sorted(candidates, key=lambda d: d.created_at, reverse=True):
-            if record.status == DEPLOY_SUCCESS and record.model_sha256 not in seen:
+            if record.status is DeploymentStatus.DEPLOY_SUCCESS and record.model_sha256 not in seen:
                 seen.add(record.model_sha256)
                 ready.append(record)
         return ready[:limit]
@@ -142,57 +150,47 @@ class DeploymentStore:
         return [DeploymentRecord.from_json(r) for r in raws if r is not None]
 
     def set_status(
-        self, instance: str, deployment_id: str, status: str, error: dict[str, Any] | None = None
+        self,
+        instance: str,
+        deployment_id: str,
+        status: DeploymentStatus,
+        error: dict[str, Any] | None = None,
+        *,
+        outputs: list[dict[str, Any]] | None = None,
     ) -> DeploymentRecord | None:
-        """Move a deployment to a new status; None if it was deleted meanwhile."""
-        key = self._keys.deployment(instance, deployment_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = replace(
-                        DeploymentRecord.from_json(raw),
-                        status=status,
-                        error=error,
-                        updated_at=now(),
-                    )
-                    pipe.multi()
-                    pipe.set(key, record.to_json())
-                    pipe.execute()
-                    log.info("deployment status deployment_id=%s status=%s", deployment_id, status)
-                    return record
-                except redis.WatchError:
-                    continue
+        """Move a deployment to ``status`` with ``error`` (None clears it), in one write.
 
-    def record_outputs(
-        self, instance: str, deployment_id: str, outputs: list[dict[str, Any]]
-    ) -> DeploymentRecord | None:
-        """Replace the deployment's output specs with those its loaded model reports.
-
-        ``outputs``: one ``{"name", "shape", "dtype", "activation"}`` per output, shape with
-        the batch dimension None. Returns the updated record; None if it was deleted meanwhile.
+        ``outputs``, when given, replaces the output specs with those the loaded model
+        reports (one ``{"name", "shape", "dtype", "activation"}`` each, the batch dimension
+        None), so a client that sees DEPLOY_SUCCESS already sees the shapes. Returns the
+        updated record, or None if the deployment was deleted meanwhile.
         """
-        key = self._keys.deployment(instance, deployment_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = replace(DeploymentRecord.from_json(raw), outputs=outputs)
-                    pipe.multi()
-                    pipe.set(key, record.to_json())
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
+
+        def change(record: DeploymentRecord) -> DeploymentRecord:
+            return replace(
+                record,
+                status=DeploymentStatus(status),
+                error=error,
+                outputs=record.outputs if outputs is None else outputs,
+                updated_at=now(),
+            )
+
+        updated = update_json_record(
+            self._r,
+            self._keys.deployment(instance, deployment_id),
+            DeploymentRecord.from_json,
+            change,
+            DeploymentRecord.to_json,
+        )
+        if updated is not None:
+            log.info("deployment status deployment_id=%s status=%s", deployment_id, status)
+        return updated
 
     def delete(self, instance: str, deployment_id: str) -> DeploymentRecord:
-        """Delete a deployment and release its hold on the model."""
+        """Delete a deployment and release its hold on the model.
+
+        Returns the deleted record. Raises DeploymentNotFound for an unknown id.
+        """
         record = self.get(instance, deployment_id)
         with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.deployment(instance, deployment_id))

@@ -1,6 +1,7 @@
 """Jobs: the Redis record is the source of truth for every scoring job, online or batch.
 
-A job is split into chunks that any worker can take. Transitions are Lua scripts so that
+A job is split into chunks that any worker can take. Transitions are Lua scripts
+(``shared/lua/job_*.lua``) so that
 queued -> running, a chunk completing (exactly once, even when a task is redelivered after a
 worker died) and the last chunk completing the job are each atomic.
 """
@@ -18,80 +19,17 @@ import redis
 
 from shared.errors import JobNotFound
 from shared.keys import Keys
+from shared.lua import source
 from shared.scoring import unpack_fragment
+from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
 
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELED = "canceled"
-STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELED)
-FINISHED = (COMPLETED, FAILED, CANCELED)
-
-# KEYS: job, attempts, done, notify, metrics; ARGV: chunk, now, max_attempts
-_CLAIM = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'missing', 0} end
-if st ~= 'queued' and st ~= 'running' then return {st, 0} end
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'duplicate', 0} end
-local ttl = redis.call('PTTL', KEYS[1])
-local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-if n > tonumber(ARGV[3]) then
-  local err = cjson.encode({code = 'worker_lost', message = 'Chunk ' .. ARGV[1] ..
-    ' was started ' .. (n - 1) .. ' times and never finished (its worker was killed, ran out of memory or lost ' ..
-    'Redis). Check the worker logs, then resubmit the job.'})
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'finished_at', ARGV[2])
-  redis.call('HINCRBY', KEYS[5], 'jobs_failed', 1)
-  redis.call('RPUSH', KEYS[4], 'failed')
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
-  return {'failed', n}
-end
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
-end
-return {'running', n}
-"""
-
-# KEYS: job, done, output, input, notify, metrics; ARGV: chunk, rows, payload, now
-_COMPLETE = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'running' then return st or 'missing' end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 'duplicate' end
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('SET', KEYS[3], ARGV[3])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-redis.call('DEL', KEYS[4])
-redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[2])
-redis.call('HINCRBY', KEYS[6], 'rows_scored', ARGV[2])
-if redis.call('SCARD', KEYS[2]) == tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
-  redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[4])
-  redis.call('HINCRBY', KEYS[6], 'jobs_completed', 1)
-  redis.call('RPUSH', KEYS[5], 'completed')
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
-  return 'completed'
-end
-return 'ok'
-"""
-
-# KEYS: job, notify, metrics; ARGV: new status, error json, now
-_FINISH = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st ~= 'queued' and st ~= 'running' then return st end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'finished_at', ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'jobs_' .. ARGV[1], 1)
-redis.call('RPUSH', KEYS[2], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return 'ok'
-"""
+# Names the API imports from here until it imports shared.status itself.
+COMPLETED = JobStatus.COMPLETED
+CANCELED = JobStatus.CANCELED
+FAILED = JobStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -105,7 +43,7 @@ class JobRecord:
     model_id: str
     model_sha256: str
     model_filename: str
-    status: str
+    status: JobStatus
     rows_total: int
     rows_done: int
     chunks: int
@@ -121,12 +59,17 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        """Whether the job reached a terminal status."""
+        return self.status.finished
 
 
 def _f(raw: dict[bytes, bytes], name: str) -> str | None:
     value = raw.get(name.encode())
     return value.decode() if value is not None else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _parse(raw: dict[bytes, bytes]) -> JobRecord:
@@ -141,7 +84,7 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         model_id=_f(raw, "model_id") or "",
         model_sha256=_f(raw, "model_sha256") or "",
         model_filename=_f(raw, "model_filename") or "",
-        status=_f(raw, "status") or QUEUED,
+        status=JobStatus(_f(raw, "status") or JobStatus.QUEUED),
         rows_total=int(_f(raw, "rows_total") or 0),
         rows_done=int(_f(raw, "rows_done") or 0),
         chunks=int(_f(raw, "chunks") or 0),
@@ -163,9 +106,9 @@ class JobStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._r = client
         self._keys = keys
-        self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_COMPLETE)
-        self._finish = client.register_script(_FINISH)
+        self._claim = client.register_script(source("job_claim.lua"))
+        self._complete = client.register_script(source("job_complete.lua"))
+        self._finish = client.register_script(source("job_finish.lua"))
 
     def create(
         self,
@@ -183,7 +126,11 @@ class JobStore:
         output_names: list[str],
         retention: float,
     ) -> JobRecord:
-        """Write a queued job and its input chunks in one transaction, before any enqueue."""
+        """Write a queued job and its input chunks in one transaction, before any enqueue.
+
+        ``retention`` is in seconds: every key of the job expires then. Returns the record as
+        stored. Raises redis.RedisError when Redis fails.
+        """
         job_id = str(uuid.uuid4())
         created = now()
         ttl_ms = max(1, int(retention * 1000))
@@ -195,7 +142,7 @@ class JobStore:
             "model_id": model_id,
             "model_sha256": model_sha256,
             "model_filename": model_filename,
-            "status": QUEUED,
+            "status": JobStatus.QUEUED.value,
             "rows_total": rows_total,
             "rows_done": 0,
             "chunks": len(input_chunks),
@@ -231,7 +178,7 @@ class JobStore:
         return self.get(instance, job_id)
 
     def get(self, instance: str, job_id: str) -> JobRecord:
-        """One job, or JobNotFound (also once it expired)."""
+        """The job ``job_id``. Raises JobNotFound for an unknown or expired id."""
         raw = self._r.hgetall(self._keys.job(instance, job_id))
         if not raw:
             raise JobNotFound(job_id)
@@ -246,7 +193,9 @@ class JobStore:
         deployment_id: str | None = None,
         status: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """A page of jobs, newest first, filtered."""
+        """Up to ``limit`` jobs after skipping ``offset``, newest first, of one deployment
+        and/or one status when given; and the number of jobs that match. Expired jobs are
+        neither returned nor counted."""
         self._drop_expired(instance)
         index = (
             self._keys.deployment_jobs(instance, deployment_id)
@@ -311,7 +260,10 @@ class JobStore:
             yield from records
 
     def delete(self, record: JobRecord) -> None:
-        """Remove a job and everything it stored (an online answer already delivered)."""
+        """Remove a job and everything it stored (an online answer already delivered).
+
+        Returns nothing; deleting a job that expired meanwhile is not an error.
+        """
         inst, job_id = record.instance, record.id
         keys = [
             self._keys.job(inst, job_id),
@@ -329,13 +281,20 @@ class JobStore:
             pipe.execute()
 
     def read_input(self, instance: str, job_id: str, chunk: int) -> bytes | None:
-        """A chunk's encoded input rows (None once the chunk is done or the job expired)."""
+        """Chunk ``chunk``'s encoded input rows; None once it was scored or the job expired."""
         value = self._r.get(self._keys.job_input(instance, job_id, chunk))
         return bytes(value) if value is not None else None  # type: ignore[arg-type]
 
-    def claim_chunk(self, instance: str, job_id: str, chunk: int, max_attempts: int) -> str:
-        """Mark a chunk started; returns 'running' if the caller should score it."""
-        status, attempts = self._claim(
+    def claim_chunk(
+        self, instance: str, job_id: str, chunk: int, max_attempts: int
+    ) -> ClaimOutcome:
+        """Mark chunk ``chunk`` started (queued -> running on the first claim).
+
+        Returns ClaimOutcome.RUN when the caller should score the chunk; otherwise why not
+        (ATTEMPTS_EXHAUSTED when this was start number ``max_attempts + 1``: the job is now
+        failed with ``worker_lost``). Raises redis.RedisError when Redis fails.
+        """
+        result, attempts = self._claim(
             keys=[
                 self._keys.job(instance, job_id),
                 self._keys.job_attempts(instance, job_id),
@@ -343,22 +302,34 @@ class JobStore:
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
             ],
-            args=[chunk, now(), max_attempts],
+            args=[
+                chunk,
+                now(),
+                max_attempts,
+                JobStatus.QUEUED,
+                JobStatus.RUNNING,
+                JobStatus.FAILED,
+            ],
         )
-        status = status.decode() if isinstance(status, bytes) else str(status)
-        if status == FAILED and int(attempts) > 0:
+        outcome = ClaimOutcome(_text(result))
+        if outcome is ClaimOutcome.ATTEMPTS_EXHAUSTED:
             log.error(
                 "job failed job_id=%s chunk=%d attempts=%s reason=worker_lost",
                 job_id,
                 chunk,
                 attempts,
             )
-        return status
+        return outcome
 
     def complete_chunk(
         self, instance: str, job_id: str, chunk: int, rows: int, payload: bytes
-    ) -> str:
-        """Store a chunk's result exactly once; 'completed' when it was the job's last."""
+    ) -> CompleteOutcome:
+        """Store chunk ``chunk``'s result (``rows`` rows, an encoded fragment) exactly once.
+
+        Returns CompleteOutcome.JOB_COMPLETED when it was the job's last chunk, COUNTED when
+        other chunks remain, or why the rows were dropped (DUPLICATE, NOT_RUNNING, MISSING).
+        Raises redis.RedisError when Redis fails.
+        """
         result = self._complete(
             keys=[
                 self._keys.job(instance, job_id),
@@ -368,26 +339,39 @@ class JobStore:
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
             ],
-            args=[chunk, rows, payload, now()],
+            args=[chunk, rows, payload, now(), JobStatus.RUNNING, JobStatus.COMPLETED],
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return CompleteOutcome(_text(result))
 
     def finish(
-        self, instance: str, job_id: str, status: str, error: dict[str, Any] | None = None
-    ) -> bool:
-        """Move a queued or running job to failed or canceled; False if it had finished."""
+        self, instance: str, job_id: str, status: JobStatus, error: dict[str, Any] | None = None
+    ) -> FinishOutcome:
+        """Move a queued or running job to ``status`` (failed or canceled), with ``error``.
+
+        Returns FinishOutcome.FINISHED when the job moved (the only truthy outcome),
+        ALREADY_FINISHED or MISSING when nothing changed. Raises ValueError for a status that
+        is not failed or canceled, redis.RedisError when Redis fails.
+        """
+        if status not in (JobStatus.FAILED, JobStatus.CANCELED):
+            raise ValueError(f"A job can only be ended early as failed or canceled, not {status}.")
         result = self._finish(
             keys=[
                 self._keys.job(instance, job_id),
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
             ],
-            args=[status, json.dumps(error) if error else "", now()],
+            args=[
+                JobStatus(status),
+                json.dumps(error) if error else "",
+                now(),
+                JobStatus.QUEUED,
+                JobStatus.RUNNING,
+            ],
         )
-        return result == b"ok"
+        return FinishOutcome(_text(result))
 
     def wait(self, instance: str, job_id: str, timeout: float) -> bool:
-        """Block until the job finishes or ``timeout`` passes; True if it finished."""
+        """Block until the job finishes or ``timeout`` seconds pass; True if it finished."""
         key = self._keys.job_notify(instance, job_id)
         # BLPOP wakes the moment a worker pushes; the token is pushed back for other waiters.
         popped = self._r.blpop([key], timeout=max(timeout, 0.01))
@@ -397,7 +381,10 @@ class JobStore:
         return True
 
     def iter_result(self, record: JobRecord) -> Iterator[bytes]:
-        """The result body ``{"fields": [...], "values": [...]}``, streamed chunk by chunk."""
+        """The result body ``{"fields": [...], "values": [...]}`` as bytes, chunk by chunk.
+
+        Raises JobNotFound when a chunk's result is gone (the job expired meanwhile).
+        """
         yield b'{"fields": ' + json.dumps(record.fields).encode() + b', "values": ['
         first = True
         for index in range(record.chunks):
@@ -414,6 +401,7 @@ class JobStore:
         yield b"]}\n"
 
     def metrics(self) -> dict[str, int]:
-        """The counters the Lua scripts keep (rows scored, jobs by final status)."""
+        """The counters the Lua scripts keep: rows scored, and jobs by final status
+        (``jobs_completed``, ``jobs_failed``, ``jobs_canceled``) and created."""
         raw = self._r.hgetall(self._keys.metrics())
         return {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]

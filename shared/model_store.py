@@ -10,12 +10,14 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import redis
+from redis.client import Pipeline
 
 from shared.blob_store import BlobStore, copy_stream
 from shared.errors import ModelInUse, ModelNotFound, PayloadTooLarge, UnsupportedModelFile
+from shared.json_records import update_json_record
 from shared.keras_file import (
     ARCHIVE_EXTENSIONS,
     MODEL_EXTENSIONS,
@@ -56,10 +58,12 @@ class ModelRecord:
         return f"keras-{self.keras_version}" if self.keras_version else "keras"
 
     def to_json(self) -> str:
+        """The record as stored in Redis (JSON text)."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ModelRecord:
+        """The record stored as ``raw``."""
         return cls(**json.loads(raw))
 
 
@@ -88,7 +92,13 @@ class ModelStore:
         max_bytes: int,
         workdir: Path,
     ) -> ModelRecord:
-        """Validate, inspect and store an uploaded model file; nothing is stored on refusal."""
+        """Validate, inspect and store an uploaded model file; nothing is stored on refusal.
+
+        ``max_bytes`` limits the upload's size; ``workdir`` holds its temporary files. Returns
+        the stored record. Raises UnsupportedModelFile for a file kscore cannot store (wrong
+        extension, empty, not a model), PayloadTooLarge past ``max_bytes``, UnsafeModel for a
+        file whose config names unsafe layers, redis.RedisError when Redis fails.
+        """
         if not accepted_extension(filename):
             raise UnsupportedModelFile(
                 f"{filename!r} is not a file kscore can store: use a Keras model file "
@@ -113,29 +123,36 @@ class ModelStore:
                 )
             model_path, model_filename = extract_model_file(upload, filename, tmp / "extracted")
             info = inspect_model_file(model_path, model_filename)
-            blob = self.blobs.put_file(upload, sha256, size)
             record = _record(
-                instance, name, description, filename, model_filename, info, blob.size, sha256
+                instance, name, description, filename, model_filename, info, size, sha256
             )
-            with self._r.pipeline(transaction=True) as pipe:
-                pipe.set(self._keys.model(instance, record.id), record.to_json())
-                pipe.zadd(self._keys.models_index(instance), {record.id: record.created_at})
-                self.blobs.add_ref(sha256, f"{instance}/{record.id}", pipe)
-                pipe.execute()
+            # The blob reference comes before the record: a concurrent delete of the last model
+            # using the same bytes can then never remove the blob this record points to.
+            ref = f"{instance}/{record.id}"
+            self.blobs.put_file(upload, sha256, size, ref=ref)
+            try:
+                with self._r.pipeline(transaction=True) as pipe:
+                    pipe.set(self._keys.model(instance, record.id), record.to_json())
+                    pipe.zadd(self._keys.models_index(instance), {record.id: record.created_at})
+                    pipe.execute()
+            except BaseException:
+                self.blobs.release(sha256, ref)
+                raise
             log.info("model stored model_id=%s sha256=%s size=%d", record.id, sha256, size)
             return record
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def get(self, instance: str, model_id: str) -> ModelRecord:
-        """One model, or ModelNotFound."""
+        """The model ``model_id``. Raises ModelNotFound for an unknown id."""
         raw = self._r.get(self._keys.model(instance, model_id))
         if raw is None:
             raise ModelNotFound(model_id)
         return ModelRecord.from_json(raw)
 
     def page(self, instance: str, limit: int, offset: int) -> tuple[list[ModelRecord], int]:
-        """A page of models, newest first, and the total count."""
+        """Up to ``limit`` models after skipping ``offset``, newest first, and how many there
+        are in all."""
         index = self._keys.models_index(instance)
         ids = self._r.zrevrange(index, offset, offset + limit - 1)
         total = int(self._r.zcard(index))
@@ -145,33 +162,38 @@ class ModelStore:
         return [ModelRecord.from_json(r) for r in raws if r is not None], total
 
     def delete(self, instance: str, model_id: str) -> None:
-        """Delete a model unless a deployment uses it; drop its blob if no other model does."""
+        """Delete a model unless a deployment uses it; drop its blob if no other model does.
+
+        Returns nothing. Raises ModelNotFound for an unknown id, ModelInUse (409) while a
+        deployment uses the model.
+        """
         key = self._keys.model(instance, model_id)
         deps_key = self._keys.model_deployments(instance, model_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key, deps_key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise ModelNotFound(model_id)
-                    in_use = sorted(d.decode() for d in pipe.smembers(deps_key))  # type: ignore[union-attr]
-                    if in_use:
-                        raise ModelInUse(
-                            f"Model {model_id} is used by {len(in_use)} deployment(s); "
-                            "delete them first.",
-                            details={"deployment_ids": in_use},
-                        )
-                    pipe.multi()
-                    pipe.delete(key)
-                    pipe.zrem(self._keys.models_index(instance), model_id)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
-        record = ModelRecord.from_json(raw)
-        self.blobs.release(record.sha256, f"{instance}/{model_id}")
-        log.info("model deleted model_id=%s", model_id)
+
+        def remove(pipe: Pipeline) -> ModelRecord:
+            raw = pipe.get(key)
+            if raw is None:
+                raise ModelNotFound(model_id)
+            in_use = sorted(d.decode() for d in pipe.smembers(deps_key))  # type: ignore[union-attr]
+            if in_use:
+                raise ModelInUse(
+                    f"Model {model_id} is used by {len(in_use)} deployment(s); delete them first.",
+                    details={"deployment_ids": in_use},
+                )
+            record = ModelRecord.from_json(raw)
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self._keys.models_index(instance), model_id)
+            # In the same transaction: the record and its hold on the blob go together.
+            self.blobs.release(record.sha256, f"{instance}/{model_id}", pipe)
+            return record
+
+        # redis-py types ``func`` as returning None, ignoring value_from_callable.
+        record = cast(
+            ModelRecord,
+            self._r.transaction(remove, key, deps_key, value_from_callable=True),  # type: ignore[arg-type]
+        )
+        log.info("model deleted model_id=%s sha256=%s", model_id, record.sha256)
 
     def record_outputs(
         self, instance: str, model_id: str, outputs: list[dict[str, Any]]
@@ -179,24 +201,16 @@ class ModelStore:
         """Replace the model's output specs with those a worker's loaded model reports.
 
         Until a deployment records them, a model's output shapes are None (only Keras can
-        work them out). ``outputs`` as ``DeploymentStore.record_outputs`` takes them. Returns
+        work them out). ``outputs`` as ``DeploymentStore.set_status`` takes them. Returns
         the updated record; None if the model was deleted meanwhile.
         """
-        key = self._keys.model(instance, model_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = replace(ModelRecord.from_json(raw), outputs=outputs)
-                    pipe.multi()
-                    pipe.set(key, record.to_json())
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
+        return update_json_record(
+            self._r,
+            self._keys.model(instance, model_id),
+            ModelRecord.from_json,
+            lambda record: replace(record, outputs=outputs),
+            ModelRecord.to_json,
+        )
 
 
 def _record(

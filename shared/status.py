@@ -33,3 +33,50 @@ class DeploymentStatus(StrEnum):
     DEPLOY_IN_PROGRESS = "DEPLOY_IN_PROGRESS"
     DEPLOY_SUCCESS = "DEPLOY_SUCCESS"
     DEPLOY_FAILED = "DEPLOY_FAILED"
+
+
+class ClaimOutcome(StrEnum):
+    """What claiming a chunk of a job decided (``JobStore.claim_chunk``)."""
+
+    RUN = "run"
+    """The chunk is the caller's to score (the job is running now)."""
+    DUPLICATE = "duplicate"
+    """The chunk was already scored: a redelivered task, nothing to do."""
+    MISSING = "missing"
+    """The job is gone (deleted, or its retention passed)."""
+    JOB_FINISHED = "job_finished"
+    """The job already ended (completed, failed or canceled): skip the chunk."""
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    """The chunk was started too often; this claim failed the job (``worker_lost``)."""
+
+
+class CompleteOutcome(StrEnum):
+    """What storing a scored chunk decided (``JobStore.complete_chunk``)."""
+
+    COUNTED = "counted"
+    """The chunk's rows were stored and counted; other chunks remain."""
+    JOB_COMPLETED = "job_completed"
+    """The chunk was the job's last: the job is completed."""
+    DUPLICATE = "duplicate"
+    """Another delivery of the chunk was counted already; this one is dropped."""
+    MISSING = "missing"
+    """The job is gone (deleted, or its retention passed)."""
+    NOT_RUNNING = "not_running"
+    """The job is not running (canceled or failed meanwhile): the rows are dropped."""
+
+
+class FinishOutcome(StrEnum):
+    """What ending a job early decided (``JobStore.finish``).
+
+    Truthy only for ``FINISHED``, so ``if not jobs.finish(...)`` reads "nothing was ended".
+    """
+
+    FINISHED = "finished"
+    """The job was queued or running and now has the requested status."""
+    ALREADY_FINISHED = "already_finished"
+    """The job had ended before: nothing changed."""
+    MISSING = "missing"
+    """The job is gone (deleted, or its retention passed)."""
+
+    def __bool__(self) -> bool:
+        return self is FinishOutcome.FINISHED

@@ -18,9 +18,9 @@ from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
-from shared.deployment_store import DEPLOY_FAILED, DEPLOY_SUCCESS, DeploymentStore
+from shared.deployment_store import DeploymentStore
 from shared.errors import KscoreError
-from shared.job_store import FAILED, JobStore
+from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.metrics import beat
 from shared.model_store import ModelStore
@@ -28,6 +28,7 @@ from shared.queueing import DEPLOY_MODEL, SCORE_CHUNK
 from shared.redis_client import connect
 from shared.scoring import decode_chunk, format_rows, pack_fragment, rows_fragment
 from shared.settings import Settings
+from shared.status import ClaimOutcome, DeploymentStatus, JobStatus
 from workers.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,17 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
     except Exception as exc:  # the reason goes to the deployment record and the log
         log.exception("deploy failed deployment_id=%s", deployment_id)
         rt.deployments.set_status(
-            instance, deployment_id, DEPLOY_FAILED, _error(exc, "model_load_failed")
+            instance,
+            deployment_id,
+            DeploymentStatus.DEPLOY_FAILED,
+            _error(exc, "model_load_failed"),
         )
         return
     # Output shapes only Keras knows: recorded before the success that clients wait for.
-    rt.deployments.record_outputs(instance, deployment_id, outputs)
     rt.model_records.record_outputs(instance, deployment.model_id, outputs)
-    rt.deployments.set_status(instance, deployment_id, DEPLOY_SUCCESS)
+    rt.deployments.set_status(
+        instance, deployment_id, DeploymentStatus.DEPLOY_SUCCESS, outputs=outputs
+    )
     log.info(
         "deployed deployment_id=%s sha256=%s seconds=%.3f",
         deployment_id,
@@ -131,9 +136,9 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
 def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -> None:
     """Score one chunk of a job exactly once and record its rows."""
     rt = holder.get()
-    state = rt.jobs.claim_chunk(instance, job_id, chunk, rt.settings.chunk_max_attempts)
-    if state != "running":
-        log.info("chunk skipped job_id=%s chunk=%d state=%s", job_id, chunk, state)
+    claim = rt.jobs.claim_chunk(instance, job_id, chunk, rt.settings.chunk_max_attempts)
+    if claim is not ClaimOutcome.RUN:
+        log.info("chunk skipped job_id=%s chunk=%d claim=%s", job_id, chunk, claim)
         return
     job = rt.jobs.get(instance, job_id)
     data = rt.jobs.read_input(instance, job_id, chunk)
@@ -141,7 +146,7 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         rt.jobs.finish(
             instance,
             job_id,
-            FAILED,
+            JobStatus.FAILED,
             {
                 "code": "input_missing",
                 "message": f"The input rows of chunk {chunk} are gone from Redis (evicted?); resubmit the job.",
@@ -158,7 +163,7 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback
         log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
-        rt.jobs.finish(instance, job_id, FAILED, _error(exc, "scoring_failed"))
+        rt.jobs.finish(instance, job_id, JobStatus.FAILED, _error(exc, "scoring_failed"))
         return
     rows = len(outputs[0]) if outputs else 0
     outcome = rt.jobs.complete_chunk(instance, job_id, chunk, rows, payload)

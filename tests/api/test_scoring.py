@@ -139,28 +139,6 @@ def test_job_retention_days_sets_expiry(
     assert 86000 < ttl <= 86400
 
 
-def test_canceled_job_stops_between_chunks(
-    client: FlaskClient, dense_deployment: dict[str, Any]
-) -> None:
-    x = rows(20000, seed=2)
-    job = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}).get_json()
-    canceled = client.delete(path_of(job["href"]))
-    assert canceled.status_code == 200, canceled.get_json()
-    assert canceled.get_json()["status"] == "canceled"
-    time.sleep(0.5)
-    first = client.get(path_of(job["href"])).get_json()
-    time.sleep(0.5)
-    later = client.get(path_of(job["href"])).get_json()
-    assert later["status"] == "canceled"
-    assert later["progress"]["rows_done"] == first["progress"]["rows_done"] < len(x)
-    result = client.get(path_of(job["result_url"]))
-    assert result.status_code == 409
-    assert result.get_json()["error"]["code"] == "job_not_finished"
-    again = client.delete(path_of(job["href"]))
-    assert again.status_code == 409
-    assert again.get_json()["error"]["code"] == "job_already_finished"
-
-
 def test_failed_job_says_why(
     client: FlaskClient, dense_deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.scoring import pack_fragment
 from shared.settings import Settings
+from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
 
 
 @pytest.fixture
@@ -42,21 +43,27 @@ def test_chunks_complete_exactly_once_and_finish_the_job(
 ) -> None:
     inst = settings.default_instance
     job = new_job(store, inst)
-    assert job.status == "queued" and job.rows_done == 0
-    assert store.claim_chunk(inst, job.id, 0, 3) == "running"
+    assert job.status is JobStatus.QUEUED and job.rows_done == 0
+    assert store.claim_chunk(inst, job.id, 0, 3) is ClaimOutcome.RUN
     assert store.get(inst, job.id).started_at is not None
-    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "ok"
+    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) is CompleteOutcome.COUNTED
     # A redelivered task finds the chunk done and neither rescores nor recounts it.
-    assert store.claim_chunk(inst, job.id, 0, 3) == "duplicate"
-    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "duplicate"
+    assert store.claim_chunk(inst, job.id, 0, 3) is ClaimOutcome.DUPLICATE
+    assert (
+        store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) is CompleteOutcome.DUPLICATE
+    )
     assert store.get(inst, job.id).rows_done == 2
     assert store.read_input(inst, job.id, 0) is None  # inputs are freed once scored
     for chunk in (2, 1):
         store.claim_chunk(inst, job.id, chunk, 3)
-    assert store.complete_chunk(inst, job.id, 2, 2, pack_fragment(b"2")) == "ok"
-    assert store.complete_chunk(inst, job.id, 1, 2, pack_fragment(b"1")) == "completed"
+    assert store.complete_chunk(inst, job.id, 2, 2, pack_fragment(b"2")) is CompleteOutcome.COUNTED
+    assert (
+        store.complete_chunk(inst, job.id, 1, 2, pack_fragment(b"1"))
+        is CompleteOutcome.JOB_COMPLETED
+    )
     done = store.get(inst, job.id)
-    assert (done.status, done.rows_done, done.finished_at is not None) == ("completed", 6, True)
+    assert (done.status, done.rows_done, done.finished) == (JobStatus.COMPLETED, 6, True)
+    assert done.finished_at is not None
     body = json.loads(b"".join(store.iter_result(done)))
     assert body == {"fields": ["prediction"], "values": [0, 1, 2]}
     assert store.wait(inst, job.id, 0.1) is True
@@ -66,21 +73,35 @@ def test_cancel_stops_further_chunks(store: JobStore, settings: Settings) -> Non
     inst = settings.default_instance
     job = new_job(store, inst)
     store.claim_chunk(inst, job.id, 0, 3)
-    assert store.finish(inst, job.id, "canceled") is True
-    assert store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) == "canceled"
-    assert store.claim_chunk(inst, job.id, 1, 3) == "canceled"
-    assert store.finish(inst, job.id, "canceled") is False
-    assert store.get(inst, job.id).rows_done == 0
+    assert store.finish(inst, job.id, JobStatus.CANCELED) is FinishOutcome.FINISHED
+    assert (
+        store.complete_chunk(inst, job.id, 0, 2, pack_fragment(b"0")) is CompleteOutcome.NOT_RUNNING
+    )
+    assert store.claim_chunk(inst, job.id, 1, 3) is ClaimOutcome.JOB_FINISHED
+    again = store.finish(inst, job.id, JobStatus.CANCELED)
+    assert again is FinishOutcome.ALREADY_FINISHED and not again
+    canceled = store.get(inst, job.id)
+    assert (canceled.status, canceled.rows_done) == (JobStatus.CANCELED, 0)
+    assert store.metrics()["jobs_canceled"] >= 1
+
+
+def test_outcomes_for_a_job_that_is_gone(store: JobStore, settings: Settings) -> None:
+    inst = settings.default_instance
+    assert store.claim_chunk(inst, "nope", 0, 3) is ClaimOutcome.MISSING
+    assert store.complete_chunk(inst, "nope", 0, 1, b"") is CompleteOutcome.MISSING
+    assert store.finish(inst, "nope", JobStatus.FAILED) is FinishOutcome.MISSING
+    with pytest.raises(ValueError):
+        store.finish(inst, "nope", JobStatus.COMPLETED)
 
 
 def test_a_chunk_started_too_often_fails_the_job(store: JobStore, settings: Settings) -> None:
     inst = settings.default_instance
     job = new_job(store, inst)
     for _ in range(2):
-        assert store.claim_chunk(inst, job.id, 1, 2) == "running"
-    assert store.claim_chunk(inst, job.id, 1, 2) == "failed"
+        assert store.claim_chunk(inst, job.id, 1, 2) is ClaimOutcome.RUN
+    assert store.claim_chunk(inst, job.id, 1, 2) is ClaimOutcome.ATTEMPTS_EXHAUSTED
     failed = store.get(inst, job.id)
-    assert failed.status == "failed"
+    assert failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error["code"] == "worker_lost"
     assert "Chunk 1" in failed.error["message"]
 
@@ -102,8 +123,8 @@ def test_jobs_expire_after_retention(
 def test_list_filters_by_status_and_deployment(store: JobStore, settings: Settings) -> None:
     inst = settings.default_instance
     jobs = [new_job(store, inst) for _ in range(3)]
-    store.finish(inst, jobs[1].id, "canceled")
-    records, total = store.page(inst, 10, 0, status="canceled")
+    store.finish(inst, jobs[1].id, JobStatus.CANCELED)
+    records, total = store.page(inst, 10, 0, status=JobStatus.CANCELED)
     assert total == 1 and records[0].id == jobs[1].id
     records, total = store.page(inst, 2, 0, deployment_id="d")
     assert total == 3 and [r.id for r in records] == [jobs[2].id, jobs[1].id]

@@ -23,6 +23,7 @@ from shared.deployment_store import DeploymentStore
 from shared.keys import Keys
 from shared.model_store import ModelStore
 from shared.settings import Settings
+from shared.status import DeploymentStatus
 from tests import keras_files as kf
 from tests.helpers import store_model, wait_for
 
@@ -101,7 +102,7 @@ def test_deployment_reports_the_output_shapes_keras_reports(
         assert shown["inputs"] == stored["inputs"]
 
 
-def test_record_outputs_of_a_deleted_record_is_none(
+def test_outputs_of_a_deleted_record_write_nothing(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
     keys = Keys(settings.key_prefix)
@@ -110,5 +111,9 @@ def test_record_outputs_of_a_deleted_record_is_none(
         redis_client, keys, BlobStore(redis_client, keys, settings.blob_chunk_bytes)
     )
     outputs = [{"name": "y", "shape": [None, 1], "dtype": "float32", "activation": None}]
-    assert deployments.record_outputs(settings.default_instance, "gone", outputs) is None
+    status = DeploymentStatus.DEPLOY_SUCCESS
+    assert (
+        deployments.set_status(settings.default_instance, "gone", status, outputs=outputs) is None
+    )
+    assert not redis_client.exists(keys.deployment(settings.default_instance, "gone"))
     assert models.record_outputs(settings.default_instance, "gone", outputs) is None

@@ -28,8 +28,7 @@ def folder(path: Path) -> Path:
 
 def stored(blobs: BlobStore, path: Path) -> str:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    blobs.put_file(path, sha, path.stat().st_size)
-    blobs.add_ref(sha, "test/" + sha)
+    blobs.put_file(path, sha, path.stat().st_size, ref="test/" + sha)
     return sha
 
 
