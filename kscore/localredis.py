@@ -114,12 +114,18 @@ class LocalRedis:
         return self.child is not None and self.child.running()
 
     def ping(self) -> bool:
-        """Whether the server answers PING (a server still loading its AOF does not)."""
+        """Whether the server answers PING within a second (one loading its AOF does not)."""
         if not self.port:
             return False
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1.0)
+        # No retries: a caller polling for start-up asks again itself, and must notice soon
+        # that the process died (something else may hold the port and never answer).
+        client = redis.Redis(
+            host=HOST, port=self.port, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
         try:
             return bool(client.ping())
         except redis.RedisError:  # refused, timed out, or BusyLoadingError while loading
@@ -177,7 +183,7 @@ class LocalRedis:
             raise LocalRedisError(str(exc)) from exc
         deadline = time.monotonic() + self.startup_timeout
         delay = 0.01
-        while not self.ping():
+        while True:
             if not self.child.running():
                 code = self.child.process.returncode
                 self.child = None
@@ -185,6 +191,8 @@ class LocalRedis:
                     f"redis-server exited with code {code} while starting on port {self.port}. "
                     f"Last lines of {self.log_path}:\n{tail_file(self.log_path, 20)}"
                 )
+            if self.ping():
+                return
             if time.monotonic() > deadline:
                 stop_children([self.child], grace=0)
                 self.child = None
