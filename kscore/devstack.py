@@ -15,7 +15,8 @@ work), then the workers, then Redis. A child that dies is reported as :class:`Ch
 with the tail of its log.
 
 Nothing of the server is imported; redis-py (part of the server extras that running the stack
-needs anyway) is imported only inside the function that pings Redis.
+needs anyway) is imported only when :class:`~kscore.localredis.LocalRedis` pings Redis.
+Children are :class:`~kscore.processes.Child`; :mod:`kscore.up` holds the commands.
 """
 
 from __future__ import annotations
