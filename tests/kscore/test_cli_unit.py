@@ -1,27 +1,23 @@
-"""The kscore CLI and client against a tiny real HTTP server serving canned JSON.
+"""The kscore CLI and client against ``httpx.MockTransport`` serving canned JSON.
 
-The server is stdlib ``http.server`` in a thread; it answers in the shapes the kscore API
-documents and records every request, so the tests check both what is sent and what is printed.
+The stub answers in the shapes the kscore API documents and records every request, so the tests
+check both what is sent and what is printed. Requests to any other base URL fail as a closed
+port would (``httpx.ConnectError``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import click
 import httpx
@@ -42,10 +38,13 @@ from kscore import (
     ValidationError,
     WaitTimeoutError,
 )
-from kscore.cli import cli, format_result, rows_block, wml_table
-from kscore.client import content_disposition_filename, job_payload, simple_table
-from kscore.localredis import free_port, send_command
-from kscore.up import api_command, child_env, public_url, worker_command
+from kscore.cli import CliContext, cli
+from kscore.client import content_disposition_filename
+from kscore.devstack import DEFAULT_QUEUES, api_command, child_env, public_url, worker_command
+from kscore.localredis import free_port
+from kscore.payloads import job_payload
+from kscore.wml_output import format_result, rows_block, simple_table, wml_table
+from shared.status import JobStatus
 
 MODEL_ID = "91bdf650-bef5-49ff-95c9-b4dad233fe80"
 MODEL_ID_2 = "bad97714-70b3-44c4-8cca-71fb85c2e74b"
@@ -82,15 +81,24 @@ Route = Callable[[Seen], Reply]
 class Stub:
     """Canned answers per (method, path); a list of replies is served in order, the last repeats."""
 
+    url = "http://kscore.test:8080"
+
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route | list[Reply]] = {}
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.transport = httpx.MockTransport(self._handle)
 
     def on(self, method: str, path: str, *replies: Reply, route: Route | None = None) -> None:
         self.routes[(method, path)] = route if route is not None else list(replies)
+
+    def client(self, **kwargs: Any) -> Client:
+        """A client of the stub."""
+        return Client(self.url, transport=self.transport, **kwargs)
+
+    def context(self) -> CliContext:
+        """The CLI's context object, its clients talking to the stub."""
+        return CliContext(transport=self.transport)
 
     def dispatch(self, seen: Seen) -> Reply:
         with self._lock:
@@ -106,74 +114,36 @@ class Stub:
     def requests(self, method: str, path: str) -> list[Seen]:
         return [s for s in self.seen if s.method == method and s.path == path]
 
-
-def _handler_for(stub: Stub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", ""):
-                body = b""
-                while True:
-                    size = int(self.rfile.readline().strip(), 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return body
-                    body += self.rfile.read(size)
-                    self.rfile.readline()
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-        def _handle(self) -> None:
-            split = urlsplit(self.path)
-            seen = Seen(
-                self.command,
-                split.path,
-                parse_qs(split.query),
-                {k.lower(): v for k, v in self.headers.items()},
-                self._read_body(),
-            )
-            reply = stub.dispatch(seen)
-            if isinstance(reply.body, bytes):
-                payload = reply.body
-            elif reply.body is None:
-                payload = b""
-            else:
-                payload = json.dumps(reply.body).encode()
-            self.send_response(reply.status)
-            if payload and not isinstance(reply.body, bytes):
-                self.send_header("Content-Type", "application/json")
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_DELETE = do_PUT = _handle
-
-    return Handler
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        if not str(request.url).startswith(self.url + "/"):
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        seen = Seen(
+            request.method,
+            request.url.path,
+            parse_qs(request.url.query.decode()),
+            {k.lower(): v for k, v in request.headers.items()},
+            request.read(),
+        )
+        reply = self.dispatch(seen)
+        headers = dict(reply.headers)
+        if isinstance(reply.body, bytes):
+            content = reply.body
+        elif reply.body is None:
+            content = b""
+        else:
+            content = json.dumps(reply.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        return httpx.Response(reply.status, headers=headers, content=content)
 
 
 @pytest.fixture
-def stub() -> Iterator[Stub]:
-    server = Stub()
-    thread = threading.Thread(
-        target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
-        thread.join(5)
+def stub() -> Stub:
+    return Stub()
 
 
 def run(stub: Stub, *args: str) -> Result:
     """Invoke the CLI against the stub, stdout and stderr kept apart."""
-    return CliRunner().invoke(cli, ["--url", stub.url, *args])
+    return CliRunner().invoke(cli, ["--url", stub.url, *args], obj=stub.context())
 
 
 # -- canned resources ----------------------------------------------------------------------
@@ -540,7 +510,9 @@ def test_transport_error_names_the_url_and_how_to_start_the_server() -> None:
 
 def test_url_comes_from_the_environment(stub: Stub) -> None:
     stub.on("GET", "/api/v1/models", Reply(body=listing([])))
-    result = CliRunner(env={"KSCORE_URL": stub.url}).invoke(cli, ["list", "models"])
+    result = CliRunner(env={"KSCORE_URL": stub.url}).invoke(
+        cli, ["list", "models"], obj=stub.context()
+    )
     assert result.exit_code == 0, result.output
     assert len(stub.seen) == 1
 
@@ -769,6 +741,13 @@ def test_the_expected_verbs_exist() -> None:
     }
 
 
+def test_jobs_list_offers_exactly_the_job_statuses() -> None:
+    jobs_list = _command(("jobs", "list"))
+    [status] = [p for p in jobs_list.params if p.name == "status"]
+    assert isinstance(status.type, click.Choice)
+    assert list(status.type.choices) == [s.value for s in JobStatus]
+
+
 # -- the client on its own -----------------------------------------------------------------
 
 
@@ -789,7 +768,7 @@ def test_error_statuses_map_to_exception_classes(
 ) -> None:
     body = envelope("some_code", "A sentence.", field=["bad"])
     stub.on("GET", f"/api/v1/models/{MODEL_ID}", Reply(status, body))
-    with Client(stub.url) as client, pytest.raises(cls) as caught:
+    with stub.client() as client, pytest.raises(cls) as caught:
         client.repository.get_details(MODEL_ID)
     assert type(caught.value) is cls
     assert (caught.value.status, caught.value.code) == (status, "some_code")
@@ -799,7 +778,7 @@ def test_error_statuses_map_to_exception_classes(
 
 def test_a_non_envelope_error_body_still_raises_with_an_excerpt(stub: Stub) -> None:
     stub.on("GET", "/healthz", Reply(502, b"<html><body>Bad gateway</body></html>"))
-    with Client(stub.url) as client, pytest.raises(ServerError) as caught:
+    with stub.client() as client, pytest.raises(ServerError) as caught:
         client.health()
     assert caught.value.code == "http_502"
     assert "Bad gateway" in caught.value.message
@@ -827,7 +806,7 @@ def test_list_models_limit_stops_paging(stub: Stub) -> None:
         return Reply(body=listing([model(f"m{offset}")], next_href=href))
 
     stub.on("GET", "/api/v1/models", route=page)
-    with Client(stub.url) as client:
+    with stub.client() as client:
         found = client.repository.list_models(limit=3)
     assert [m["id"] for m in found] == ["m0", "m1", "m2"]
     assert stub.seen[0].query["limit"] == ["3"]
@@ -838,7 +817,7 @@ def test_repository_list_prints_guid_name_framework(
     stub: Stub, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stub.on("GET", "/api/v1/models", Reply(body=listing([model()])))
-    with Client(stub.url) as client:
+    with stub.client() as client:
         client.repository.list()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["GUID", "NAME", "FRAMEWORK"]
@@ -852,7 +831,7 @@ def test_deployment_create_gives_up_after_its_timeout(stub: Stub) -> None:
         "GET", f"/api/v1/deployments/{DEP_ID}", Reply(body=deployment(stub, "DEPLOY_IN_PROGRESS"))
     )
     started = time.monotonic()
-    with Client(stub.url) as client, pytest.raises(WaitTimeoutError):
+    with stub.client() as client, pytest.raises(WaitTimeoutError):
         client.deployments.create(MODEL_ID, "n", timeout=0.5)
     assert time.monotonic() - started < 3
 
@@ -861,7 +840,7 @@ def test_deployment_failed_carries_the_details(stub: Stub) -> None:
     failed = deployment(stub, "DEPLOY_FAILED", {"code": "load_failed", "message": "Bad file."})
     stub.on("POST", "/api/v1/deployments", Reply(202, failed))
     stub.on("GET", f"/api/v1/deployments/{DEP_ID}", Reply(body=failed))
-    with Client(stub.url) as client, pytest.raises(DeploymentFailedError) as caught:
+    with stub.client() as client, pytest.raises(DeploymentFailedError) as caught:
         client.deployments.create(MODEL_ID, "n")
     assert caught.value.deployment["status"] == "DEPLOY_FAILED"
     assert caught.value.code == "load_failed"
@@ -877,7 +856,7 @@ def test_jobs_wait_reports_progress_changes(stub: Stub) -> None:
         Reply(body=job("completed", 4, 4)),
     )
     seen: list[tuple[int, int]] = []
-    with Client(stub.url) as client:
+    with stub.client() as client:
         final = client.jobs.wait(JOB_ID, timeout=30, on_progress=lambda d, t: seen.append((d, t)))
     assert final["status"] == "completed"
     assert seen == [(0, 4), (2, 4), (4, 4)]
@@ -886,7 +865,7 @@ def test_jobs_wait_reports_progress_changes(stub: Stub) -> None:
 def test_jobs_wait_raises_job_failed(stub: Stub) -> None:
     failed = job("failed", 0, error={"code": "worker_lost", "message": "The worker died."})
     stub.on("GET", f"/api/v1/jobs/{JOB_ID}", Reply(body=failed))
-    with Client(stub.url) as client, pytest.raises(JobFailedError) as caught:
+    with stub.client() as client, pytest.raises(JobFailedError) as caught:
         client.jobs.wait(JOB_ID)
     assert caught.value.status == "failed"
     assert caught.value.code == "worker_lost"
@@ -894,7 +873,7 @@ def test_jobs_wait_raises_job_failed(stub: Stub) -> None:
 
 def test_jobs_submit_wraps_plain_rows(stub: Stub) -> None:
     stub.on("POST", f"/api/v1/deployments/{DEP_ID}/jobs", Reply(202, job("queued")))
-    with Client(stub.url) as client:
+    with stub.client() as client:
         assert client.jobs.submit(DEP_ID, [[1, 2]], retention_days=1)["id"] == JOB_ID
     assert stub.seen[0].json() == {"values": [[1, 2]], "retention_days": 1}
 
@@ -971,118 +950,6 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-# `kscore up` end to end, with a stand-in API and worker app so it runs without the real server:
-# the supervisor, not the server, is what is under test here.
-FAKE_WSGI = """
-from flask import Flask
-
-app = Flask(__name__)
-
-
-@app.get("/healthz")
-def healthz():
-    return {"status": "ok"}
-"""
-
-FAKE_WORKER = """
-import os
-
-from celery import Celery
-
-app = Celery("fake", broker=os.environ["KSCORE_REDIS_URL"])
-"""
-
-
-def _fake_project(root: Path, worker_source: str) -> None:
-    for package, module, source in (("api", "wsgi", FAKE_WSGI), ("workers", "main", worker_source)):
-        (root / package).mkdir()
-        (root / package / "__init__.py").write_text("")
-        (root / package / f"{module}.py").write_text(source)
-
-
-def _start_up(root: Path, port: int) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from kscore.cli import main; main()", "up", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        process_group=0,  # as a shell runs a foreground job: Ctrl-C goes to this group
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return process, lines
-
-
-def _read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        seen.append(line)
-        if marker in line:
-            return seen
-    raise AssertionError(f"{marker!r} not printed within {timeout} s; got:\n{''.join(seen)}")
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def test_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    _fake_project(tmp_path, FAKE_WORKER)
-    port = free_port()
-    process, lines = _start_up(tmp_path, port)
-    try:
-        banner = _read_until(lines, "kscore is up at", timeout=90)
-        assert f"kscore is up at http://127.0.0.1:{port}  (API docs: " in banner[-1]
-        output = _read_until(lines, "Press Ctrl-C", timeout=5)
-        redis_line = next(line for line in output if "redis:" in line)
-        redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
-        assert send_command(redis_port, "PING") == b"+PONG\r\n"
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
-        assert (tmp_path / ".kscore" / "logs" / "api.log").exists()
-        assert (tmp_path / ".kscore" / "logs" / "worker1.log").exists()
-
-        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        assert process.wait(timeout=30) == 0
-        assert not _port_open(port)
-        assert not _port_open(redis_port)
-        assert (tmp_path / ".kscore" / "redis" / "appendonly.aof").exists()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def test_up_reports_a_child_that_dies_and_stops_the_rest(tmp_path: Path) -> None:
-    _fake_project(tmp_path, 'raise RuntimeError("broker misconfigured")\n')
-    port = free_port()
-    process, lines = _start_up(tmp_path, port)
-    try:
-        assert process.wait(timeout=90) == 1
-        output = "".join(_read_until(lines, "stopping the others", timeout=5))
-        assert "worker1 exited with code" in output
-        assert "broker misconfigured" in output
-        assert not _port_open(port)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def test_format_result_prints_one_line_per_row_as_wml_did() -> None:
     text = format_result(
         {
@@ -1103,7 +970,6 @@ def test_format_result_prints_one_line_per_row_as_wml_did() -> None:
 
 
 def test_default_queues_put_online_work_first() -> None:
-    from kscore.up import DEFAULT_QUEUES
     from shared.queueing import ALL_QUEUES
 
     assert DEFAULT_QUEUES.split(",") == list(ALL_QUEUES)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from flask import Flask
 
 import kscore.cli
@@ -25,11 +25,19 @@ def api_client(app: Flask) -> Iterator[Client]:
         yield client
 
 
+class Cli:
+    """The ``kscore`` command with its clients wired to the in-process API."""
+
+    def __init__(self, app: Flask) -> None:
+        self.context = kscore.cli.CliContext(transport=httpx.WSGITransport(app=app))
+
+    def invoke(self, args: list[str]) -> Result:
+        return CliRunner().invoke(kscore.cli.cli, args, obj=self.context)
+
+
 @pytest.fixture
-def cli(api_client: Client, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    # The CLI builds its client from --url; hand it one wired to the in-process API instead.
-    monkeypatch.setattr(kscore.cli, "_client", lambda ctx: api_client)
-    return CliRunner()
+def cli(app: Flask) -> Cli:
+    return Cli(app)
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +77,18 @@ def test_client_flow_matches_numpy(api_client: Client, dense_h5: Path) -> None:
         api_client.jobs.get("nope")
 
 
-def test_cli_store_list_deploy_score(cli: CliRunner, dense_h5: Path, tmp_path: Path) -> None:
-    stored = cli.invoke(
-        kscore.cli.cli, ["models", "store", str(dense_h5), "--name", "cli model", "--quiet"]
-    )
+def test_cli_store_list_deploy_score(cli: Cli, dense_h5: Path, tmp_path: Path) -> None:
+    stored = cli.invoke(["models", "store", str(dense_h5), "--name", "cli model", "--quiet"])
     assert stored.exit_code == 0, stored.output
     model_id = stored.output.strip()
-    listing = cli.invoke(kscore.cli.cli, ["list", "models"])
+    listing = cli.invoke(["list", "models"])
     assert listing.exit_code == 0, listing.output
     lines = listing.output.splitlines()
     assert lines[0] == "Fetching the list of models ..."
     assert lines[1].split() == ["SI", "No", "Model", "Id", "Model", "Type", "Model", "Name"]
     assert lines[2].split()[:2] == ["1", model_id]
     assert "1 records found." in listing.output
-    deployed = cli.invoke(kscore.cli.cli, ["deploy", model_id, "cli deployment"])
+    deployed = cli.invoke(["deploy", model_id, "cli deployment"])
     assert deployed.exit_code == 0, deployed.output
     assert f"Deploying the model with MODEL-ID '{model_id}'..." in deployed.output
     assert "DEPLOY_SUCCESS" in deployed.output and "Deploy model successful" in deployed.output
@@ -94,7 +100,7 @@ def test_cli_store_list_deploy_score(cli: CliRunner, dense_h5: Path, tmp_path: P
     payload.write_text(
         json.dumps({"modelId": model_id, "deploymentId": deployment_id, "payload": {"values": x}})
     )
-    scored = cli.invoke(kscore.cli.cli, ["score", str(payload)])
+    scored = cli.invoke(["score", str(payload)])
     assert scored.exit_code == 0, scored.output
     body = scored.output.split("...\n", 1)[1].rsplit("OK", 1)[0]
     result = json.loads(body)
@@ -104,32 +110,29 @@ def test_cli_store_list_deploy_score(cli: CliRunner, dense_h5: Path, tmp_path: P
     assert scored.output.rstrip().endswith("Score request successful")
 
 
-def test_cli_reports_server_errors(cli: CliRunner, tmp_path: Path) -> None:
+def test_cli_reports_server_errors(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "model.pkl"
     bad.write_bytes(b"not a model")
-    result = cli.invoke(kscore.cli.cli, ["models", "store", str(bad), "--name", "x"])
+    result = cli.invoke(["models", "store", str(bad), "--name", "x"])
     assert result.exit_code == 1
     assert "unsupported_model_file" in result.output
-    missing = cli.invoke(kscore.cli.cli, ["jobs", "status", "nope"])
+    missing = cli.invoke(["jobs", "status", "nope"])
     assert missing.exit_code == 1 and "job_not_found" in missing.output
 
 
 def test_cli_submits_a_npy_file(
-    cli: CliRunner, api_client: Client, dense_h5: Path, tmp_path: Path
+    cli: Cli, api_client: Client, dense_h5: Path, tmp_path: Path
 ) -> None:
     model = api_client.repository.store_model(dense_h5, "npy")
     deployment = api_client.deployments.create(model["id"], name="npy")
     x = np.random.default_rng(6).normal(size=(40, 4)).astype(np.float32)
     np.save(tmp_path / "rows.npy", x)
     submitted = cli.invoke(
-        kscore.cli.cli,
         ["jobs", "submit", deployment["id"], str(tmp_path / "rows.npy"), "--quiet", "--wait"],
     )
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.output.strip()
-    fetched = cli.invoke(
-        kscore.cli.cli, ["jobs", "result", job_id, "-o", str(tmp_path / "out.json")]
-    )
+    fetched = cli.invoke(["jobs", "result", job_id, "-o", str(tmp_path / "out.json")])
     assert fetched.exit_code == 0, fetched.output
     values = json.loads((tmp_path / "out.json").read_text())["values"]
     np.testing.assert_allclose(

@@ -1,4 +1,6 @@
-"""LocalRedis against the real redis-server binary: start, persist with AOF, stop, fail clearly."""
+"""LocalRedis against the real redis-server binary: start, persist with AOF, stop, fail clearly.
+
+The tests talk to the server with redis-py, as everything else in kscore does."""
 
 from __future__ import annotations
 
@@ -9,14 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from kscore.localredis import (
-    LocalRedis,
-    LocalRedisError,
-    find_redis_server,
-    free_port,
-    send_command,
-)
+from kscore.localredis import LocalRedis, LocalRedisError, find_redis_server, free_port
 
 
 def _port_open(port: int) -> bool:
@@ -43,7 +40,7 @@ def test_start_stop_and_persistence_across_restarts(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
         assert first.url == f"redis://127.0.0.1:{first.port}/0"
         assert first.ping()
-        assert send_command(first.port, "SET", "kscore:test", "kept \r\n value") == b"+OK\r\n"
+        assert redis.Redis.from_url(first.url).set("kscore:test", "kept \r\n value") is True
         first_port = first.port
     assert not first.is_running()
     assert not _port_open(first_port)
@@ -51,12 +48,11 @@ def test_start_stop_and_persistence_across_restarts(tmp_path: Path) -> None:
     assert (tmp_path / "redis.log").exists()
 
     with LocalRedis(tmp_path) as second:
-        reply = send_command(second.port, "GET", "kscore:test")
-    assert reply == b"$13\r\nkept \r\n value\r\n"
+        reply = redis.Redis.from_url(second.url).get("kscore:test")
+    assert reply == b"kept \r\n value"
 
 
 def test_works_with_redis_py(tmp_path: Path) -> None:
-    redis = pytest.importorskip("redis")
     with LocalRedis(tmp_path, persist=False) as server:
         client = redis.Redis.from_url(server.url)
         client.rpush("q", "a", "b")
@@ -66,11 +62,11 @@ def test_works_with_redis_py(tmp_path: Path) -> None:
 
 def test_without_persistence_a_restart_starts_empty(tmp_path: Path) -> None:
     with LocalRedis(tmp_path, persist=False) as first:
-        send_command(first.port, "SET", "gone", "1")
+        redis.Redis.from_url(first.url).set("gone", "1")
     assert not (tmp_path / "appendonly.aof").exists()
     assert not (tmp_path / "dump.rdb").exists()
     with LocalRedis(tmp_path, persist=False) as second:
-        assert send_command(second.port, "GET", "gone") == b"$-1\r\n"
+        assert redis.Redis.from_url(second.url).get("gone") is None
 
 
 def test_explicit_port_and_idempotent_start_stop(tmp_path: Path) -> None:
@@ -111,8 +107,8 @@ def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_stop_survives_a_server_that_already_died(tmp_path: Path) -> None:
     server = LocalRedis(tmp_path, persist=False).start()
-    assert server.process is not None
-    server.process.kill()
-    server.process.wait()
+    assert server.child is not None
+    server.child.process.kill()
+    server.child.process.wait()
     server.stop()
     assert not server.is_running()

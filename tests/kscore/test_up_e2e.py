@@ -1,25 +1,162 @@
-"""`kscore up` for real: Redis, a Celery worker and gunicorn, driven by the CLI over HTTP,
-and everything stored still there after a restart (what `make run` promises)."""
+"""`kscore up` for real, as a subprocess: first with stand-in API and worker apps (the supervisor
+is under test: banner, logs, Ctrl-C, a dying child), then with Redis, a Celery worker and
+gunicorn driven by the CLI over HTTP, and everything stored still there after a restart (what
+`make run` promises). Every test here starts a process stack: all are marked slow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+import redis
 
 from kscore.localredis import free_port
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "iris_dense.h5"
-KSCORE = str(Path(sys.executable).with_name("kscore"))  # the console script, as users run it
+# `python -m kscore` rather than the venv's console script, which may belong to another
+# checkout; PYTHONPATH (or cwd) decides which kscore runs.
+KSCORE = [sys.executable, "-m", "kscore"]
+
+
+def _kill_tree(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """Nothing may outlive a test, whatever it asserted: kill `kscore up` and every process
+    under it (its children have process groups of their own, so its group would miss them)."""
+    if process.poll() is not None:
+        return
+    try:
+        family = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    process.kill()
+    process.wait()
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+# `kscore up` end to end, with a stand-in API and worker app so it runs without the real server:
+# the supervisor, not the server, is what is under test here.
+FAKE_WSGI = """
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+"""
+
+FAKE_WORKER = """
+import os
+
+from celery import Celery
+
+app = Celery("fake", broker=os.environ["KSCORE_REDIS_URL"])
+"""
+
+
+def _fake_project(root: Path, worker_source: str) -> None:
+    for package, module, source in (("api", "wsgi", FAKE_WSGI), ("workers", "main", worker_source)):
+        (root / package).mkdir()
+        (root / package / "__init__.py").write_text("")
+        (root / package / f"{module}.py").write_text(source)
+
+
+def _start_up(root: Path, port: int) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")}
+    process = subprocess.Popen(
+        [*KSCORE, "up", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,  # as a shell runs a foreground job: Ctrl-C goes to this group
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return process, lines
+
+
+def _read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"{marker!r} not printed within {timeout} s; got:\n{''.join(seen)}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    _fake_project(tmp_path, FAKE_WORKER)
+    port = free_port()
+    process, lines = _start_up(tmp_path, port)
+    try:
+        banner = _read_until(lines, "kscore is up at", timeout=90)
+        assert f"kscore is up at http://127.0.0.1:{port}  (API docs: " in banner[-1]
+        output = _read_until(lines, "Press Ctrl-C", timeout=5)
+        redis_line = next(line for line in output if "redis:" in line)
+        redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
+        assert redis.Redis(port=redis_port).ping()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        assert (tmp_path / ".kscore" / "logs" / "api.log").exists()
+        assert (tmp_path / ".kscore" / "logs" / "worker1.log").exists()
+
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert process.wait(timeout=30) == 0
+        assert not _port_open(port)
+        assert not _port_open(redis_port)
+        assert (tmp_path / ".kscore" / "redis" / "appendonly.aof").exists()
+    finally:
+        _kill_tree(process)
+
+
+@pytest.mark.slow
+def test_up_reports_a_child_that_dies_and_stops_the_rest(tmp_path: Path) -> None:
+    _fake_project(tmp_path, 'raise RuntimeError("broker misconfigured")\n')
+    port = free_port()
+    process, lines = _start_up(tmp_path, port)
+    try:
+        assert process.wait(timeout=90) == 1
+        output = "".join(_read_until(lines, "stopping the others", timeout=5))
+        assert "worker1 exited with code" in output
+        assert "broker misconfigured" in output
+        assert not _port_open(port)
+    finally:
+        _kill_tree(process)
 
 
 class Up:
@@ -29,14 +166,7 @@ class Up:
         self.url = f"http://127.0.0.1:{port}"
         self.log = (data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
-            [
-                KSCORE,
-                "up",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
+            [*KSCORE, "up", "--port", str(port), "--data-dir", str(data_dir)],
             cwd=ROOT,
             env={k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")},
             stdout=self.log,
@@ -60,28 +190,37 @@ class Up:
         finally:
             self.log.close()
 
+    def kill(self) -> None:
+        _kill_tree(self.process)
+        self.log.close()
+
 
 @pytest.fixture
-def up_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "data"
-    # Nothing may outlive the test, whatever it asserted.
-    subprocess.run(["pkill", "-f", str(tmp_path)], check=False)
+def ups() -> Iterator[list[Up]]:
+    """The `kscore up` processes a test starts; killed (with their children) after it."""
+    started: list[Up] = []
+    yield started
+    for up in started:
+        up.kill()
 
 
 def cli(url: str, *args: str) -> str:
     result = subprocess.run(
-        [KSCORE, "--url", url, *args],
+        [*KSCORE, "--url", url, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
+@pytest.mark.slow
 def test_make_run_stack_stores_deploys_scores_and_survives_a_restart(
-    up_dir: Path, tmp_path: Path
+    ups: list[Up], tmp_path: Path
 ) -> None:
+    up_dir = tmp_path / "data"
     port = free_port()
     first = Up(up_dir, port)
+    ups.append(first)
     first.wait_ready()
     model_id = cli(first.url, "models", "store", str(EXAMPLE), "--name", "iris", "--quiet").strip()
     assert model_id in cli(first.url, "list", "models")
@@ -101,6 +240,7 @@ def test_make_run_stack_stores_deploys_scores_and_survives_a_restart(
     assert first.stop() == 0
 
     second = Up(up_dir, port)
+    ups.append(second)
     try:
         second.wait_ready()
         listing = cli(second.url, "list", "models")

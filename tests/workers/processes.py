@@ -1,11 +1,10 @@
-"""Helpers for tests that run real Celery workers as subprocesses."""
+"""Helpers for tests that run real Celery workers as subprocesses (kscore's dev-stack
+supervisor starts and stops them)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,55 +12,47 @@ import redis
 from flask.testing import FlaskClient
 
 from api.app import create_app
+from kscore.devstack import Supervisor
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import store_model, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+STOP_GRACE_SECONDS = 30.0  # a warm shutdown lets a chunk in progress finish
 
 
 class Workers:
-    """Worker subprocesses for one test, stopped at its end."""
+    """Worker subprocesses for one test (logs ``worker<N>.log`` in ``log_dir``), stopped at its end."""
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, concurrency: int = 2, **env: str) -> subprocess.Popen[bytes]:
-        environ = {
+        env = {
             **os.environ,
-            "KSCORE_REDIS_URL": self.settings.redis_url,
-            "KSCORE_KEY_PREFIX": self.settings.key_prefix,
-            "KSCORE_DATA_DIR": str(self.settings.data_dir),
+            "KSCORE_REDIS_URL": settings.redis_url,
+            "KSCORE_KEY_PREFIX": settings.key_prefix,
+            "KSCORE_DATA_DIR": str(settings.data_dir),
             # Small direct calls make each chunk take long enough to be caught mid-way.
             "KSCORE_DIRECT_CALL_MAX_ROWS": "8",
-            **env,
         }
-        log = (self.log_dir / f"worker{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.main", "worker",
-             "-Q", "online,deploy,batch", "--pool", "prefork", "--concurrency", str(concurrency),
-             "-n", f"fault-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"],
-            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        self.procs.append(proc)
-        return proc
+        self.stack = Supervisor(log_dir, env, cwd=ROOT)
+
+    def start(self, concurrency: int = 2, **env: str) -> subprocess.Popen[bytes]:
+        """Start one more worker (``env`` on top of the test's settings); its process."""
+        index = sum(c.role == "worker" for c in self.stack.children)
+        child = self.stack.start_worker(
+            f"worker{index}",
+            concurrency=concurrency,
+            node_name=f"fault-{uuid.uuid4().hex[:6]}@%h",
+            env=env,
+        )
+        return child.process
 
     def logs(self) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in sorted(self.log_dir.glob("worker*.log")))
+        return "\n".join(c.log_tail(60)[-3000:] for c in self.stack.children)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.stack.stop(grace=STOP_GRACE_SECONDS)
 
 
 def deployed_cnn(settings: Settings, workers: Workers, tmp_path: Path) -> tuple[FlaskClient, str]:

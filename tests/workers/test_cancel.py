@@ -19,7 +19,8 @@ from shared.status import JobStatus
 from tests import keras_files as kf
 from tests.helpers import store_model, wait_for
 
-pytestmark = pytest.mark.usefixtures("worker")
+# Scores 20,000 rows on purpose, so a cancel can land while the job runs.
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.slow]
 
 ROWS = 20_000
 CHUNK_ROWS = 50

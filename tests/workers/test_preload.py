@@ -6,11 +6,15 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import wait_for
 from tests.workers.processes import Workers, deployed_cnn
+
+# Starts its own worker processes and waits on them for seconds.
+pytestmark = pytest.mark.slow
 
 
 def test_new_worker_preloads_deployed_models(

@@ -6,11 +6,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import wait_for
 from tests.workers.processes import Workers, deployed_cnn
+
+# Starts its own worker processes and waits on them for seconds.
+pytestmark = pytest.mark.slow
 
 
 def test_online_request_is_served_between_batch_chunks(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+import pytest
 import redis
 from flask.testing import FlaskClient
 
@@ -16,6 +17,9 @@ from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import wait_for
 from tests.workers.processes import Workers, deployed_cnn
+
+# Starts its own worker processes and waits on them for seconds.
+pytestmark = pytest.mark.slow
 
 
 def wait_finished(client: FlaskClient, job_id: str, timeout: float) -> dict[str, Any]:
