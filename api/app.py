@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.contract import build_api
 from api.services import Services
-from shared.errors import KscoreError
+from shared.errors import DomainError
 from shared.redis_client import connect
 from shared.settings import Settings
 
@@ -73,8 +73,8 @@ _HTTP_CODES = {
 
 
 def _register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(KscoreError)
-    def domain_error(exc: KscoreError) -> Response:
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError) -> Response:
         if exc.status >= 500:
             log.error("request failed code=%s message=%s", exc.code, exc.message)
         return _envelope(exc.status, exc.code, exc.message, exc.details)

@@ -22,7 +22,7 @@ from werkzeug.datastructures import CombinedMultiDict
 
 from api.context import check_body_size
 from api.schemas import ErrorSchema
-from shared.errors import BadRequest
+from shared.errors import MalformedRequest
 from shared.scoring import ArrayPayload, parse_array_body
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,7 +72,7 @@ class Parser(FlaskParser):
     def load_json(self, req: Request, schema: ma.Schema) -> Any:
         """The JSON object in the body.
 
-        Raises PayloadTooLarge (413) over KSCORE_MAX_REQUEST_BYTES, and BadRequest (400) for a
+        Raises PayloadTooLarge (413) over KSCORE_MAX_REQUEST_BYTES, and MalformedRequest (400) for a
         body that is not a JSON object, where webargs would treat it as empty.
         """
         check_body_size()
@@ -80,7 +80,7 @@ class Parser(FlaskParser):
         # as soon as the view drops them (see api.context.gc_paused).
         data = req.get_json(silent=True, cache=False)
         if not isinstance(data, dict):
-            raise BadRequest(
+            raise MalformedRequest(
                 "The request body must be a JSON object (Content-Type: application/json)."
             )
         return data
@@ -99,7 +99,7 @@ class RowsBody:
     def read(self) -> dict[str, Any] | ArrayPayload:
         """The JSON body loaded through the schema, or a .npy/.npz body as arrays.
 
-        Raises PayloadTooLarge (413), BadRequest (400), a 422 naming invalid fields, or
+        Raises PayloadTooLarge (413), MalformedRequest (400), a 422 naming invalid fields, or
         ScoringInputInvalid (422) for an array body numpy cannot read safely.
         """
         if request.mimetype in ARRAY_MIMETYPES:

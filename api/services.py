@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentRecord, DeploymentStore
-from shared.errors import DeploymentNotReady, ServiceUnavailable
+from shared.errors import BackendUnavailable, DeploymentNotReady
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.model_store import ModelStore
@@ -63,7 +63,7 @@ class Services:
         try:
             self.celery.send_task(name, args=args, queue=queue)
         except OperationalError as exc:
-            raise ServiceUnavailable(
+            raise BackendUnavailable(
                 f"Could not queue the task: the broker is unreachable ({exc})."
             ) from exc
 
@@ -72,14 +72,14 @@ class Services:
     ) -> DeploymentRecord:
         """Record a deployment, then ask a worker to load and warm up its model.
 
-        Returns the record, DEPLOY_IN_PROGRESS. Raises ModelNotFound, and ServiceUnavailable
+        Returns the record, DEPLOY_IN_PROGRESS. Raises ModelNotFound, and BackendUnavailable
         when the broker is unreachable (the record is deleted again).
         """
         model = self.models.get(instance, model_id)
         record = self.deployments.create(instance, model, name, description)
         try:
             self._send(DEPLOY_MODEL, [instance, record.id], QUEUE_DEPLOY)
-        except ServiceUnavailable:
+        except BackendUnavailable:
             # No worker will ever hear of it: take the record back rather than leave it
             # DEPLOY_IN_PROGRESS forever.
             self.deployments.delete(instance, record.id)
@@ -93,12 +93,12 @@ class Services:
         payload: dict[str, Any] | ArrayPayload,
         *,
         kind: str,
-        retention: float | None = None,
+        retention_s: float | None = None,
     ) -> JobRecord:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
 
         Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
-        ScoringInputInvalid or PayloadTooLarge for the rows, and ServiceUnavailable when the
+        ScoringInputInvalid or PayloadTooLarge for the rows, and BackendUnavailable when the
         broker is unreachable (the job is then failed with ``enqueue_failed``).
         """
         deployment = self.deployments.get(instance, deployment_id)
@@ -130,13 +130,13 @@ class Services:
             input_chunks=split_rows(scoring_input, chunk_rows),
             fields=FIELDS,
             output_names=output_names,
-            retention=retention if retention is not None else settings.job_retention,
+            retention_s=retention_s if retention_s is not None else settings.job_retention_s,
         )
         queue = QUEUE_ONLINE if online else QUEUE_BATCH
         try:
             for index in range(job.chunks):
                 self._send(SCORE_CHUNK, [instance, job.id, index], queue)
-        except ServiceUnavailable as exc:
+        except BackendUnavailable as exc:
             self.jobs.finish(
                 instance,
                 job.id,

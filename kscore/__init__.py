@@ -14,7 +14,7 @@ from kscore.errors import (
     PayloadTooLargeError,
     ServerError,
     TransportError,
-    ValidationError,
+    UnprocessableError,
     WaitTimeoutError,
 )
 
@@ -29,7 +29,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ServerError",
     "TransportError",
-    "ValidationError",
+    "UnprocessableError",
     "WaitTimeoutError",
     "__version__",
 ]

@@ -11,7 +11,7 @@ It speaks HTTP only (httpx); of the server's code it imports only the status voc
 
 Every method that talks to the server raises :class:`~kscore.errors.TransportError` when no
 answer came, and an :class:`~kscore.errors.ApiError` subclass for a 4xx/5xx answer
-(``NotFoundError`` for an unknown id, ``ConflictError``, ``ValidationError``...).
+(``NotFoundError`` for an unknown id, ``ConflictError``, ``UnprocessableError``...).
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class Repository:
     ) -> Record:
         """Upload a Keras model file (.h5/.hdf5/.keras or an archive holding one); its details.
 
-        Raises OSError if the file cannot be read, ValidationError (422) for a file the server
+        Raises OSError if the file cannot be read, UnprocessableError (422) for a file the server
         refuses (``unsafe_model``...), PayloadTooLargeError (413) above its size limit.
         """
         file_path = Path(path)

@@ -63,7 +63,7 @@ class ConflictError(ApiError):
     """409: the resource is in a state that forbids the request (in use, not finished...)."""
 
 
-class ValidationError(ApiError):
+class UnprocessableError(ApiError):
     """422: the payload failed validation; ``details`` names the fields."""
 
 
@@ -137,7 +137,7 @@ def error_from_response(status: int, body: Any, *, reason: str = "") -> ApiError
     elif status == 413:
         cls = PayloadTooLargeError
     elif status == 422:
-        cls = ValidationError
+        cls = UnprocessableError
     elif status >= 500:
         cls = ServerError
     else:

@@ -20,9 +20,6 @@ from shared.timeutil import now
 
 log = logging.getLogger(__name__)
 
-# The name the API imports from here until it imports shared.status itself.
-DEPLOY_SUCCESS = DeploymentStatus.DEPLOY_SUCCESS
-
 
 @dataclass(frozen=True)
 class DeploymentRecord:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 
-class KscoreError(Exception):
-    """Base of every error kscore reports to a caller."""
+class DomainError(Exception):
+    """Base of every error the service reports to a caller, rendered by the API as the one
+    envelope. (The HTTP client's own base is ``kscore.errors.KscoreError``.)"""
 
     status: int = 500
     code: str = "internal_error"
@@ -20,39 +21,32 @@ class KscoreError(Exception):
         self.message = message
         self.details = details or {}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The error envelope body."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return {"error": body}
 
-
-class BadRequest(KscoreError):
+class MalformedRequest(DomainError):
     status = 400
     code = "bad_request"
 
 
-class ValidationFailed(KscoreError):
+class ValidationFailed(DomainError):
     """A payload failed schema validation; details are keyed by field."""
 
     status = 422
     code = "validation_failed"
 
 
-class NotFound(KscoreError):
+class ResourceNotFound(DomainError):
     status = 404
     code = "not_found"
 
 
-class ModelNotFound(NotFound):
+class ModelNotFound(ResourceNotFound):
     code = "model_not_found"
 
     def __init__(self, model_id: str) -> None:
         super().__init__(f"No model with id {model_id!r}.", details={"model_id": model_id})
 
 
-class DeploymentNotFound(NotFound):
+class DeploymentNotFound(ResourceNotFound):
     code = "deployment_not_found"
 
     def __init__(self, deployment_id: str) -> None:
@@ -61,7 +55,7 @@ class DeploymentNotFound(NotFound):
         )
 
 
-class JobNotFound(NotFound):
+class JobNotFound(ResourceNotFound):
     code = "job_not_found"
 
     def __init__(self, job_id: str) -> None:
@@ -71,61 +65,61 @@ class JobNotFound(NotFound):
         )
 
 
-class Conflict(KscoreError):
+class StateConflict(DomainError):
     status = 409
     code = "conflict"
 
 
-class ModelInUse(Conflict):
+class ModelInUse(StateConflict):
     code = "model_in_use"
 
 
-class JobNotFinished(Conflict):
+class JobNotFinished(StateConflict):
     code = "job_not_finished"
 
 
-class JobAlreadyFinished(Conflict):
+class JobAlreadyFinished(StateConflict):
     code = "job_already_finished"
 
 
-class DeploymentNotReady(Conflict):
+class DeploymentNotReady(StateConflict):
     code = "deployment_not_ready"
 
 
-class PayloadTooLarge(KscoreError):
+class PayloadTooLarge(DomainError):
     status = 413
     code = "payload_too_large"
 
 
-class UnsupportedModelFile(KscoreError):
+class UnsupportedModelFile(DomainError):
     """The upload is not a Keras model file kscore can store (wrong type, weights only...)."""
 
     status = 400
     code = "unsupported_model_file"
 
 
-class UnsafeModel(KscoreError):
+class UnsafeModel(DomainError):
     """The model's config names code that a loader would execute."""
 
     status = 422
     code = "unsafe_model"
 
 
-class ScoringInputInvalid(KscoreError):
+class ScoringInputInvalid(DomainError):
     """Rows do not match the deployment's input signature."""
 
     status = 422
     code = "invalid_scoring_input"
 
 
-class ScoringFailed(KscoreError):
+class ScoringFailed(DomainError):
     """An online request's job failed in the worker; the message says why."""
 
     status = 500
     code = "scoring_failed"
 
 
-class ServiceUnavailable(KscoreError):
+class BackendUnavailable(DomainError):
     status = 503
     code = "service_unavailable"
 

@@ -26,11 +26,6 @@ from shared.timeutil import now
 
 log = logging.getLogger(__name__)
 
-# Names the API imports from here until it imports shared.status itself.
-COMPLETED = JobStatus.COMPLETED
-CANCELED = JobStatus.CANCELED
-FAILED = JobStatus.FAILED
-
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -52,7 +47,7 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     expires_at: float
-    retention: float
+    retention_s: float
     error: dict[str, Any] | None
     fields: list[str]
     output_names: list[str]
@@ -93,7 +88,7 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         started_at=float(started) if started else None,
         finished_at=float(finished) if finished else None,
         expires_at=float(_f(raw, "expires_at") or 0),
-        retention=float(_f(raw, "retention") or 0),
+        retention_s=float(_f(raw, "retention") or 0),
         error=json.loads(error) if error else None,
         fields=json.loads(_f(raw, "fields") or "[]"),
         output_names=json.loads(_f(raw, "output_names") or "[]"),
@@ -124,16 +119,16 @@ class JobStore:
         input_chunks: list[bytes],
         fields: list[str],
         output_names: list[str],
-        retention: float,
+        retention_s: float,
     ) -> JobRecord:
         """Write a queued job and its input chunks in one transaction, before any enqueue.
 
-        ``retention`` is in seconds: every key of the job expires then. Returns the record as
+        ``retention_s`` is in seconds: every key of the job expires then. Returns the record as
         stored. Raises redis.RedisError when Redis fails.
         """
         job_id = str(uuid.uuid4())
         created = now()
-        ttl_ms = max(1, int(retention * 1000))
+        ttl_ms = max(1, int(retention_s * 1000))
         mapping: dict[str, Any] = {
             "id": job_id,
             "instance": instance,
@@ -148,8 +143,8 @@ class JobStore:
             "chunks": len(input_chunks),
             "chunk_rows": chunk_rows,
             "created_at": created,
-            "expires_at": created + retention,
-            "retention": retention,
+            "expires_at": created + retention_s,
+            "retention": retention_s,
             "fields": json.dumps(fields),
             "output_names": json.dumps(output_names),
         }
@@ -163,7 +158,8 @@ class JobStore:
             pipe.zadd(self._keys.deployment_jobs(instance, deployment_id), {job_id: created})
             # When the job's keys expire, the next listing drops it from both indexes.
             pipe.zadd(
-                self._keys.jobs_expiry(instance), {f"{deployment_id}/{job_id}": created + retention}
+                self._keys.jobs_expiry(instance),
+                {f"{deployment_id}/{job_id}": created + retention_s},
             )
             pipe.hincrby(self._keys.metrics(), "jobs_created", 1)
             pipe.execute()
@@ -370,11 +366,11 @@ class JobStore:
         )
         return FinishOutcome(_text(result))
 
-    def wait(self, instance: str, job_id: str, timeout: float) -> bool:
-        """Block until the job finishes or ``timeout`` seconds pass; True if it finished."""
+    def wait(self, instance: str, job_id: str, timeout_s: float) -> bool:
+        """Block until the job finishes or ``timeout_s`` seconds pass; True if it finished."""
         key = self._keys.job_notify(instance, job_id)
         # BLPOP wakes the moment a worker pushes; the token is pushed back for other waiters.
-        popped = self._r.blpop([key], timeout=max(timeout, 0.01))
+        popped = self._r.blpop([key], timeout=max(timeout_s, 0.01))
         if popped is None:
             return False
         self._r.rpush(key, popped[1])

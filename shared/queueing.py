@@ -30,12 +30,12 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for kscore; builds no connection until first use."""
     app = Celery("kscore", broker=settings.redis_url, set_as_current=False)
     transport: dict[str, Any] = {
-        "visibility_timeout": settings.visibility_timeout,
+        "visibility_timeout": settings.visibility_timeout_s,
         "global_keyprefix": celery_key_prefix(settings),
         "queue_order_strategy": "priority",
         # Look for tasks whose worker vanished often enough that they come back soon after the
         # visibility timeout, not Kombu's default of up to 100 s later.
-        "unacked_restore_interval": max(1, min(60, int(settings.visibility_timeout / 3))),
+        "unacked_restore_interval": max(1, min(60, int(settings.visibility_timeout_s / 3))),
         "unacked_restore_throttle": 1,
     }
     app.conf.update(

@@ -54,7 +54,9 @@ def _non_negative_int(text: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """kscore's configuration. Field ``x`` is read from ``KSCORE_X``."""
+    """kscore's configuration. Field ``x`` is read from ``KSCORE_X``; durations (fields
+    ending in ``_s``, in seconds) from the variable without the suffix, e.g.
+    ``online_timeout_s`` from ``KSCORE_ONLINE_TIMEOUT=30s``."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "kscore"
@@ -64,9 +66,9 @@ class Settings:
     max_model_bytes: int = 1024**3
     blob_chunk_bytes: int = 4 * 1024**2
     model_cache_size: int = 4
-    job_retention: float = 7 * 86400.0
-    online_timeout: float = 30.0
-    max_online_timeout: float = 300.0
+    job_retention_s: float = 7 * 86400.0
+    online_timeout_s: float = 30.0
+    max_online_timeout_s: float = 300.0
     max_rows_online: int = 10_000
     max_rows_job: int = 1_000_000
     max_request_bytes: int = 256 * 1024**2
@@ -74,7 +76,7 @@ class Settings:
     direct_call_max_rows: int = 1_024
     tf_threads: int = 0
     chunk_max_attempts: int = 3
-    visibility_timeout: float = 3600.0
+    visibility_timeout_s: float = 3600.0
     default_instance: str = "default"
     log_level: str = "INFO"
 
@@ -96,9 +98,9 @@ class Settings:
             "max_model_bytes": parse_size,
             "blob_chunk_bytes": parse_size,
             "model_cache_size": _positive_int,
-            "job_retention": parse_duration,
-            "online_timeout": parse_duration,
-            "max_online_timeout": parse_duration,
+            "job_retention_s": parse_duration,
+            "online_timeout_s": parse_duration,
+            "max_online_timeout_s": parse_duration,
             "max_rows_online": _positive_int,
             "max_rows_job": _positive_int,
             "max_request_bytes": parse_size,
@@ -106,13 +108,14 @@ class Settings:
             "direct_call_max_rows": _positive_int,
             "tf_threads": _non_negative_int,
             "chunk_max_attempts": _positive_int,
-            "visibility_timeout": parse_duration,
+            "visibility_timeout_s": parse_duration,
             "default_instance": _key_prefix,
             "log_level": _log_level,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
-            var = f"KSCORE_{name.upper()}"
+            # Durations carry their unit in the value ("30s", "7d"), not in the variable's name.
+            var = f"KSCORE_{name.removesuffix('_s').upper()}"
             raw = env.get(var)
             if raw is None or raw == "":
                 continue

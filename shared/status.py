@@ -66,10 +66,7 @@ class CompleteOutcome(StrEnum):
 
 
 class FinishOutcome(StrEnum):
-    """What ending a job early decided (``JobStore.finish``).
-
-    Truthy only for ``FINISHED``, so ``if not jobs.finish(...)`` reads "nothing was ended".
-    """
+    """What ending a job early decided (``JobStore.finish``)."""
 
     FINISHED = "finished"
     """The job was queued or running and now has the requested status."""
@@ -77,6 +74,3 @@ class FinishOutcome(StrEnum):
     """The job had ended before: nothing changed."""
     MISSING = "missing"
     """The job is gone (deleted, or its retention passed)."""
-
-    def __bool__(self) -> bool:
-        return self is FinishOutcome.FINISHED

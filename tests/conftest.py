@@ -44,8 +44,8 @@ def base_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> S
         key_prefix=f"kstest-{uuid.uuid4().hex[:8]}",
         data_dir=tmp_path_factory.mktemp("data"),
         chunk_rows=50,
-        online_timeout=30.0,
-        visibility_timeout=30.0,
+        online_timeout_s=30.0,
+        visibility_timeout_s=30.0,
     )
 
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.errors import KscoreError, ScoringInputInvalid, UnsupportedModelFile
+from shared.errors import DomainError, ScoringInputInvalid, UnsupportedModelFile
 from shared.keras_file import (
     ModelInfo,
     TensorSpec,
@@ -82,7 +82,7 @@ def load_model(path: Path, filename: str, *, direct_call_max_rows: int = 1024) -
             model = _load_tf_keras_h5(path, config, info)
         else:
             model = _load_with_keras_loader(path, info.format, loader)
-    except KscoreError:
+    except DomainError:
         raise
     except Exception as exc:
         # Loaders complain with any exception type (ValueError, TypeError, KeyError, OSError);

@@ -19,7 +19,7 @@ from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentStore
-from shared.errors import KscoreError
+from shared.errors import DomainError
 from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.metrics import beat
@@ -90,7 +90,7 @@ class RuntimeHolder:
 
 def _error(exc: BaseException, code: str) -> dict[str, Any]:
     """The error a record shows: a domain error as it is, anything else under ``code``."""
-    if isinstance(exc, KscoreError):
+    if isinstance(exc, DomainError):
         return {"code": exc.code, "message": exc.message}
     text = str(exc).strip().splitlines()
     return {"code": code, "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000]}
@@ -101,7 +101,7 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
     rt = holder.get()
     try:
         deployment = rt.deployments.get(instance, deployment_id)
-    except KscoreError:
+    except DomainError:
         log.info("deployment gone before deploy deployment_id=%s", deployment_id)
         return
     started = time.perf_counter()

@@ -39,7 +39,7 @@ bp = Blueprint(
 )
 
 # An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
-ONLINE_JOB_RETENTION = 86400.0
+ONLINE_JOB_RETENTION_S = 86400.0
 
 # A deployment's jobs are submitted and listed under the deployment, documented with the jobs.
 JOBS_TAG = ["jobs"]
@@ -71,7 +71,7 @@ def create_deployment(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     Answers 202 in DEPLOY_IN_PROGRESS; poll until DEPLOY_SUCCESS or DEPLOY_FAILED.
     ---
     Returns the deployment and its Location. Raises ModelNotFound (404) and
-    ServiceUnavailable (503, the broker is unreachable; nothing is kept).
+    BackendUnavailable (503, the broker is unreachable; nothing is kept).
     """
     record = services().create_deployment(
         instance(), data["model_id"], data["name"], data["description"]
@@ -158,17 +158,17 @@ def score_online(
     """
     started = time.perf_counter()
     svc = services()
-    timeout = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout
-    timeout = min(timeout, svc.settings.max_online_timeout)
+    timeout_s = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout_s
+    timeout_s = min(timeout_s, svc.settings.max_online_timeout_s)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
         job = svc.submit_job(
             instance(),
             deployment_id,
             rows.read(),
             kind="online",
-            retention=min(svc.settings.job_retention, ONLINE_JOB_RETENTION),
+            retention_s=min(svc.settings.job_retention_s, ONLINE_JOB_RETENTION_S),
         )
-    svc.jobs.wait(instance(), job.id, timeout)
+    svc.jobs.wait(instance(), job.id, timeout_s)
     job = svc.jobs.get(instance(), job.id)
     if job.status == JobStatus.COMPLETED:
         body = b"".join(svc.jobs.iter_result(job))
@@ -220,7 +220,7 @@ def submit_job(
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422) and
-    ServiceUnavailable (503; the job is failed with enqueue_failed).
+    BackendUnavailable (503; the job is failed with enqueue_failed).
     """
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
@@ -233,7 +233,7 @@ def submit_job(
             deployment_id,
             body,
             kind="batch",
-            retention=retention_days * 86400.0 if retention_days else None,
+            retention_s=retention_days * 86400.0 if retention_days else None,
         )
         del body
     document = job_resource(job)

@@ -23,7 +23,7 @@ def docs_page() -> Response:
 
 @bp.get("/docs/static/<path:filename>")
 def docs_static(filename: str) -> Response:
-    """Swagger UI's assets from the swagger-ui-bundle package; raises NotFound (404) for others."""
+    """Swagger UI's assets from the swagger-ui-bundle package; raises ResourceNotFound (404) for others."""
     from swagger_ui_bundle import swagger_ui_path
 
     return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -19,7 +19,7 @@ from api.context import services
 from api.contract import Blueprint
 from api.schemas import ErrorSchema, HealthSchema, ReadinessSchema
 from api.services import Services
-from shared.errors import ServiceUnavailable
+from shared.errors import BackendUnavailable
 from shared.metrics import live_workers, read_latency
 from shared.queueing import ALL_QUEUES, celery_key_prefix
 from shared.status import JobStatus
@@ -34,13 +34,13 @@ def healthz() -> dict[str, str]:
     """API up and Redis reachable
 
     ---
-    Returns the status. Raises ServiceUnavailable (503) when Redis does not answer.
+    Returns the status. Raises BackendUnavailable (503) when Redis does not answer.
     """
     svc = services()
     try:
         svc.redis_client.ping()
     except Exception as exc:
-        raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
+        raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
     return {"status": "ok", "redis": "ok"}
 
 
@@ -52,11 +52,11 @@ def readyz() -> dict[str, Any]:
 
     Ready while some worker's heartbeat is under 30 s old.
     ---
-    Returns the workers and their queues. Raises ServiceUnavailable (503) without one.
+    Returns the workers and their queues. Raises BackendUnavailable (503) without one.
     """
     workers = live_workers(services().redis_client, services().keys)
     if not workers:
-        raise ServiceUnavailable(
+        raise BackendUnavailable(
             "No kscore worker is consuming: start one with `kscore worker` (or `make run`)."
         )
     return {"status": "ready", "workers": workers}

@@ -11,7 +11,7 @@ from api.contract import Blueprint
 from api.schemas import JobListSchema, JobQuerySchema, JobSchema, ScoringResultSchema
 from shared.errors import JobAlreadyFinished, JobNotFinished
 from shared.job_store import JobRecord
-from shared.status import JobStatus
+from shared.status import FinishOutcome, JobStatus
 from shared.timeutil import iso
 
 bp = Blueprint(
@@ -121,7 +121,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     """
     svc = services()
     svc.jobs.get(instance(), job_id)  # 404 for an unknown id
-    if not svc.jobs.finish(instance(), job_id, JobStatus.CANCELED):
+    if svc.jobs.finish(instance(), job_id, JobStatus.CANCELED) is not FinishOutcome.FINISHED:
         record = svc.jobs.get(instance(), job_id)
         raise JobAlreadyFinished(
             f"Job {job_id} already finished ({record.status}); there is nothing to cancel.",

@@ -10,8 +10,8 @@ import redis
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from shared.deployment_store import DEPLOY_SUCCESS
 from shared.settings import Settings
+from shared.status import DeploymentStatus
 from tests import keras_files as kf
 from tests.helpers import store_model, wait_for
 
@@ -39,7 +39,7 @@ def test_queue_depth_and_readiness_without_workers(
     ).get_json()
     # Arrange a deployed model without a worker, so the queued chunks stay queued.
     app.extensions["kscore"].deployments.set_status(
-        settings.default_instance, deployment["id"], DEPLOY_SUCCESS
+        settings.default_instance, deployment["id"], DeploymentStatus.DEPLOY_SUCCESS
     )
     job = client.post(
         f"/api/v1/deployments/{deployment['id']}/jobs", json={"values": [[0.0] * 4] * 5}

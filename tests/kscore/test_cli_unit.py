@@ -35,7 +35,7 @@ from kscore import (
     PayloadTooLargeError,
     ServerError,
     TransportError,
-    ValidationError,
+    UnprocessableError,
     WaitTimeoutError,
 )
 from kscore.cli import CliContext, cli
@@ -758,7 +758,7 @@ def test_jobs_list_offers_exactly_the_job_statuses() -> None:
         (404, NotFoundError),
         (409, ConflictError),
         (413, PayloadTooLargeError),
-        (422, ValidationError),
+        (422, UnprocessableError),
         (500, ServerError),
         (503, ServerError),
     ],

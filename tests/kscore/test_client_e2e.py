@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from flask import Flask
 
 import kscore.cli
-from kscore import Client, ConflictError, NotFoundError, ValidationError
+from kscore import Client, ConflictError, NotFoundError, UnprocessableError
 from tests import keras_files as kf
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -70,7 +70,7 @@ def test_client_flow_matches_numpy(api_client: Client, dense_h5: Path) -> None:
     with pytest.raises(ConflictError) as conflict:
         api_client.repository.delete(model["id"])
     assert conflict.value.code == "model_in_use"
-    with pytest.raises(ValidationError) as invalid:
+    with pytest.raises(UnprocessableError) as invalid:
         api_client.jobs.submit(deployment["id"], [[1, 2, 3]])
     assert invalid.value.details["row"] == 0
     with pytest.raises(NotFoundError):

@@ -21,7 +21,9 @@ def store(settings: Settings, redis_client: redis.Redis) -> JobStore:
     return JobStore(redis_client, Keys(settings.key_prefix))
 
 
-def new_job(store: JobStore, instance: str, chunks: int = 3, retention: float = 3600) -> JobRecord:
+def new_job(
+    store: JobStore, instance: str, chunks: int = 3, retention_s: float = 3600
+) -> JobRecord:
     return store.create(
         instance,
         kind="batch",
@@ -34,7 +36,7 @@ def new_job(store: JobStore, instance: str, chunks: int = 3, retention: float = 
         input_chunks=[b"in%d" % i for i in range(chunks)],
         fields=["prediction"],
         output_names=["y"],
-        retention=retention,
+        retention_s=retention_s,
     )
 
 
@@ -110,7 +112,7 @@ def test_jobs_expire_after_retention(
     store: JobStore, settings: Settings, redis_client: redis.Redis
 ) -> None:
     inst = settings.default_instance
-    job = new_job(store, inst, retention=0.2)
+    job = new_job(store, inst, retention_s=0.2)
     ttl = redis_client.pttl(Keys(settings.key_prefix).job(inst, job.id))
     assert 0 < ttl <= 200
     assert store.wait(inst, job.id, 0.4) is False
@@ -136,7 +138,7 @@ def test_expired_jobs_leave_the_indexes_and_totals_stay_exact(
 ) -> None:
     inst = settings.default_instance
     keys = Keys(settings.key_prefix)
-    short = new_job(store, inst, retention=0.2)
+    short = new_job(store, inst, retention_s=0.2)
     kept = new_job(store, inst)
     time.sleep(0.4)
     records, total = store.page(inst, 10, 0)

@@ -13,7 +13,7 @@ from shared.settings import Settings, parse_duration, parse_size
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
     assert settings == Settings()
-    assert settings.job_retention == 7 * 86400
+    assert settings.job_retention_s == 7 * 86400
     assert settings.max_model_bytes == 1024**3
     assert settings.local_model_dir == Path(".kscore/model-cache")
 
@@ -32,7 +32,7 @@ def test_values_are_parsed() -> None:
     )
     assert settings.tf_threads == 1
     assert settings.redis_url == "redis://db:6380/2"
-    assert settings.job_retention == 12 * 3600
+    assert settings.job_retention_s == 12 * 3600
     assert settings.max_model_bytes == 64 * 1024**2
     assert settings.model_cache_size == 2
     assert settings.public_url == "http://scoring.example:8080"
