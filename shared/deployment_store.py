@@ -126,19 +126,32 @@ class DeploymentStore:
     def newest_ready(self, limit: int) -> list[DeploymentRecord]:
         """Up to ``limit`` DEPLOY_SUCCESS deployments of any instance, newest first, one per model
         file: what a new worker process loads before its first request."""
-        candidates: list[DeploymentRecord] = []
-        for key in self._r.scan_iter(self._keys.deployments_index("*"), count=1000):
-            instance = self._keys.instance_of_deployments_index(key.decode())
-            if instance is None:
-                continue  # e.g. a model's set of deployments, which ends the same way
-            ids = [i.decode() for i in self._r.zrevrange(key, 0, 4 * limit - 1)]  # type: ignore[union-attr]
-            candidates += self._load(instance, ids)
+        candidates = self._newest_of_every_instance(4 * limit)
         ready, seen = [], set()
         for record in sorted(candidates, key=lambda d: d.created_at, reverse=True):
             if record.status is DeploymentStatus.DEPLOY_SUCCESS and record.model_sha256 not in seen:
                 seen.add(record.model_sha256)
                 ready.append(record)
         return ready[:limit]
+
+    def in_progress(self, per_instance: int = 1000) -> list[DeploymentRecord]:
+        """DEPLOY_IN_PROGRESS deployments of any instance, among each instance's newest
+        ``per_instance``: what a reconciler checks for a lost deploy task."""
+        return [
+            record
+            for record in self._newest_of_every_instance(per_instance)
+            if record.status is DeploymentStatus.DEPLOY_IN_PROGRESS
+        ]
+
+    def _newest_of_every_instance(self, per_instance: int) -> list[DeploymentRecord]:
+        records: list[DeploymentRecord] = []
+        for key in self._r.scan_iter(self._keys.deployments_index("*"), count=1000):
+            instance = self._keys.instance_of_deployments_index(key.decode())
+            if instance is None:
+                continue  # e.g. a model's set of deployments, which ends the same way
+            ids = [i.decode() for i in self._r.zrevrange(key, 0, per_instance - 1)]  # type: ignore[union-attr]
+            records += self._load(instance, ids)
+        return records
 
     def _load(self, instance: str, ids: list[str]) -> list[DeploymentRecord]:
         if not ids:

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -161,6 +161,7 @@ class JobStore:
                 self._keys.jobs_expiry(instance),
                 {f"{deployment_id}/{job_id}": created + retention_s},
             )
+            pipe.sadd(self._keys.active_jobs(), f"{instance}/{job_id}")
             pipe.hincrby(self._keys.metrics(), "jobs_created", 1)
             pipe.execute()
         log.info(
@@ -395,6 +396,23 @@ class JobStore:
             yield part
             first = False
         yield b"]}\n"
+
+    def active(self) -> list[tuple[str, str]]:
+        """``(instance, job_id)`` of every job created and not yet seen finished by
+        :meth:`forget_active` (any instance): the jobs a reconciler must look at."""
+        members = self._r.smembers(self._keys.active_jobs())
+        pairs = (m.decode().split("/", 1) for m in cast(set[bytes], members))
+        return [(inst, job_id) for inst, job_id in pairs]
+
+    def forget_active(self, instance: str, job_id: str) -> None:
+        """Drop a finished (or expired) job from the active set."""
+        self._r.srem(self._keys.active_jobs(), f"{instance}/{job_id}")
+
+    def pending_chunks(self, record: JobRecord) -> list[int]:
+        """Indexes of the job's chunks not scored yet, in order."""
+        done_key = self._keys.job_done(record.instance, record.id)
+        done = {int(n) for n in cast(set[bytes], self._r.smembers(done_key))}
+        return [n for n in range(record.chunks) if n not in done]
 
     def metrics(self) -> dict[str, int]:
         """The counters the Lua scripts keep: rows scored, and jobs by final status

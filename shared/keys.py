@@ -75,6 +75,15 @@ class Keys:
     def job_notify(self, instance: str, job_id: str) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}:notify"
 
+    def active_jobs(self) -> str:
+        """Set of ``instance/job_id`` of jobs that may still be queued or running (any
+        instance): what the reconciler walks. Finished jobs leave it on its next pass."""
+        return f"{self.prefix}:jobs:active"
+
+    def reconciler_lease(self) -> str:
+        """The name of the worker that runs the reconciler now, with a TTL."""
+        return f"{self.prefix}:reconciler"
+
     # metrics and liveness
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"

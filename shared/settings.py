@@ -77,6 +77,7 @@ class Settings:
     tf_threads: int = 0
     chunk_max_attempts: int = 3
     visibility_timeout_s: float = 3600.0
+    reconcile_interval_s: float = 30.0
     default_instance: str = "default"
     log_level: str = "INFO"
 
@@ -109,6 +110,7 @@ class Settings:
             "tf_threads": _non_negative_int,
             "chunk_max_attempts": _positive_int,
             "visibility_timeout_s": parse_duration,
+            "reconcile_interval_s": parse_duration,
             "default_instance": _key_prefix,
             "log_level": _log_level,
         }

@@ -30,6 +30,7 @@ from shared.scoring import decode_chunk, format_rows, pack_fragment, rows_fragme
 from shared.settings import Settings
 from shared.status import ClaimOutcome, DeploymentStatus, JobStatus
 from workers.model_cache import ModelCache
+from workers.reconciler import Reconciler, ReconcilerThread
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class _Heartbeat:
 
 def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     class HeartbeatStep(bootsteps.StartStopStep):
-        """Consumer bootstep: beat while this worker consumes its queues.
+        """Consumer bootstep: beat, and take part in reconciling, while this worker consumes.
 
         It starts after the consumer's Tasks step, i.e. once messages are being taken, and
         stops with the consumer (e.g. when the broker connection is lost), so /readyz never
@@ -278,13 +279,21 @@ def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             self.heartbeat: _Heartbeat | None = None
+            self.reconciler: ReconcilerThread | None = None
 
         def start(self, parent: Any) -> None:
             queues = ",".join(q.name for q in parent.task_consumer.queues)  # in precedence order
             self.heartbeat = _Heartbeat(settings, parent.hostname, queues)
             self.heartbeat.start()
+            # Every worker runs one; the lease in Redis lets one of them act at a time.
+            reconciler = Reconciler(settings, connect(settings), parent.app, parent.hostname)
+            self.reconciler = ReconcilerThread(reconciler, settings.reconcile_interval_s)
+            self.reconciler.start()
 
         def stop(self, parent: Any) -> None:
+            if self.reconciler is not None:
+                self.reconciler.stop()
+                self.reconciler = None
             if self.heartbeat is not None:
                 self.heartbeat.stop()
                 self.heartbeat = None

@@ -1,0 +1,205 @@
+"""The reconciler: work whose message was lost is sent again, and every accepted job ends.
+
+Faults are injected the way they happen: job and deployment records written while their
+messages never reach the queue (what a Redis crash between the two writes leaves), and a real
+``kill -9`` of redis-server with jobs queued and running, restarted on its append-only file.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from celery import Celery
+
+from api.services import Services
+from kscore.localredis import LocalRedis, free_port
+from shared.queueing import QUEUE_BATCH, SCORE_CHUNK, make_celery
+from shared.scoring import FIELDS, split_rows, validate_input
+from shared.settings import Settings
+from shared.status import DeploymentStatus, JobStatus
+from tests import keras_files as kf
+from tests.helpers import wait_for
+from tests.workers.processes import Workers
+from workers.reconciler import Reconciler, task_of
+
+
+def stored_dense(services: Services, instance: str, tmp_path: Path) -> str:
+    """The id of the 4 -> 3 softmax model of tests/keras_files.py, stored for ``instance``."""
+    path = kf.tf_keras_h5_file(tmp_path)
+    record = services.models.store_upload(
+        instance,
+        io.BytesIO(path.read_bytes()),
+        path.name,
+        "dense",
+        None,
+        max_bytes=services.settings.max_model_bytes,
+        workdir=tmp_path,
+    )
+    return record.id
+
+
+def deployed(services: Services, instance: str, model_id: str, timeout: float = 120) -> str:
+    record = services.create_deployment(instance, model_id, "d", None)
+    final = wait_for(
+        lambda: (
+            (d := services.deployments.get(instance, record.id)).status
+            is not DeploymentStatus.DEPLOY_IN_PROGRESS
+            and d
+        ),
+        timeout,
+        "deployment to settle",
+        0.1,
+    )
+    assert final.status is DeploymentStatus.DEPLOY_SUCCESS, final.error
+    return record.id
+
+
+def job_written_but_never_sent(
+    services: Services, instance: str, deployment_id: str, x: np.ndarray, chunk_rows: int
+) -> str:
+    """A job record with its input chunks, as the API writes it, whose chunk messages are lost."""
+    deployment = services.deployments.get(instance, deployment_id)
+    rows = validate_input({"values": x.tolist()}, deployment.inputs, len(x))
+    job = services.jobs.create(
+        instance,
+        kind="batch",
+        deployment_id=deployment.id,
+        model_id=deployment.model_id,
+        model_sha256=deployment.model_sha256,
+        model_filename=deployment.model_filename,
+        rows_total=rows.rows,
+        chunk_rows=chunk_rows,
+        input_chunks=split_rows(rows, chunk_rows),
+        fields=FIELDS,
+        output_names=[str(o["name"]) for o in deployment.outputs],
+        retention_s=3600,
+    )
+    return job.id
+
+
+def result_rows(services: Services, instance: str, job_id: str) -> list[Any]:
+    import json
+
+    record = services.jobs.get(instance, job_id)
+    return json.loads(b"".join(services.jobs.iter_result(record)))["values"]  # type: ignore[no-any-return]
+
+
+def test_task_of_reads_the_messages_celery_stores(settings: Settings) -> None:
+    # A prefix no worker consumes: the message stays where Celery put it.
+    parked = settings.replace(key_prefix=f"parked-{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(parked.redis_url)
+    app = make_celery(parked)
+    app.send_task(SCORE_CHUNK, args=["inst", "job", 3], queue=QUEUE_BATCH)
+    reconciler = Reconciler(parked, client, app, "test")
+    assert (SCORE_CHUNK, ("inst", "job", 3)) in reconciler.in_flight()
+    assert task_of(b"not json") is None
+
+
+@pytest.mark.usefixtures("worker")
+def test_lost_chunks_and_a_lost_deploy_are_sent_again_on_the_second_pass(
+    settings: Settings, redis_client: redis.Redis, worker: Celery, tmp_path: Path
+) -> None:
+    instance = settings.default_instance
+    services = Services.build(settings, redis_client)
+    model_id = stored_dense(services, instance, tmp_path)
+    deployment_id = deployed(services, instance, model_id)
+    x = np.random.default_rng(3).normal(size=(120, 4)).astype(np.float32)
+    job_id = job_written_but_never_sent(services, instance, deployment_id, x, chunk_rows=50)
+    model = services.models.get(instance, model_id)
+    lost_deploy = services.deployments.create(instance, model, "lost", None)  # never sent
+    reconciler = Reconciler(settings, redis_client, worker, "test")
+
+    first = reconciler.run_once()
+    # One look can miss a message on its way from a queue to a worker: nothing sent yet.
+    assert first.resent_chunks == [] and first.resent_deploys == []
+    assert services.jobs.get(instance, job_id).status is JobStatus.QUEUED
+
+    second = reconciler.run_once()
+    assert sorted(second.resent_chunks) == [(job_id, 0), (job_id, 1), (job_id, 2)]
+    assert second.resent_deploys == [lost_deploy.id]
+    done = wait_for(
+        lambda: (j := services.jobs.get(instance, job_id)).finished and j, 60, "job to end"
+    )
+    assert done.status is JobStatus.COMPLETED and done.rows_done == 120
+    got = [row[0] for row in result_rows(services, instance, job_id)]
+    np.testing.assert_allclose(got, kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6)
+    wait_for(
+        lambda: (
+            services.deployments.get(instance, lost_deploy.id).status
+            is DeploymentStatus.DEPLOY_SUCCESS
+        ),
+        60,
+        "lost deploy to succeed",
+    )
+    # A finished job leaves the active set; nothing is sent for it again.
+    third = reconciler.run_once()
+    assert third.resent_chunks == [] and (instance, job_id) not in services.jobs.active()
+
+
+@pytest.mark.slow
+def test_every_accepted_job_ends_after_redis_is_killed_and_restarted(tmp_path: Path) -> None:
+    server = LocalRedis(tmp_path / "redis", port=free_port(), persist=True).start()
+    settings = Settings(
+        redis_url=server.url,
+        key_prefix="crash",
+        data_dir=tmp_path / "data",
+        chunk_rows=100,
+        reconcile_interval_s=1.0,
+        visibility_timeout_s=30.0,
+    )
+    instance = "crash-test"
+    client = redis.Redis.from_url(server.url)
+    services = Services.build(settings, client)
+    workers = Workers(settings, tmp_path / "logs")
+    try:
+        workers.start(concurrency=2, KSCORE_RECONCILE_INTERVAL="1s")
+        deployment_id = deployed(services, instance, stored_dense(services, instance, tmp_path))
+        rng = np.random.default_rng(5)
+        inputs = [rng.normal(size=(1_500, 4)).astype(np.float32) for _ in range(30)]
+        jobs = [
+            services.submit_job(instance, deployment_id, {"values": x.tolist()}, kind="batch").id
+            for x in inputs
+        ]
+        wait_for(
+            lambda: sum(services.jobs.get(instance, j).rows_done > 0 for j in jobs) >= 2,
+            60,
+            "jobs to start",
+            0.02,
+        )
+        assert server.child is not None
+        server.child.process.send_signal(signal.SIGKILL)
+        server.child.process.wait(10)
+        killed_at = time.monotonic()
+        time.sleep(1.0)
+        server.child = None
+        server.start()  # same port, same append-only file
+
+        def all_ended() -> bool:
+            return all(services.jobs.get(instance, j).finished for j in jobs)
+
+        wait_for(all_ended, 180, "every accepted job to end", 0.5)
+        print(f"recovered: every job ended {time.monotonic() - killed_at:.1f} s after the kill")
+        for job_id, x in zip(jobs, inputs, strict=True):
+            record = services.jobs.get(instance, job_id)  # no job record was lost
+            assert record.status is JobStatus.COMPLETED, (record.status, record.error)
+            assert record.rows_done == record.rows_total == len(x)  # every row counted once
+            got = [row[0] for row in result_rows(services, instance, job_id)]
+            np.testing.assert_allclose(got, kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6)
+        assert services.deployments.get(instance, deployment_id).status is (
+            DeploymentStatus.DEPLOY_SUCCESS
+        )
+    except BaseException:
+        print(workers.logs())
+        raise
+    finally:
+        workers.stop()
+        client.close()
+        server.stop()
