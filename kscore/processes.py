@@ -2,15 +2,20 @@
 in a log file, stopped with SIGTERM and then SIGKILL to its whole group.
 
 A child in its own group means a Ctrl-C in the terminal reaches only the owner, which then stops
-its children in the order it chooses (:class:`kscore.devstack.Supervisor`).
+its children in the order it chooses (:class:`kscore.devstack.Supervisor`). Because the group
+also keeps the terminal's SIGHUP away from them, each child asks Linux to send it SIGTERM when
+its owner dies (``PR_SET_PDEATHSIG``): an owner killed with SIGKILL, or crashing, leaves nothing
+running behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -91,6 +96,23 @@ class ChildExited(DevStackError):
         )
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with_owner(owner_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGTERM when ``owner_pid`` exits (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != owner_pid:  # the owner died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def spawn(
     name: str,
     role: Role,
@@ -118,6 +140,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # its own group: a terminal's Ctrl-C is the owner's to forward
+                preexec_fn=_exit_with_owner(os.getpid()),
             )
         except OSError as exc:
             raise DevStackError(f"Could not run {argv[0]}: {exc}") from exc

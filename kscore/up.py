@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -51,14 +51,15 @@ class UpOptions:
 
 
 class _Signals:
-    """Counts Ctrl-C / SIGTERM while installed: the first asks to stop, the next to hurry."""
+    """Counts Ctrl-C / SIGTERM / SIGHUP (the terminal closed) while installed: the first asks
+    to stop, the next to hurry."""
 
     def __init__(self) -> None:
         self.count = 0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
@@ -68,6 +69,37 @@ class _Signals:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+
+
+LOCK_NAME = "kscore-up.lock"
+
+
+def hold_data_dir(data_dir: Path) -> IO[str]:
+    """Lock ``data_dir`` for this process (an exclusive ``flock`` on ``kscore-up.lock``, which
+    also records the pid); the open lock file, to keep open while the stack runs.
+
+    Two stacks on one data directory would start two Redis servers on one append-only file.
+    Raises DevStackError naming the other process when the directory is taken.
+    """
+    import fcntl
+
+    path = data_dir / LOCK_NAME
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise DevStackError(
+            f"{data_dir} is in use by another kscore up (pid {owner}); stop that one first, or "
+            "give this one its own --data-dir."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _warn(message: str) -> None:
@@ -90,14 +122,16 @@ def run_up(
         raise DevStackError(f"kscore up needs {', '.join(missing)}. {SERVER_EXTRAS_HINT}")
     if options.workers < 1:
         raise DevStackError("--workers must be at least 1.")
+    data_dir = options.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    lock = hold_data_dir(data_dir)  # released when this process ends, however it ends
     if port_in_use(options.host, options.port):
+        lock.close()
         raise DevStackError(
             f"Port {options.port} on {options.host} is already in use (is kscore already "
             "running?). Stop it or pick another port with --port."
         )
-    data_dir = options.data_dir.resolve()
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     url = public_url(options.host, options.port)
     env = child_env(options.redis_url, data_dir, url, workers=options.workers)
     stack = Supervisor(logs, env, warn=lambda line: warn(f"kscore up: {line}"))
@@ -114,8 +148,12 @@ def run_up(
                 stack.start_worker()
             stack.start_api(options.host, options.port, workers=API_PROCESSES)
             try:
+                # Ready means a worker consumes (/readyz), not just that the API answers.
                 ready = stack.wait_ready(
-                    url, timeout=options.startup_timeout, interrupted=lambda: signals.count > 0
+                    url,
+                    timeout=options.startup_timeout,
+                    workers=options.workers,
+                    interrupted=lambda: signals.count > 0,
                 )
             except ChildExited as exc:
                 return report(exc)
@@ -144,6 +182,7 @@ def run_up(
             asked = signals.count
             # A second Ctrl-C while stopping means "now".
             stack.stop(hurry=lambda: signals.count > max(asked, 1))
+            lock.close()
 
 
 # -- the click commands --------------------------------------------------------------------

@@ -60,6 +60,11 @@ app = Flask(__name__)
 @app.get("/healthz")
 def healthz():
     return {"status": "ok"}
+
+
+@app.get("/readyz")
+def readyz():
+    return {"status": "ready", "workers": {"fake@host": "online,deploy,batch"}}
 """
 
 FAKE_WORKER = """
@@ -253,3 +258,71 @@ def test_make_run_stack_stores_deploys_scores_and_survives_a_restart(
         assert cli(second.url, "score", str(payload)) == before
     finally:
         assert second.stop() == 0
+
+
+def _family(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    return psutil.Process(process.pid).children(recursive=True)
+
+
+def _gone(processes: list[psutil.Process]) -> bool:
+    return not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_closing_the_terminal_stops_every_process_of_up(tmp_path: Path) -> None:
+    _fake_project(tmp_path, FAKE_WORKER)
+    port = free_port()
+    process, lines = _start_up(tmp_path, port)
+    try:
+        _read_until(lines, "Press Ctrl-C", timeout=90)
+        family = _family(process)
+        commands = " ".join(" ".join(p.cmdline()) for p in family)
+        assert all(name in commands for name in ("redis-server", "celery", "gunicorn"))
+        groups = {os.getpgid(p.pid) for p in family}
+        os.killpg(process.pid, signal.SIGHUP)  # what closing the terminal sends
+        assert process.wait(timeout=30) == 0
+        wait_for(lambda: _gone(family), 15, "every child of kscore up to exit")
+        for group in groups:  # nothing left in any of the children's process groups
+            with pytest.raises(ProcessLookupError):
+                os.killpg(group, 0)
+        assert not _port_open(port)
+    finally:
+        _kill_tree(process)
+
+
+@pytest.mark.slow
+def test_children_exit_when_up_itself_is_killed(tmp_path: Path) -> None:
+    _fake_project(tmp_path, FAKE_WORKER)
+    port = free_port()
+    process, lines = _start_up(tmp_path, port)
+    try:
+        _read_until(lines, "Press Ctrl-C", timeout=90)
+        family = _family(process)
+        process.kill()  # no handler runs: only the kernel can tell the children
+        process.wait(10)
+        wait_for(lambda: _gone(family), 30, "the children of a killed kscore up to exit")
+        assert not _port_open(port)
+    finally:
+        _kill_tree(process)
+
+
+@pytest.mark.slow
+def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    _fake_project(tmp_path, FAKE_WORKER)
+    first, lines = _start_up(tmp_path, free_port())
+    try:
+        _read_until(lines, "Press Ctrl-C", timeout=90)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")}
+        second = subprocess.run(
+            [*KSCORE, "up", "--port", str(free_port())],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"in use by another kscore up (pid {first.pid})" in second.stderr
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        _kill_tree(first)
