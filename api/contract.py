@@ -9,6 +9,8 @@ so the document cannot drift from the code.
 from __future__ import annotations
 
 import importlib.metadata
+import json
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, ClassVar, TypeVar, cast
@@ -76,18 +78,54 @@ class Parser(FlaskParser):
         body that is not a JSON object, where webargs would treat it as empty.
         """
         check_body_size()
-        # cache=False: the request keeps no reference to the parsed rows, so they are freed
-        # as soon as the view drops them (see api.context.gc_paused).
-        data = req.get_json(silent=True, cache=False)
-        if not isinstance(data, dict):
+        if not req.is_json:
             raise MalformedRequest(
                 "The request body must be a JSON object (Content-Type: application/json)."
             )
-        return data
+        # cache=False: the request keeps no reference to the body or the parsed rows, so they
+        # are freed as soon as the view drops them (see api.context.gc_paused).
+        return parse_json_object(req.get_data(cache=False))
 
     def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
         """Form fields and files of a multipart body, as one mapping."""
         return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        twice = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise MalformedRequest(
+            f"The JSON body names the key {twice!r} twice in one object; send each key once.",
+            details={"key": twice},
+        )
+    return obj
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body parsed as one JSON object.
+
+    Raises MalformedRequest (400) for a body that is not valid UTF-8 JSON, that is nested
+    deeper than the parser goes (Python's recursion limit, about 1,000 levels: no scoring
+    payload comes near it), that repeats a key within an object (RFC 8259 leaves the meaning
+    open; kscore refuses rather than guess), or that is not an object.
+    """
+    try:
+        data = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except RecursionError:
+        raise MalformedRequest(
+            "The JSON body is nested too deeply to be a scoring payload.",
+            details={"reason": "nesting"},
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(
+            f"The request body is not valid JSON ({exc}).", details={"reason": "syntax"}
+        ) from None
+    if not isinstance(data, dict):
+        raise MalformedRequest(
+            "The request body must be a JSON object (Content-Type: application/json)."
+        )
+    return data
 
 
 class RowsBody:

@@ -13,7 +13,7 @@ from redis.client import Pipeline
 
 from shared.errors import DeploymentNotFound, ModelNotFound
 from shared.json_records import update_json_record
-from shared.keys import Keys
+from shared.keys import Keys, is_resource_id
 from shared.model_store import ModelRecord
 from shared.status import DeploymentStatus
 from shared.timeutil import now
@@ -103,6 +103,8 @@ class DeploymentStore:
 
     def get(self, instance: str, deployment_id: str) -> DeploymentRecord:
         """The deployment ``deployment_id``. Raises DeploymentNotFound for an unknown id."""
+        if not is_resource_id(deployment_id):
+            raise DeploymentNotFound(deployment_id)
         raw = self._r.get(self._keys.deployment(instance, deployment_id))
         if raw is None:
             raise DeploymentNotFound(deployment_id)

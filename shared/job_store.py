@@ -18,7 +18,7 @@ from typing import Any, cast
 import redis
 
 from shared.errors import JobNotFound
-from shared.keys import Keys
+from shared.keys import Keys, is_resource_id
 from shared.lua import source
 from shared.scoring import unpack_fragment
 from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
@@ -176,6 +176,8 @@ class JobStore:
 
     def get(self, instance: str, job_id: str) -> JobRecord:
         """The job ``job_id``. Raises JobNotFound for an unknown or expired id."""
+        if not is_resource_id(job_id):
+            raise JobNotFound(job_id)
         raw = self._r.hgetall(self._keys.job(instance, job_id))
         if not raw:
             raise JobNotFound(job_id)

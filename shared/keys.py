@@ -10,6 +10,15 @@ from dataclasses import dataclass
 # UUID, or a name such as "default").
 INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
+_RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_resource_id(value: str) -> bool:
+    """Whether ``value`` has the shape of the ids kscore gives models, deployments and jobs (a
+    lowercase UUID). Anything else names no resource, and must never reach a key name: an id
+    with ``:`` in it would address another key (``<job id>:done`` is the job's done set)."""
+    return _RESOURCE_ID.fullmatch(value) is not None
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -25,7 +25,7 @@ from shared.keras_file import (
     extract_model_file,
     inspect_model_file,
 )
-from shared.keys import Keys
+from shared.keys import Keys, is_resource_id
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,8 @@ class ModelStore:
 
     def get(self, instance: str, model_id: str) -> ModelRecord:
         """The model ``model_id``. Raises ModelNotFound for an unknown id."""
+        if not is_resource_id(model_id):
+            raise ModelNotFound(model_id)
         raw = self._r.get(self._keys.model(instance, model_id))
         if raw is None:
             raise ModelNotFound(model_id)
@@ -167,6 +169,8 @@ class ModelStore:
         Returns nothing. Raises ModelNotFound for an unknown id, ModelInUse (409) while a
         deployment uses the model.
         """
+        if not is_resource_id(model_id):
+            raise ModelNotFound(model_id)
         key = self._keys.model(instance, model_id)
         deps_key = self._keys.model_deployments(instance, model_id)
 
