@@ -17,6 +17,10 @@ can differ, and each is fixed here on the config (never on code) before any load
 
 tf.keras writers (``keras_version`` ending in ``-tf``, or 2.4 and later) serialize every one
 of these arguments, and their defaults are tf_keras's own, so only the last two apply to them.
+
+- **Configs a Keras wrote wrongly.** Where a Keras release saved a layer argument in a form its
+  own constructor refuses (``KERAS_CONFIG_BUGS``, each with its issue), the argument is
+  rewritten to the value the writer meant when that value is certain.
 """
 
 from __future__ import annotations
@@ -99,6 +103,37 @@ _CUDNN_AS_CPU: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
+
+
+def _ndarray_scalar(value: Any) -> Any:
+    """``{"type": "ndarray", "value": 6.0}`` (a 0-d numpy array as Keras's h5 JSON encoder
+    wrote it) as the number it holds; anything else unchanged."""
+    if (
+        isinstance(value, dict)
+        and set(value) == {"type", "value"}
+        and value["type"] == "ndarray"
+        and isinstance(value["value"], int | float)
+        and not isinstance(value["value"], bool)
+    ):
+        return float(value["value"])
+    return value
+
+
+#: Layer arguments some Keras release saved in a form its own constructor refused on load,
+#: by class: argument -> the function that restores what the writer meant.
+KERAS_CONFIG_BUGS: dict[str, dict[str, Any]] = {
+    # tf.keras 1.11-1.12 ("2.1.6-tf"): ReLU kept max_value, negative_slope and threshold as
+    # K.cast_to_floatx() 0-d arrays and saved them as {"type": "ndarray", "value": x}; its
+    # __init__ then failed comparing a dict with a float ("'<' not supported between
+    # instances of 'dict' and 'float'"). The value inside is exactly the float it meant.
+    # https://github.com/tensorflow/tensorflow/issues/22697 (fix: PR #22073)
+    "ReLU": {
+        "max_value": _ndarray_scalar,
+        "negative_slope": _ndarray_scalar,
+        "threshold": _ndarray_scalar,
+    },
+}
+
 _STANDALONE = re.compile(r"^2\.(\d+)\.(\d+)$")
 
 
@@ -153,6 +188,12 @@ def _normalize(config: Any, writer: Version | None) -> Any:
         }
         if missing:
             out["config"] = layer_config = {**layer_config, **missing}
+    repairs = KERAS_CONFIG_BUGS.get(class_name)
+    if repairs:
+        out["config"] = layer_config = {
+            key: repairs[key](value) if key in repairs else value
+            for key, value in layer_config.items()
+        }
     swap = _CUDNN_AS_CPU.get(class_name)
     if swap is not None:
         cpu_class, settings = swap
