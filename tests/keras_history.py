@@ -197,7 +197,9 @@ def keras1_conv2d_config(
     return {"class_name": "Convolution2D", "config": config}
 
 
-def _lstm_as_keras1(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
+def _lstm_as_keras1(
+    kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, name: str
+) -> list[tuple[str, np.ndarray]]:
     """Keras 2 LSTM weights (gates i, f, c, o concatenated) as Keras 1's twelve arrays."""
     units = recurrent.shape[0]
     gates = {g: slice(k * units, (k + 1) * units) for k, g in enumerate("ifco")}
@@ -316,14 +318,19 @@ def keras1_conv2d_h5(directory: Path, dim_ordering: str = "tf") -> BuiltFile:
     return BuiltFile(path, [rows], expected)
 
 
-def keras1_functional_merge_h5(directory: Path) -> BuiltFile:
-    """Keras 1.2.2 functional ``Model``: two Dense branches on one input joined by
-    ``merge(mode="concat")``, then Dense(2, softmax)."""
+_MERGE_LAYERS = {"concat": "Concatenate", "sum": "Add", "mul": "Multiply", "ave": "Average",
+                 "max": "Maximum"}  # fmt: skip
+
+
+def keras1_functional_merge_h5(directory: Path, mode: str = "concat") -> BuiltFile:
+    """Keras 1.2.2 functional ``Model``: two Dense(3) branches on one input joined by
+    ``merge(mode=mode)``, then Dense(2, softmax)."""
     tf_keras = _tf_keras()
     x = tf_keras.Input((4,), name="input_1")
     left = tf_keras.layers.Dense(3, activation="tanh", name="dense_1")(x)
-    right = tf_keras.layers.Dense(2, activation="relu", name="dense_2")(x)
-    joined = tf_keras.layers.Concatenate(axis=-1, name="merge_1")([left, right])
+    right = tf_keras.layers.Dense(3, activation="relu", name="dense_2")(x)
+    merge_class = getattr(tf_keras.layers, _MERGE_LAYERS[mode])
+    joined = merge_class(name="merge_1")([left, right])
     out = tf_keras.layers.Dense(2, activation="softmax", name="dense_3")(joined)
     model = tf_keras.Model(x, out)
     rng = _randomize(model, 43)
@@ -335,7 +342,7 @@ def keras1_functional_merge_h5(directory: Path) -> BuiltFile:
 
     merge = {
         "name": "merge_1",
-        "mode": "concat",
+        "mode": mode,
         "mode_type": "raw",
         "concat_axis": -1,
         "dot_axes": -1,
@@ -356,7 +363,7 @@ def keras1_functional_merge_h5(directory: Path) -> BuiltFile:
             "inbound_nodes": [],
         },
         {**keras1_dense_config("dense_1", 3, "tanh"), "name": "dense_1", "inbound_nodes": node("input_1")},
-        {**keras1_dense_config("dense_2", 2, "relu"), "name": "dense_2", "inbound_nodes": node("input_1")},
+        {**keras1_dense_config("dense_2", 3, "relu"), "name": "dense_2", "inbound_nodes": node("input_1")},
         {"class_name": "Merge", "name": "merge_1", "config": merge, "inbound_nodes": node("dense_1", "dense_2")},
         {**keras1_dense_config("dense_3", 2, "softmax"), "name": "dense_3", "inbound_nodes": node("merge_1")},
     ]  # fmt: skip
@@ -378,10 +385,149 @@ def keras1_functional_merge_h5(directory: Path) -> BuiltFile:
         ]
 
     path = write_keras1_h5(
-        directory / "keras1_merge.h5",
+        directory / f"keras1_merge_{mode}.h5",
         config,
         [("input_1", []), dense("dense_1"), dense("dense_2"), ("merge_1", []), dense("dense_3")],
     )
+    return BuiltFile(path, [rows], expected)
+
+
+def _keras1_recurrent_config(
+    class_name: str, name: str, units: int, **extra: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": name, "trainable": True, "return_sequences": False, "go_backwards": False,
+        "stateful": False, "unroll": False, "consume_less": "cpu", "input_dim": None,
+        "input_length": None, "output_dim": units, "init": "glorot_uniform",
+        "inner_init": "orthogonal", "activation": "tanh", "W_regularizer": None,
+        "U_regularizer": None, "b_regularizer": None, "dropout_W": 0.0, "dropout_U": 0.0,
+    }  # fmt: skip
+    if class_name == "GRU":
+        config["inner_activation"] = "hard_sigmoid"
+    config.update(extra)
+    return {"class_name": class_name, "config": config}
+
+
+def keras1_embedding_gru_h5(directory: Path) -> BuiltFile:
+    """Keras 1.2.2 Sequential: Embedding(10, 3, input_length=5; input_dtype int32) ->
+    GRU(4, return_sequences) -> SimpleRNN(3, go_backwards) -> Dense(2, softmax)."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((5,), dtype="int32"),
+            tf_keras.layers.Embedding(10, 3),
+            tf_keras.layers.GRU(
+                4, recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True
+            ),
+            tf_keras.layers.SimpleRNN(3, go_backwards=True),
+            tf_keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    rng = _randomize(model, 44, scale=0.8)
+    rows = rng.integers(0, 10, size=(6, 5)).astype(np.int32)
+    expected = [model.predict(rows, verbose=0)]
+    embeddings, gru_k, gru_r, gru_b, rnn_k, rnn_r, rnn_b, dense_k, dense_b = model.get_weights()
+    embedding = {
+        "class_name": "Embedding",
+        "config": {
+            "name": "embedding_1", "trainable": True, "batch_input_shape": [None, 5],
+            "input_dtype": "int32", "input_dim": 10, "output_dim": 3, "init": "uniform",
+            "input_length": 5, "mask_zero": False, "activity_regularizer": None,
+            "W_regularizer": None, "W_constraint": None, "dropout": 0.0,
+        },
+    }  # fmt: skip
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            embedding,
+            _keras1_recurrent_config("GRU", "gru_1", 4, return_sequences=True),
+            _keras1_recurrent_config("SimpleRNN", "simplernn_1", 3, go_backwards=True),
+            keras1_dense_config("dense_1", 2, "softmax"),
+        ],
+    }
+    units = 4
+    gru = []
+    for k, gate in enumerate("zrh"):  # Keras 1.2.2 GRU.trainable_weights order
+        part = slice(k * units, (k + 1) * units)
+        gru += [(f"gru_1_W_{gate}", gru_k[:, part]), (f"gru_1_U_{gate}", gru_r[:, part]),
+                (f"gru_1_b_{gate}", gru_b[part])]  # fmt: skip
+    path = write_keras1_h5(
+        directory / "keras1_embedding_gru.h5",
+        config,
+        [
+            ("embedding_1", [("embedding_1_W", embeddings)]),
+            ("gru_1", gru),
+            ("simplernn_1", [("simplernn_1_W", rnn_k), ("simplernn_1_U", rnn_r), ("simplernn_1_b", rnn_b)]),
+            ("dense_1", [("dense_1_W", dense_k), ("dense_1_b", dense_b)]),
+        ],
+    )  # fmt: skip
+    return BuiltFile(path, [rows], expected)
+
+
+def keras1_conv1d_batchnorm_h5(directory: Path) -> BuiltFile:
+    """Keras 1.2.2 Sequential: Convolution1D(4, 3; input_dim 2, input_length 7) ->
+    BatchNormalization(mode 0) -> MaxPooling1D(2) -> GlobalAveragePooling1D -> Dense(2)."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Conv1D(4, 3, activation="relu", input_shape=(7, 2)),
+            tf_keras.layers.BatchNormalization(epsilon=1e-3),
+            tf_keras.layers.MaxPooling1D(2),
+            tf_keras.layers.GlobalAveragePooling1D(),
+            tf_keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    rng = _randomize(model, 45)
+    conv_k, conv_b, gamma, beta, mean, variance, dense_k, dense_b = model.get_weights()
+    variance = rng.uniform(0.5, 2.0, size=variance.shape).astype(np.float32)
+    model.set_weights([conv_k, conv_b, gamma, beta, mean, variance, dense_k, dense_b])
+    rows = rng.normal(size=(5, 7, 2)).astype(np.float32)
+    expected = [model.predict(rows, verbose=0)]
+    conv = {
+        "class_name": "Convolution1D",
+        "config": {
+            "name": "convolution1d_1", "trainable": True, "batch_input_shape": [None, 7, 2],
+            "input_dtype": "float32", "nb_filter": 4, "filter_length": 3,
+            "init": "glorot_uniform", "activation": "relu", "border_mode": "valid",
+            "subsample_length": 1, **_NO_REGULARIZERS, "bias": True, "input_dim": 2,
+            "input_length": 7,
+        },
+    }  # fmt: skip
+    batchnorm = {
+        "class_name": "BatchNormalization",
+        "config": {
+            "name": "batchnormalization_1", "trainable": True, "epsilon": 1e-3, "mode": 0,
+            "axis": -1, "gamma_regularizer": None, "beta_regularizer": None, "momentum": 0.99,
+        },
+    }  # fmt: skip
+    pooling = {
+        "class_name": "MaxPooling1D",
+        "config": {"name": "maxpooling1d_1", "trainable": True, "stride": 2, "pool_length": 2,
+                   "border_mode": "valid"},
+    }  # fmt: skip
+    global_pooling = {
+        "class_name": "GlobalAveragePooling1D",
+        "config": {"name": "globalaveragepooling1d_1", "trainable": True},
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": [conv, batchnorm, pooling, global_pooling, keras1_dense_config("dense_1", 2, "softmax")],
+    }  # fmt: skip
+    bn = [("batchnormalization_1_gamma", gamma), ("batchnormalization_1_beta", beta),
+          ("batchnormalization_1_running_mean", mean),
+          ("batchnormalization_1_running_std", variance)]  # fmt: skip
+    path = write_keras1_h5(
+        directory / "keras1_conv1d_bn.h5",
+        config,
+        [
+            # Keras 1.2.2 stored Convolution1D kernels as (filter_length, 1, input_dim, filters).
+            ("convolution1d_1", [("convolution1d_1_W", conv_k[:, None]), ("convolution1d_1_b", conv_b)]),
+            ("batchnormalization_1", bn),
+            ("maxpooling1d_1", []),
+            ("globalaveragepooling1d_1", []),
+            ("dense_1", [("dense_1_W", dense_k), ("dense_1_b", dense_b)]),
+        ],
+    )  # fmt: skip
     return BuiltFile(path, [rows], expected)
 
 

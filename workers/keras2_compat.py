@@ -104,7 +104,6 @@ _CUDNN_AS_CPU: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-
 def _ndarray_scalar(value: Any) -> Any:
     """``{"type": "ndarray", "value": 6.0}`` (a 0-d numpy array as Keras's h5 JSON encoder
     wrote it) as the number it holds; anything else unchanged."""
@@ -160,7 +159,8 @@ def normalize_keras2_config(config: Any, keras_version: str | None) -> Any:
     2.0's Sequential); ``keras_version`` the file's root attribute. Returns a new config (the
     input is not changed): missing arguments filled with the writer's defaults (see
     ``STANDALONE_KERAS2_DEFAULTS``), GPU-only RNNs swapped for their CPU twins, stateful RNNs
-    made stateless.
+    made stateless, and arguments that known Keras bugs saved wrongly restored
+    (``KERAS_CONFIG_BUGS``).
     """
     return _normalize(config, standalone_keras2_version(keras_version))
 

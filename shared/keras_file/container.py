@@ -11,8 +11,8 @@ h5py, zipfile and json only (this runs in the API process). Every dialect found 
   (:mod:`shared.keras_file.keras1`), or the file is refused naming the layer that does not
   convert.
 
-Nothing here interprets the config: :mod:`shared.keras_file.safety` checks it and
-:mod:`shared.keras_file.signature` describes it.
+Apart from renaming Keras 1 arguments, nothing here interprets the config:
+:mod:`shared.keras_file.safety` checks it and :mod:`shared.keras_file.signature` describes it.
 """
 
 from __future__ import annotations

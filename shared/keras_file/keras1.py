@@ -90,9 +90,10 @@ def convert_keras1_config(config: Any, filename: str, keras_version: str | None)
         raise UnsupportedModelFile(
             f"{filename} was written by Keras {keras_version} (Keras 1), and its layer "
             f"{refused.name!r} ({refused.class_name}){argument} has no certain Keras 2 "
-            f"equivalent: {refused.reason}. Load the file with Keras 1.2.2 or Keras 2.0.x "
-            "(which reads Keras 1 files), save it again with model.save('model.h5'), and "
-            "upload that file.",
+            f"equivalent: {refused.reason}. Load the file with Keras 2.0.x, which reads "
+            "Keras 1 files (on the backend that trained the model), save it again with "
+            "model.save('model.h5') and upload that file; a layer Keras 2 no longer has must "
+            "be replaced first.",
             details={
                 "filename": filename,
                 "keras_version": keras_version,
@@ -121,10 +122,16 @@ def _convert_entry(entry: Any) -> Any:
     class_name = entry.get("class_name")
     config = entry.get("config")
     if class_name == "Sequential":
-        return {**entry, "config": _convert_entry(config)}
+        if isinstance(config, dict) and isinstance(config.get("layers"), list):
+            return {**entry, "config": {**config, "layers": _sequential_layers(config["layers"])}}
+        if isinstance(config, list):
+            return {**entry, "config": _sequential_layers(config)}
+        return entry
     if class_name == "Model" and isinstance(config, dict):
         layers = config.get("layers")
-        converted = [_convert_entry(layer) for layer in layers] if isinstance(layers, list) else layers
+        converted = (
+            [_convert_entry(layer) for layer in layers] if isinstance(layers, list) else layers
+        )
         return {**entry, "config": {**config, "layers": converted}}
     if not isinstance(class_name, str) or not isinstance(config, dict):
         return entry
@@ -138,7 +145,9 @@ def _convert_entry(entry: Any) -> Any:
             str(config.get("name") or entry.get("name") or "?"),
             class_name,
             None,
-            "kscore has no proven conversion of this Keras 1 layer",
+            "Keras 2 has no such layer"
+            if class_name in _KERAS1_ONLY
+            else "kscore has no proven conversion of this Keras 1 layer",
         )
     try:
         new_class, new_config = rule(dict(config))
@@ -147,6 +156,37 @@ def _convert_entry(entry: Any) -> Any:
             str(config.get("name") or "?"), class_name, refusal.argument, refusal.reason
         ) from None
     return {**entry, "class_name": new_class, "config": new_config}
+
+
+def _sequential_layers(layers: list[Any]) -> list[Any]:
+    """A Sequential's layers, its input made an explicit ``InputLayer``.
+
+    Keras 1 put the input's dtype on the first layer (``input_dtype``, "int32" before an
+    Embedding) and built the input from it, while the layer's own weights stayed float32.
+    A Keras 2 ``dtype`` on a layer is the dtype of its weights, so the input goes into an
+    ``InputLayer`` of its own, named as Keras names the one it builds (``<layer>_input``).
+    """
+    converted = [_convert_entry(layer) for layer in layers]
+    first = converted[0] if converted else None
+    if not isinstance(first, dict) or first.get("class_name") == "InputLayer":
+        return converted
+    first_config = first.get("config")
+    original = layers[0].get("config") if isinstance(layers[0], dict) else None
+    if not isinstance(first_config, dict) or "batch_input_shape" not in first_config:
+        return converted
+    first_config = dict(first_config)
+    shape = first_config.pop("batch_input_shape")
+    input_dtype = original.get("input_dtype") if isinstance(original, dict) else None
+    input_layer = {
+        "class_name": "InputLayer",
+        "config": {
+            "batch_input_shape": shape,
+            "dtype": input_dtype or "float32",
+            "sparse": False,
+            "name": f"{first_config.get('name', 'input')}_input",
+        },
+    }
+    return [input_layer, {**first, "config": first_config}, *converted[1:]]
 
 
 # --- the rules: one per Keras 1 class, each a (class, config) -> (class, config) ---------------
@@ -164,7 +204,10 @@ def _take(
         if key in _TRAINING_ONLY:
             continue
         if key == "input_dtype":
-            out["dtype"] = value  # keras-team/keras#6248: what Keras 2 then did with it
+            # The dtype of the input Keras 1 built for this layer, not of its weights: kept
+            # by an InputLayer (see _sequential_layers); Keras 2.0 read it the same way
+            # (https://github.com/keras-team/keras/pull/6248).
+            continue
         elif key in _BASE or key in keep:
             out[key] = value
         elif key in renames:
@@ -297,7 +340,9 @@ def _conv2d(config: Config) -> tuple[str, Config]:
 
 def _pooling1d(name: str) -> Callable[[Config], tuple[str, Config]]:
     def rule(config: Config) -> tuple[str, Config]:
-        out = _take(config, {"pool_length": "pool_size", "stride": "strides"}, frozenset({"border_mode"}))
+        out = _take(
+            config, {"pool_length": "pool_size", "stride": "strides"}, frozenset({"border_mode"})
+        )
         _padding(out)
         return name, out
 
@@ -384,6 +429,7 @@ _MERGE_ONLY = frozenset(
 
 def _input_layer(config: Config) -> tuple[str, Config]:
     out = _take(config, keep=frozenset({"sparse"}))
+    out["dtype"] = config.get("input_dtype") or "float32"
     if out.get("sparse"):
         raise Keras1Refusal("sparse", "sparse inputs cannot be scored from JSON rows")
     return "InputLayer", out
