@@ -177,6 +177,8 @@ def _normalize(config: Any, writer: Version | None) -> Any:
     if isinstance(shape, list) and shape and shape[0] is not None:
         out["batch_input_shape"] = [None, *shape[1:]]
     class_name = str(out.get("class_name"))
+    if class_name == "Sequential":
+        _input_shape_from_wrapped_layer(out)
     layer_config = out.get("config")
     if not isinstance(layer_config, dict):
         return out
@@ -200,3 +202,30 @@ def _normalize(config: Any, writer: Version | None) -> Any:
         out["class_name"] = cpu_class
         out["config"] = {**layer_config, **settings}
     return out
+
+
+def _input_shape_from_wrapped_layer(sequential: dict[str, Any]) -> None:
+    """Give a Sequential's first ``Bidirectional`` the input shape its wrapped RNN declares.
+
+    ``Sequential([Bidirectional(LSTM(n, input_shape=(t, f))), ...])`` saves the shape inside
+    the wrapped layer's config only, so Keras 2.2.0 built the reloaded model without layers
+    and refused its weights ("You are trying to load a weight file containing 3 layers into a
+    model with 0 layers"); tf_keras still does. The RNN's input is the wrapper's input, so the
+    shape moves to the wrapper, where Keras reads it.
+    https://github.com/keras-team/keras/issues/10626
+    """
+    config = sequential.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
+        return
+    first = layers[0]
+    first_config = first.get("config")
+    if first.get("class_name") != "Bidirectional" or not isinstance(first_config, dict):
+        return
+    wrapped = first_config.get("layer")
+    wrapped_config = wrapped.get("config") if isinstance(wrapped, dict) else None
+    if "batch_input_shape" in first_config or not isinstance(wrapped_config, dict):
+        return
+    shape = wrapped_config.get("batch_input_shape")
+    if isinstance(shape, list):
+        first["config"] = {**first_config, "batch_input_shape": [None, *shape[1:]]}
