@@ -580,3 +580,63 @@ def relu_ndarray_config_h5(directory: Path) -> BuiltFile:
 
     _edit_h5_config(path, as_ndarrays, keras_version="2.1.6-tf")
     return BuiltFile(path, [rows], expected)
+
+
+def bidirectional_shape_inside_h5(directory: Path) -> BuiltFile:
+    """``Sequential([Bidirectional(LSTM(3, input_shape=(4, 2))), Dense])`` as Keras 2.2.0
+    saved it: the input shape only in the wrapped LSTM's config (a bare-list Sequential), which
+    Keras 2.2.0 then built without layers and refused ("a weight file containing 3 layers into
+    a model with 0 layers", keras-team/keras#10626). tf_keras refuses it the same way."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Bidirectional(
+                tf_keras.layers.LSTM(3, name="lstm"), input_shape=(4, 2), name="bi"
+            ),
+            tf_keras.layers.Dense(2, activation="softmax", name="probs"),
+        ]
+    )
+    rng = _randomize(model, 52)
+    rows = rng.normal(size=(5, 4, 2)).astype(np.float32)
+    expected = [model.predict(rows, verbose=0)]
+    path = _save_quietly(model, directory / "bidirectional_keras220.h5")
+
+    def shape_inside(config: dict[str, Any]) -> None:
+        layers = [
+            layer for layer in config["config"]["layers"] if layer["class_name"] != "InputLayer"
+        ]
+        bi = layers[0]["config"]
+        shape = bi.pop("batch_input_shape", [None, 4, 2])
+        bi["layer"]["config"]["batch_input_shape"] = shape
+        config["config"] = layers  # Keras <= 2.2.2 wrote a Sequential as a bare list
+
+    _edit_h5_config(path, shape_inside, keras_version="2.2.0")
+    return BuiltFile(path, [rows], expected)
+
+
+def shared_layer_used_before_its_input_h5(directory: Path) -> BuiltFile:
+    """A layer shared by two branches, its second call on a layer listed after it, as Keras
+    2.0.6 saved it (keras-team/keras#7682: that Keras's loader failed with "Missing layer";
+    Keras 2.0.7 deferred such nodes, and tf_keras does too, so nothing is rewritten)."""
+    tf_keras = _tf_keras()
+    x = tf_keras.Input((4,), name="input_1")
+    dense_a = tf_keras.layers.Dense(4, name="dense_A")
+    dense_b = tf_keras.layers.Dense(3, name="dense_B")
+    dense_c = tf_keras.layers.Dense(4, name="dense_C")
+    joined = tf_keras.layers.Concatenate(name="concatenate_1")(
+        [dense_b(dense_a(x)), dense_a(dense_c(x))]
+    )
+    out = tf_keras.layers.Dense(2, activation="softmax", name="probs")(joined)
+    model = tf_keras.Model(x, out)
+    rng = _randomize(model, 53)
+    rows = rng.normal(size=(5, 4)).astype(np.float32)
+    expected = [model.predict(rows, verbose=0)]
+    path = _save_quietly(model, directory / "shared_layer_keras206.h5")
+    order = ["input_1", "dense_A", "dense_B", "dense_C", "concatenate_1", "probs"]
+
+    def keras206_order(config: dict[str, Any]) -> None:
+        layers = config["config"]["layers"]
+        config["config"]["layers"] = sorted(layers, key=lambda layer: order.index(layer["name"]))
+
+    _edit_h5_config(path, keras206_order, keras_version="2.0.6")
+    return BuiltFile(path, [rows], expected)
