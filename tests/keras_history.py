@@ -16,6 +16,7 @@ into Keras 1's twelve arrays (gates i, c, f, o, each W, U, b).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,13 @@ def keras3_dicts_keras(directory: Path) -> BuiltFile:
     """
     keras = _keras()
     x1, x2, x3, a, b, c = _keras3_three_inputs()
-    model = keras.Model({"zz": x1, "aa": x2, "mm": x3}, {"q": c, "p": [b, a]})
-    rng = _randomize(model, 34)
-    r1, r2, r3 = (rng.normal(size=(4, n)).astype(np.float32) for n in (2, 3, 1))
-    expected = _flat(model({"zz": r1, "aa": r2, "mm": r3}))
+    with warnings.catch_warnings():
+        # Keras 3 warns that the dict keys are not the inputs' names: that is the point here.
+        warnings.simplefilter("ignore")
+        model = keras.Model({"zz": x1, "aa": x2, "mm": x3}, {"q": c, "p": [b, a]})
+        rng = _randomize(model, 34)
+        r1, r2, r3 = (rng.normal(size=(4, n)).astype(np.float32) for n in (2, 3, 1))
+        expected = _flat(model({"zz": r1, "aa": r2, "mm": r3}))
     return BuiltFile(_save_quietly(model, directory / "dicts.keras"), [r2, r3, r1], expected)
 
 
@@ -639,4 +643,32 @@ def shared_layer_used_before_its_input_h5(directory: Path) -> BuiltFile:
         config["config"]["layers"] = sorted(layers, key=lambda layer: order.index(layer["name"]))
 
     _edit_h5_config(path, keras206_order, keras_version="2.0.6")
+    return BuiltFile(path, [rows], expected)
+
+
+def bias_initializer_typo_h5(directory: Path) -> BuiltFile:
+    """Conv2D and Dense as Keras 2.0.0 saved them: ``bias_initializer`` serialized from the
+    kernel's initializer (keras-team/keras#5810, fixed in 2.0.1). Only initial values were
+    wrong, and loaded weights replace them, so the file scores as the model did."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Conv2D(
+                3, (2, 2), activation="relu", input_shape=(5, 5, 1), name="conv"
+            ),
+            tf_keras.layers.Flatten(name="flat"),
+            tf_keras.layers.Dense(2, activation="softmax", name="probs"),
+        ]
+    )
+    rng = _randomize(model, 54)
+    rows = rng.normal(size=(4, 5, 5, 1)).astype(np.float32)
+    expected = [model.predict(rows, verbose=0)]
+    path = _save_quietly(model, directory / "bias_initializer_keras200.h5")
+
+    def typo(config: dict[str, Any]) -> None:
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] in ("Conv2D", "Dense"):
+                layer["config"]["bias_initializer"] = layer["config"]["kernel_initializer"]
+
+    _edit_h5_config(path, typo, keras_version="2.0.0")
     return BuiltFile(path, [rows], expected)

@@ -143,8 +143,14 @@ def test_a_keras1_file_that_does_not_convert_is_refused_at_upload(
         kh.relu_ndarray_config_h5,
         kh.bidirectional_shape_inside_h5,
         kh.shared_layer_used_before_its_input_h5,
+        kh.bias_initializer_typo_h5,
     ],
-    ids=["relu-ndarray-tf1.12", "bidirectional-shape-inside-2.2.0", "shared-layer-order-2.0.6"],
+    ids=[
+        "relu-ndarray-tf1.12",
+        "bidirectional-shape-inside-2.2.0",
+        "shared-layer-order-2.0.6",
+        "bias-initializer-typo-2.0.0",
+    ],
 )
 def test_a_file_its_own_keras_could_not_reload_scores_as_the_model(
     client: FlaskClient, tmp_path: Path, build: Build
