@@ -16,7 +16,6 @@ into Keras 1's twelve arrays (gates i, c, f, o, each W, U, b).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +70,11 @@ def nested_inputs_h5(directory: Path) -> BuiltFile:
     return BuiltFile(_save_quietly(model, directory / "nested_inputs.h5"), rows, expected)
 
 
-def _keras3_three_inputs() -> tuple[Any, Any, Any, Any, Any, Any]:
+def _keras3_three_inputs(
+    names: tuple[str, str, str] = ("x1", "x2", "x3"),
+) -> tuple[Any, Any, Any, Any, Any, Any]:
     keras = _keras()
-    x1 = keras.Input((2,), name="x1")
-    x2 = keras.Input((3,), name="x2")
-    x3 = keras.Input((1,), name="x3")
+    x1, x2, x3 = (keras.Input((n,), name=name) for n, name in zip((2, 3, 1), names, strict=True))
     joined = keras.layers.Concatenate(name="joined")([x1, x2, x3])
     a = keras.layers.Dense(2, activation="softmax", name="a")(joined)
     b = keras.layers.Dense(3, name="b")(joined)
@@ -97,19 +96,17 @@ def keras3_nested_lists_keras(directory: Path) -> BuiltFile:
 def keras3_dicts_keras(directory: Path) -> BuiltFile:
     """Keras 3 ``.keras`` with dict inputs and a dict of outputs holding a list.
 
-    ``Model({"zz": x1, "aa": x2, "mm": x3}, {"q": c, "p": [b, a]})``: Keras flattens dicts in
-    sorted key order, so the inputs are x2, x3, x1 and the outputs b, a, c.
+    ``Model({"zz": zz, "aa": aa, "mm": mm}, {"q": c, "p": [b, a]})``: Keras flattens dicts in
+    sorted key order, so the inputs are aa, mm, zz and the outputs b, a, c, whatever order the
+    dicts were written in.
     """
     keras = _keras()
-    x1, x2, x3, a, b, c = _keras3_three_inputs()
-    with warnings.catch_warnings():
-        # Keras 3 warns that the dict keys are not the inputs' names: that is the point here.
-        warnings.simplefilter("ignore")
-        model = keras.Model({"zz": x1, "aa": x2, "mm": x3}, {"q": c, "p": [b, a]})
-        rng = _randomize(model, 34)
-        r1, r2, r3 = (rng.normal(size=(4, n)).astype(np.float32) for n in (2, 3, 1))
-        expected = _flat(model({"zz": r1, "aa": r2, "mm": r3}))
-    return BuiltFile(_save_quietly(model, directory / "dicts.keras"), [r2, r3, r1], expected)
+    zz, aa, mm, a, b, c = _keras3_three_inputs(("zz", "aa", "mm"))
+    model = keras.Model({"zz": zz, "aa": aa, "mm": mm}, {"q": c, "p": [b, a]})
+    rng = _randomize(model, 34)
+    r_zz, r_aa, r_mm = (rng.normal(size=(4, n)).astype(np.float32) for n in (2, 3, 1))
+    expected = _flat(model({"zz": r_zz, "aa": r_aa, "mm": r_mm}))
+    return BuiltFile(_save_quietly(model, directory / "dicts.keras"), [r_aa, r_mm, r_zz], expected)
 
 
 # --- kind 6: Keras 1 files ------------------------------------------------------------------

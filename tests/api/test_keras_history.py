@@ -45,7 +45,7 @@ def rows_of(inputs: list[np.ndarray]) -> list[Any]:
         (kh.nested_inputs_h5, ["x1", "x2", "x3"], ["out"]),
         (kh.keras3_nested_lists_keras, ["x1", "x2", "x3"], ["a", "b", "c"]),
         # Keras flattens dicts in sorted key order: inputs aa, mm, zz; outputs p=[b, a], q=c.
-        (kh.keras3_dicts_keras, ["x2", "x3", "x1"], ["b", "a", "c"]),
+        (kh.keras3_dicts_keras, ["aa", "mm", "zz"], ["b", "a", "c"]),
     ],
     ids=["tf_keras-nested-outputs", "tf_keras-nested-inputs", "keras3-nested", "keras3-dicts"],
 )
