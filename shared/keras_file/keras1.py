@@ -66,7 +66,7 @@ _KERAS1_ONLY = frozenset(
 )  # fmt: skip
 
 
-class Keras1Refusal(Exception):
+class _ArgumentRefused(Exception):
     """A Keras 1 layer argument that has no certain Keras 2 equivalent."""
 
     def __init__(self, argument: str | None, reason: str) -> None:
@@ -153,7 +153,7 @@ def _convert_entry(entry: Any) -> Any:
         )
     try:
         new_class, new_config = rule(dict(config))
-    except Keras1Refusal as refusal:
+    except _ArgumentRefused as refusal:
         raise _LayerRefused(
             str(config.get("name") or "?"), class_name, refusal.argument, refusal.reason
         ) from None
@@ -215,7 +215,7 @@ def _take(
         elif key in renames:
             out[renames[key]] = value
         else:
-            raise Keras1Refusal(key, f"Keras 1 argument {key!r} is not one kscore converts")
+            raise _ArgumentRefused(key, f"Keras 1 argument {key!r} is not one kscore converts")
     return out
 
 
@@ -235,7 +235,7 @@ def _use_bias(out: Config) -> None:
 def _data_format(out: Config) -> None:
     ordering = out.pop("dim_ordering", "tf")
     if ordering not in _DATA_FORMAT:
-        raise Keras1Refusal(
+        raise _ArgumentRefused(
             "dim_ordering",
             f"dim_ordering {ordering!r}: Theano-ordered kernels were most likely trained with "
             "Theano, which flips convolution kernels, and the file does not record its backend",
@@ -246,7 +246,7 @@ def _data_format(out: Config) -> None:
 def _padding(out: Config) -> None:
     mode = out.pop("border_mode", "valid")
     if mode not in _PADDING:
-        raise Keras1Refusal("border_mode", f"border_mode {mode!r} has no Keras 2 padding")
+        raise _ArgumentRefused("border_mode", f"border_mode {mode!r} has no Keras 2 padding")
     out["padding"] = mode
 
 
@@ -384,14 +384,14 @@ def _zero_padding2d(config: Config) -> tuple[str, Config]:
     elif isinstance(padding, list) and len(padding) == 4:
         out["padding"] = [[padding[0], padding[1]], [padding[2], padding[3]]]
     else:
-        raise Keras1Refusal("padding", f"padding {padding!r} is not one Keras 1.2 wrote")
+        raise _ArgumentRefused("padding", f"padding {padding!r} is not one Keras 1.2 wrote")
     return "ZeroPadding2D", out
 
 
 def _batch_normalization(config: Config) -> tuple[str, Config]:
     out = _take(config, keep=frozenset({"epsilon", "mode", "axis", "momentum"}))
     if out.pop("mode", 0) != 0:
-        raise Keras1Refusal("mode", "BatchNormalization modes 1 and 2 no longer exist")
+        raise _ArgumentRefused("mode", "BatchNormalization modes 1 and 2 no longer exist")
     return "BatchNormalization", out
 
 
@@ -406,13 +406,13 @@ _MERGE_MODES = {
 
 def _merge(config: Config) -> tuple[str, Config]:
     if config.get("layers"):
-        raise Keras1Refusal("layers", "a Merge of whole models has no Keras 2 layer")
+        raise _ArgumentRefused("layers", "a Merge of whole models has no Keras 2 layer")
     mode = config.get("mode")
     if config.get("mode_type", "raw") != "raw" or mode not in _MERGE_MODES:
-        raise Keras1Refusal("mode", f"Merge mode {mode!r} is not sum, mul, ave, max or concat")
+        raise _ArgumentRefused("mode", f"Merge mode {mode!r} is not sum, mul, ave, max or concat")
     for key in ("output_shape", "output_mask", "arguments"):
         if config.get(key):
-            raise Keras1Refusal(key, f"Merge with {key} set")
+            raise _ArgumentRefused(key, f"Merge with {key} set")
     out = _take(
         {k: v for k, v in config.items() if k not in _MERGE_ONLY},
         keep=frozenset({"concat_axis"}),
@@ -433,7 +433,7 @@ def _input_layer(config: Config) -> tuple[str, Config]:
     out = _take(config, keep=frozenset({"sparse"}))
     out["dtype"] = config.get("input_dtype") or "float32"
     if out.get("sparse"):
-        raise Keras1Refusal("sparse", "sparse inputs cannot be scored from JSON rows")
+        raise _ArgumentRefused("sparse", "sparse inputs cannot be scored from JSON rows")
     return "InputLayer", out
 
 
