@@ -669,3 +669,69 @@ def bias_initializer_typo_h5(directory: Path) -> BuiltFile:
 
     _edit_h5_config(path, typo, keras_version="2.0.0")
     return BuiltFile(path, [rows], expected)
+
+
+def keras1_layer_zoo_h5(directory: Path) -> BuiltFile:
+    """Keras 1.2.2 Sequential through the remaining converted classes: Convolution2D
+    (border_mode "same") -> AveragePooling2D -> Dropout(p) -> Activation ->
+    GlobalAveragePooling2D -> Dense(6) -> Reshape -> Permute -> Flatten -> RepeatVector ->
+    Flatten -> Dense(2, softmax), on 6x6x2 images."""
+    tf_keras = _tf_keras()
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Conv2D(3, (3, 3), padding="same", input_shape=(6, 6, 2)),
+            layers.AveragePooling2D((2, 2)),
+            layers.Dropout(0.3),
+            layers.Activation("tanh"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(6),
+            layers.Reshape((2, 3)),
+            layers.Permute((2, 1)),
+            layers.Flatten(),
+            layers.RepeatVector(2),
+            layers.Flatten(),
+            layers.Dense(2, activation="softmax"),
+        ]
+    )
+    rng = _randomize(model, 46)
+    rows = rng.normal(size=(5, 6, 6, 2)).astype(np.float32)
+    expected = [model.predict(rows, verbose=0)]
+    conv_k, conv_b, d1_k, d1_b, d2_k, d2_b = model.get_weights()
+
+    def plain(class_name: str, name: str, **config: Any) -> dict[str, Any]:
+        return {"class_name": class_name, "config": {"name": name, "trainable": True, **config}}
+
+    conv = keras1_conv2d_config("conv", 3, (3, 3), batch_input_shape=[None, 6, 6, 2])
+    conv["config"].update(border_mode="same", activation="linear")
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            conv,
+            plain("AveragePooling2D", "pool", pool_size=[2, 2], border_mode="valid",
+                  strides=[2, 2], dim_ordering="tf"),
+            plain("Dropout", "drop", p=0.3),
+            plain("Activation", "act", activation="tanh"),
+            plain("GlobalAveragePooling2D", "gap", dim_ordering="tf"),
+            keras1_dense_config("dense_1", 6, "linear"),
+            plain("Reshape", "reshape", target_shape=[2, 3]),
+            plain("Permute", "permute", dims=[2, 1]),
+            plain("Flatten", "flat_1"),
+            plain("RepeatVector", "repeat", n=2),
+            plain("Flatten", "flat_2"),
+            keras1_dense_config("dense_2", 2, "softmax"),
+        ],
+    }  # fmt: skip
+    no_weights = ["pool", "drop", "act", "gap", "reshape", "permute", "flat_1", "repeat", "flat_2"]
+    path = write_keras1_h5(
+        directory / "keras1_layer_zoo.h5",
+        config,
+        [
+            ("conv", [("conv_W", conv_k), ("conv_b", conv_b)]),
+            *[(name, []) for name in no_weights[:5]],
+            ("dense_1", [("dense_1_W", d1_k), ("dense_1_b", d1_b)]),
+            *[(name, []) for name in no_weights[5:]],
+            ("dense_2", [("dense_2_W", d2_k), ("dense_2_b", d2_b)]),
+        ],
+    )
+    return BuiltFile(path, [rows], expected)

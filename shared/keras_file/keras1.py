@@ -371,6 +371,13 @@ def _global_pooling2d(name: str) -> Callable[[Config], tuple[str, Config]]:
 
 
 def _zero_padding2d(config: Config) -> tuple[str, Config]:
+    if "dim_ordering" not in config:
+        # Keras 1.2 saved only the padding: which axes it padded followed the writer's own
+        # keras.json, which the file does not record.
+        raise _ArgumentRefused(
+            "dim_ordering",
+            "Keras 1.2 did not save which axes ZeroPadding2D padded (its dim_ordering)",
+        )
     out = _take(config, keep=frozenset({"padding", "dim_ordering"}))
     _data_format(out)
     padding = out.get("padding")

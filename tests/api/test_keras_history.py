@@ -87,8 +87,17 @@ def test_nested_inputs_and_outputs_are_named_flat_and_score_as_keras(
         lambda d: kh.keras1_functional_merge_h5(d, "sum"),
         kh.keras1_embedding_gru_h5,
         kh.keras1_conv1d_batchnorm_h5,
+        kh.keras1_layer_zoo_h5,
     ],
-    ids=["lstm-dense", "conv2d-tf", "merge-concat", "merge-sum", "embedding-gru-rnn", "conv1d-bn"],
+    ids=[
+        "lstm-dense",
+        "conv2d-tf",
+        "merge-concat",
+        "merge-sum",
+        "embedding-gru-rnn",
+        "conv1d-bn",
+        "pooling-reshape-zoo",
+    ],
 )
 def test_a_keras1_file_scores_as_the_model_it_was_built_from(
     client: FlaskClient, tmp_path: Path, build: Build

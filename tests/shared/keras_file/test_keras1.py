@@ -116,10 +116,24 @@ def test_merge_modes_become_merge_layers() -> None:
             "new_thing",
             "not one kscore converts",
         ),
+        (
+            {"class_name": "ZeroPadding2D", "config": {"name": "c", "padding": [1, 1]}},
+            "dim_ordering",
+            "did not save which axes",
+        ),
         ({"class_name": "MaxoutDense", "config": {"name": "c"}}, None, "Keras 2 has no such"),
         ({"class_name": "Cropping2D", "config": {"name": "c"}}, None, "no proven conversion"),
     ],
-    ids=["th", "border-full", "merge-dot", "batchnorm-mode-2", "unknown-arg", "maxout", "other"],
+    ids=[
+        "th",
+        "border-full",
+        "merge-dot",
+        "batchnorm-mode-2",
+        "unknown-arg",
+        "zero-padding-without-ordering",
+        "maxout",
+        "other",
+    ],
 )  # fmt: skip
 def test_what_does_not_convert_is_refused_naming_layer_and_argument(
     entry: dict[str, Any], argument: str | None, why: str
@@ -161,3 +175,13 @@ def test_keras2_files_are_not_touched(tmp_path: Path) -> None:
     config = sequential(kh.keras1_dense_config("d", 3, "softmax", [None, 4]))
     info = inspect(h5_with_config(tmp_path, config, "2.0.0"))
     assert info.layer_classes == ["Dense"]
+
+
+def test_zero_padding_with_its_ordering_pads_the_same_sides() -> None:
+    # Keras 1.0's ZeroPadding2D, and Keras 2.0's reading of it: (rows, cols) or 4 sides.
+    for padding, expected in (([1, 2], [[1, 1], [2, 2]]), ([1, 2, 3, 4], [[1, 2], [3, 4]])):
+        entry = {"class_name": "ZeroPadding2D",
+                 "config": {"name": "z", "padding": padding, "dim_ordering": "tf"}}  # fmt: skip
+        converted = convert({"class_name": "Model", "config": {"layers": [entry]}})
+        config = converted["config"]["layers"][0]["config"]
+        assert config["padding"] == expected and config["data_format"] == "channels_last"
