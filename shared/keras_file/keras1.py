@@ -18,8 +18,8 @@ are dropped: predictions do not depend on them. Refused on purpose:
 
 - convolutions and pooling with ``dim_ordering`` "th" (or "default"): Keras 1 files do not
   record their backend, and Theano-ordered kernels were nearly always trained with Theano,
-  whose convolution flips the kernel; TensorFlow's CPU kernels also do not run channels-first.
-  A "tf"-ordered convolution is read as TensorFlow trained it, which is what Keras 2.0 did
+  whose convolution flips the kernel (a Keras 2 file records its backend, and kscore flips
+  Theano kernels back). A "tf"-ordered convolution is read as TensorFlow trained it, which is what Keras 2.0 did
   with a file that names no backend (no kernel flip);
 - ``border_mode`` "full" (Theano only), ``Merge`` modes other than sum/mul/ave/max/concat and
   ``Merge`` of whole models, ``BatchNormalization`` modes 1 and 2 (Keras 2.0 refused them too),
