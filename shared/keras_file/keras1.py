@@ -16,11 +16,12 @@ the way out: load it with Keras 1.2.2 or 2.0.x and save it again. Arguments that
 while training (initializers, regularizers, constraints, dropout on inputs of an Embedding)
 are dropped: predictions do not depend on them. Refused on purpose:
 
-- convolutions and pooling with ``dim_ordering`` "th" (or "default"): Keras 1 files do not
-  record their backend, and Theano-ordered kernels were nearly always trained with Theano,
-  whose convolution flips the kernel (a Keras 2 file records its backend, and kscore flips
-  Theano kernels back). A "tf"-ordered convolution is read as TensorFlow trained it, which is what Keras 2.0 did
-  with a file that names no backend (no kernel flip);
+- convolutions with ``dim_ordering`` "th": Keras 1 files do not record their backend, and
+  Theano-ordered kernels were nearly always trained with Theano, whose convolution flips the
+  kernel (a Keras 2 file records its backend, and kscore flips Theano kernels back). A
+  "tf"-ordered convolution is read as TensorFlow trained it, which is what Keras 2.0 did with
+  a file that names no backend (no kernel flip). Pooling has no kernel: "th" pooling becomes
+  "channels_first". Any "default" ordering is refused (it followed the writer's keras.json);
 - ``border_mode`` "full" (Theano only), ``Merge`` modes other than sum/mul/ave/max/concat and
   ``Merge`` of whole models, ``BatchNormalization`` modes 1 and 2 (Keras 2.0 refused them too),
   and every Keras 1 layer class without a Keras 2 twin (``Highway``, ``MaxoutDense``,
@@ -52,8 +53,8 @@ _TRAINING_ONLY = frozenset(
 # Every Keras 1 layer's base arguments (``Layer.get_config`` in Keras 1.2.2).
 _BASE = frozenset({"name", "trainable", "batch_input_shape", "input_dtype"})
 
-# dim_ordering as Keras 2.0's value_conversions mapped it; only "tf" is taken (see above).
-_DATA_FORMAT = {"tf": "channels_last"}
+# dim_ordering as Keras 2.0's value_conversions mapped it ("default" is refused).
+_DATA_FORMAT = {"tf": "channels_last", "th": "channels_first"}
 
 _PADDING = frozenset({"valid", "same"})
 
@@ -232,13 +233,19 @@ def _use_bias(out: Config) -> None:
         out["use_bias"] = bool(out.pop("bias"))
 
 
-def _data_format(out: Config) -> None:
+def _data_format(out: Config, *, kernel: bool = False) -> None:
     ordering = out.pop("dim_ordering", "tf")
+    if kernel and ordering == "th":
+        raise _ArgumentRefused(
+            "dim_ordering",
+            "dim_ordering 'th': Theano-ordered kernels were most likely trained with Theano, "
+            "which flips convolution kernels, and the file does not record its backend",
+        )
     if ordering not in _DATA_FORMAT:
         raise _ArgumentRefused(
             "dim_ordering",
-            f"dim_ordering {ordering!r}: Theano-ordered kernels were most likely trained with "
-            "Theano, which flips convolution kernels, and the file does not record its backend",
+            f"dim_ordering {ordering!r} followed the writer's keras.json, which the file "
+            "does not record",
         )
     out["data_format"] = _DATA_FORMAT[ordering]
 
@@ -335,7 +342,7 @@ def _conv2d(config: Config) -> tuple[str, Config]:
     )
     out["kernel_size"] = [out.pop("nb_row"), out.pop("nb_col")]
     _padding(out)
-    _data_format(out)
+    _data_format(out, kernel=True)
     _use_bias(out)
     return "Conv2D", out
 

@@ -185,3 +185,13 @@ def test_zero_padding_with_its_ordering_pads_the_same_sides() -> None:
         converted = convert({"class_name": "Model", "config": {"layers": [entry]}})
         config = converted["config"]["layers"][0]["config"]
         assert config["padding"] == expected and config["data_format"] == "channels_last"
+
+
+def test_pooling_has_no_kernel_so_theano_ordering_converts() -> None:
+    pool = {"class_name": "MaxPooling2D", "config": {"name": "p", "pool_size": [2, 2],
+            "strides": [2, 2], "border_mode": "valid", "dim_ordering": "th"}}  # fmt: skip
+    converted = convert({"class_name": "Model", "config": {"layers": [pool]}})
+    assert converted["config"]["layers"][0]["config"]["data_format"] == "channels_first"
+    pool["config"]["dim_ordering"] = "default"
+    with pytest.raises(UnsupportedModelFile, match="keras.json"):
+        convert({"class_name": "Model", "config": {"layers": [pool]}})
