@@ -193,5 +193,5 @@ def test_pooling_has_no_kernel_so_theano_ordering_converts() -> None:
     converted = convert({"class_name": "Model", "config": {"layers": [pool]}})
     assert converted["config"]["layers"][0]["config"]["data_format"] == "channels_first"
     pool["config"]["dim_ordering"] = "default"
-    with pytest.raises(UnsupportedModelFile, match="keras.json"):
+    with pytest.raises(UnsupportedModelFile, match=r"keras\.json"):
         convert({"class_name": "Model", "config": {"layers": [pool]}})
