@@ -735,3 +735,43 @@ def keras1_layer_zoo_h5(directory: Path) -> BuiltFile:
         ],
     )
     return BuiltFile(path, [rows], expected)
+
+
+def keras1_masked_lstm_h5(directory: Path) -> BuiltFile:
+    """Keras 1.2.2 Sequential: Masking(0.0) -> LSTM(4) -> Dense(3, softmax), scored on
+    sequences whose last steps are zero padding (skipped by the mask)."""
+    tf_keras = _tf_keras()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Masking(0.0, input_shape=(5, 3)),
+            tf_keras.layers.LSTM(4, recurrent_activation="hard_sigmoid"),
+            tf_keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    rng = _randomize(model, 47, scale=0.8)
+    rows = rng.normal(size=(6, 5, 3)).astype(np.float32)
+    for k, length in enumerate((5, 4, 3, 2, 1, 5)):
+        rows[k, length:] = 0.0
+    expected = [model.predict(rows, verbose=0)]
+    kernel, recurrent, bias, dense_kernel, dense_bias = model.get_weights()
+    masking = {
+        "class_name": "Masking",
+        "config": {"name": "masking_1", "trainable": True, "batch_input_shape": [None, 5, 3],
+                   "input_dtype": "float32", "mask_value": 0.0},
+    }  # fmt: skip
+    lstm = keras1_lstm_config("lstm_1", 4, 5, 3)
+    lstm["config"].update(input_dim=None, input_length=None)
+    config = {
+        "class_name": "Sequential",
+        "config": [masking, lstm, keras1_dense_config("dense_1", 3, "softmax")],
+    }
+    path = write_keras1_h5(
+        directory / "keras1_masked_lstm.h5",
+        config,
+        [
+            ("masking_1", []),
+            ("lstm_1", _lstm_as_keras1(kernel, recurrent, bias, "lstm_1")),
+            ("dense_1", [("dense_1_W", dense_kernel), ("dense_1_b", dense_bias)]),
+        ],
+    )
+    return BuiltFile(path, [rows], expected)

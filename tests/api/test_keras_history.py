@@ -88,6 +88,7 @@ def test_nested_inputs_and_outputs_are_named_flat_and_score_as_keras(
         kh.keras1_embedding_gru_h5,
         kh.keras1_conv1d_batchnorm_h5,
         kh.keras1_layer_zoo_h5,
+        kh.keras1_masked_lstm_h5,
     ],
     ids=[
         "lstm-dense",
@@ -97,6 +98,7 @@ def test_nested_inputs_and_outputs_are_named_flat_and_score_as_keras(
         "embedding-gru-rnn",
         "conv1d-bn",
         "pooling-reshape-zoo",
+        "masking-lstm",
     ],
 )
 def test_a_keras1_file_scores_as_the_model_it_was_built_from(
