@@ -17,6 +17,10 @@ can differ, and each is fixed here on the config (never on code) before any load
 
 tf.keras writers (``keras_version`` ending in ``-tf``, or 2.4 and later) serialize every one
 of these arguments, and their defaults are tf_keras's own, so only the last two apply to them.
+
+- **Configs a Keras wrote wrongly.** Where a Keras release saved a layer argument in a form its
+  own constructor refuses (``KERAS_CONFIG_BUGS``, each with its issue), the argument is
+  rewritten to the value the writer meant when that value is certain.
 """
 
 from __future__ import annotations
@@ -99,6 +103,36 @@ _CUDNN_AS_CPU: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
+
+def _ndarray_scalar(value: Any) -> Any:
+    """``{"type": "ndarray", "value": 6.0}`` (a 0-d numpy array as Keras's h5 JSON encoder
+    wrote it) as the number it holds; anything else unchanged."""
+    if (
+        isinstance(value, dict)
+        and set(value) == {"type", "value"}
+        and value["type"] == "ndarray"
+        and isinstance(value["value"], int | float)
+        and not isinstance(value["value"], bool)
+    ):
+        return float(value["value"])
+    return value
+
+
+#: Layer arguments some Keras release saved in a form its own constructor refused on load,
+#: by class: argument -> the function that restores what the writer meant.
+KERAS_CONFIG_BUGS: dict[str, dict[str, Any]] = {
+    # tf.keras 1.11-1.12 ("2.1.6-tf"): ReLU kept max_value, negative_slope and threshold as
+    # K.cast_to_floatx() 0-d arrays and saved them as {"type": "ndarray", "value": x}; its
+    # __init__ then failed comparing a dict with a float ("'<' not supported between
+    # instances of 'dict' and 'float'"). The value inside is exactly the float it meant.
+    # https://github.com/tensorflow/tensorflow/issues/22697 (fix: PR #22073)
+    "ReLU": {
+        "max_value": _ndarray_scalar,
+        "negative_slope": _ndarray_scalar,
+        "threshold": _ndarray_scalar,
+    },
+}
+
 _STANDALONE = re.compile(r"^2\.(\d+)\.(\d+)$")
 
 
@@ -125,7 +159,8 @@ def normalize_keras2_config(config: Any, keras_version: str | None) -> Any:
     2.0's Sequential); ``keras_version`` the file's root attribute. Returns a new config (the
     input is not changed): missing arguments filled with the writer's defaults (see
     ``STANDALONE_KERAS2_DEFAULTS``), GPU-only RNNs swapped for their CPU twins, stateful RNNs
-    made stateless.
+    made stateless, and arguments that known Keras bugs saved wrongly restored
+    (``KERAS_CONFIG_BUGS``).
     """
     return _normalize(config, standalone_keras2_version(keras_version))
 
@@ -142,6 +177,8 @@ def _normalize(config: Any, writer: Version | None) -> Any:
     if isinstance(shape, list) and shape and shape[0] is not None:
         out["batch_input_shape"] = [None, *shape[1:]]
     class_name = str(out.get("class_name"))
+    if class_name == "Sequential":
+        _input_shape_from_wrapped_layer(out)
     layer_config = out.get("config")
     if not isinstance(layer_config, dict):
         return out
@@ -153,9 +190,42 @@ def _normalize(config: Any, writer: Version | None) -> Any:
         }
         if missing:
             out["config"] = layer_config = {**layer_config, **missing}
+    repairs = KERAS_CONFIG_BUGS.get(class_name)
+    if repairs:
+        out["config"] = layer_config = {
+            key: repairs[key](value) if key in repairs else value
+            for key, value in layer_config.items()
+        }
     swap = _CUDNN_AS_CPU.get(class_name)
     if swap is not None:
         cpu_class, settings = swap
         out["class_name"] = cpu_class
         out["config"] = {**layer_config, **settings}
     return out
+
+
+def _input_shape_from_wrapped_layer(sequential: dict[str, Any]) -> None:
+    """Give a Sequential's first ``Bidirectional`` the input shape its wrapped RNN declares.
+
+    ``Sequential([Bidirectional(LSTM(n, input_shape=(t, f))), ...])`` saves the shape inside
+    the wrapped layer's config only, so Keras 2.2.0 built the reloaded model without layers
+    and refused its weights ("You are trying to load a weight file containing 3 layers into a
+    model with 0 layers"); tf_keras still does. The RNN's input is the wrapper's input, so the
+    shape moves to the wrapper, where Keras reads it.
+    https://github.com/keras-team/keras/issues/10626
+    """
+    config = sequential.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
+        return
+    first = layers[0]
+    first_config = first.get("config")
+    if first.get("class_name") != "Bidirectional" or not isinstance(first_config, dict):
+        return
+    wrapped = first_config.get("layer")
+    wrapped_config = wrapped.get("config") if isinstance(wrapped, dict) else None
+    if "batch_input_shape" in first_config or not isinstance(wrapped_config, dict):
+        return
+    shape = wrapped_config.get("batch_input_shape")
+    if isinstance(shape, list):
+        first["config"] = {**first_config, "batch_input_shape": [None, *shape[1:]]}

@@ -149,7 +149,7 @@ class LoadedModel:
             for i in range(len(model_inputs))
         ]
         self._graph = tf.function(
-            _ModelCall(model, feeds, _input_keys(model, model_inputs)),
+            _ModelCall(model, feeds, _input_structure(model, model_inputs)),
             input_signature=self._signature,
             # The call is plain Python around the model: nothing for autograph to convert, and
             # autograph re-reads source from disk, which breaks if the file changed since import.
@@ -192,13 +192,12 @@ class LoadedModel:
         import tensorflow as tf
 
         structure = self._graph.get_concrete_function().structured_outputs
-        traced = self._flat_outputs(structure)
+        tensors = self._flat_outputs(structure)
         keras_outputs = list(getattr(self.model, "outputs", None) or [])
-        tensors = traced
-        if len(keras_outputs) == len(traced):
-            # model.outputs is the call's result flattened (dicts in key order); packed into
-            # the result's structure, it goes through the same ordering as predictions do.
-            tensors = self._flat_outputs(tf.nest.pack_sequence_as(structure, keras_outputs))
+        if len(keras_outputs) == len(tensors):
+            # model.outputs is the call's result flattened the same way (nested lists in
+            # order, dicts in sorted key order), with the shapes Keras declares.
+            tensors = keras_outputs
         names = [s.name for s in self.output_specs]
         if len(names) != len(tensors):
             names = [str(n) for n in (getattr(self.model, "output_names", None) or [])]
@@ -268,37 +267,38 @@ class LoadedModel:
         return [np.asarray(t) for t in self._flat_outputs(self._graph(*tensors))]
 
     def _flat_outputs(self, result: Any) -> list[Any]:
-        if isinstance(result, dict):
-            # Outputs declared as a dict come back keyed by name; put them in spec order.
-            for names in (
-                [s.name for s in self.output_specs],
-                [str(n) for n in (getattr(self.model, "output_names", None) or [])],
-            ):
-                if names and set(names) == set(result):
-                    return [result[n] for n in names]
-            return list(result.values())
-        if isinstance(result, list | tuple):
-            return list(result)
-        return [result]
+        """The call's result as a flat list, in the order the output specs name them.
+
+        Outputs may come back nested (``Model(x, [[a, b], c])``) or as dicts (Keras 3); both
+        Keras and ``signature`` flatten them depth first, dict keys sorted, so
+        ``tf.nest.flatten`` puts them in spec order.
+        """
+        import tensorflow as tf
+
+        return list(tf.nest.flatten(result))
 
 
 class _ModelCall:
     """``model(inputs, training=False)`` with the inputs as positional tensors in spec order.
 
-    A callable object rather than a closure: TensorFlow counts traces per code object, so one
-    closure per loaded model would look like retracing and log a warning for every model.
+    The tensors are packed into the structure the model was built with (one tensor, a list,
+    a nested list, a dict), which Keras 3 requires and tf_keras accepts. A callable object
+    rather than a closure: TensorFlow counts traces per code object, so one closure per
+    loaded model would look like retracing and log a warning for every model.
     """
 
-    def __init__(self, model: Any, feeds: list[int], keys: list[str] | None) -> None:
+    def __init__(self, model: Any, feeds: list[int], structure: Any) -> None:
         self.model = model
         self.feeds = feeds
-        self.keys = keys
+        self.structure = structure
 
     def __call__(self, *tensors: Any) -> Any:
+        import tensorflow as tf
+
         ordered = [tensors[i] for i in self.feeds]
-        if self.keys is not None:
-            return self.model(dict(zip(self.keys, ordered, strict=True)), training=False)
-        return self.model(ordered[0] if len(ordered) == 1 else ordered, training=False)
+        if self.structure is None:
+            return self.model(ordered[0] if len(ordered) == 1 else ordered, training=False)
+        return self.model(tf.nest.pack_sequence_as(self.structure, ordered), training=False)
 
 
 def _batch_free_shape(shape: Any) -> list[int | None] | None:
@@ -312,21 +312,25 @@ def _batch_free_shape(shape: Any) -> list[int | None] | None:
     return [None, *dims[1:]] if dims else dims
 
 
-def _input_keys(model: Any, model_inputs: list[Any]) -> list[str] | None:
-    """The dict keys of a Keras 3 model built with dict inputs, in ``model.inputs`` order."""
+def _input_structure(model: Any, model_inputs: list[Any]) -> Any:
+    """The structure of ``model.input`` (a tensor, list, nested list or dict of tensors).
+
+    ``model.inputs`` is that structure flattened (depth first, dict keys sorted); packing the
+    call's flat tensors into it hands each tensor to its input. None when the model states no
+    structure that flattens to its inputs: the call then passes one tensor or a flat list.
+    """
+    import tensorflow as tf
+
     try:
         struct = model.input
     except (AttributeError, ValueError):
         return None
-    if not isinstance(struct, dict):
+    flat = tf.nest.flatten(struct)
+    if len(flat) != len(model_inputs) or any(
+        a is not b for a, b in zip(flat, model_inputs, strict=True)
+    ):
         return None
-    keys = []
-    for tensor in model_inputs:
-        key = next((k for k, v in struct.items() if v is tensor), None)
-        if key is None:
-            return None
-        keys.append(str(key))
-    return keys
+    return tf.nest.map_structure(lambda _: 0, struct)
 
 
 # --- loaders -------------------------------------------------------------------------------

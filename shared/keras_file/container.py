@@ -6,10 +6,13 @@ h5py, zipfile and json only (this runs in the API process). Every dialect found 
   be a bare list of layers (Keras <= 2.2.2);
 - tf.keras / tf_keras 2.x ``.h5``: class ``Functional``, ``Model`` or ``Sequential``;
 - Keras 3 writing legacy ``.h5``: ``batch_shape`` and dtype-policy dicts;
-- Keras 3 ``.keras`` zips: ``config.json``, ``metadata.json`` and ``model.weights.h5``.
+- Keras 3 ``.keras`` zips: ``config.json``, ``metadata.json`` and ``model.weights.h5``;
+- Keras 1.x ``.h5``: the config comes back as the Keras 2 config Keras 2.0 built from it
+  (:mod:`shared.keras_file.keras1`), or the file is refused naming the layer that does not
+  convert.
 
-Nothing here interprets the config: :mod:`shared.keras_file.safety` checks it and
-:mod:`shared.keras_file.signature` describes it.
+Apart from renaming Keras 1 arguments, nothing here interprets the config:
+:mod:`shared.keras_file.safety` checks it and :mod:`shared.keras_file.signature` describes it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import h5py
 
 from shared.errors import UnsupportedModelFile
+from shared.keras_file.keras1 import convert_keras1_config, is_keras1
 
 #: Extensions of a bare model file (as opposed to an archive holding one).
 MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras")
@@ -182,6 +186,10 @@ def _read_h5(path: Path, filename: str) -> RawModel:
         backend = _attr_text(attrs.get("backend")) or _attr_text(weights_attrs.get("backend"))
         training_text = _attr_text(attrs.get("training_config"))
     config = _parse_json(config_text, "model_config", filename)
+    if is_keras1(keras_version):
+        # Keras 1 argument names are read as Keras 2.0 read them, before anything else sees
+        # the config (see shared.keras_file.keras1); what does not convert is refused here.
+        config = convert_keras1_config(config, filename, keras_version)
     others: dict[str, Any] = {}
     if training_text:
         others["training_config"] = _parse_json(training_text, "training_config", filename)

@@ -211,6 +211,12 @@ def _sequential_signature(
     else:
         input_name = f"{first_name}_input"
         input_shape = _declared_input_shape(first_config)
+        if input_shape is None and first.get("class_name") == "Bidirectional":
+            # Keras saved Bidirectional(LSTM(n, input_shape=...)) with the shape on the RNN
+            # only (keras-team/keras#10626); the worker moves it to the wrapper.
+            wrapped = first_config.get("layer")
+            if isinstance(wrapped, dict):
+                input_shape = _declared_input_shape(_layer_config(wrapped))
         if input_shape is None and isinstance(model_config, dict):
             input_shape = _shape(model_config.get("build_input_shape"))
         if input_shape is None:

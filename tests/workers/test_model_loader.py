@@ -27,6 +27,7 @@ import pytest
 from shared.errors import ScoringInputInvalid, UnsafeModel, UnsupportedModelFile
 from shared.keras_file import ModelInfo, TensorSpec
 from tests import keras_files as kf
+from tests import keras_history as kh
 from workers import model_loader
 from workers.model_loader import LoadedModel, choose_loader, load_model
 
@@ -222,6 +223,36 @@ def test_multi_io_follows_the_signature_order(model_dir: Path) -> None:
     score, kind = model.predict(_multi_rows(np.random.default_rng(3), SMALL))
     assert score.shape == (SMALL, 1)
     assert kind.shape == (SMALL, 3)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        kh.nested_outputs_h5,
+        kh.nested_inputs_h5,
+        kh.keras3_nested_lists_keras,
+        kh.keras3_dicts_keras,
+    ],
+    ids=lambda b: b.__name__,
+)
+def test_nested_and_dict_structures_are_fed_and_flattened_in_spec_order(
+    tmp_path: Path, build: Callable[[Path], kh.BuiltFile]
+) -> None:
+    # Issue 7, kind 3: inputs packed into the model's own structure; outputs flattened as
+    # Keras flattens them (depth first, dict keys sorted), which is the order the specs name.
+    built = build(tmp_path)
+    model = load_model(built.path, built.path.name)
+    model.warm_up()
+    outputs = model.predict(built.inputs)
+    assert len(outputs) == len(built.expected) == len(model.output_specs)
+    for got, expected in zip(outputs, built.expected, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    signature = model.output_signature()
+    assert [s.name for s in signature] == [s.name for s in model.output_specs]
+    assert [s.shape[1:] for s in signature if s.shape] == [
+        list(e.shape[1:]) for e in built.expected
+    ]
+    assert model.trace_count == 1
 
 
 def test_text_model_takes_numpy_str_arrays_too(model_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,64 @@ def test_keras3_dict_outputs_are_in_key_order(built: Built, tmp_path: Path) -> N
     config["config"]["output_layers"] = {"z": ["p", 0, 0], "a": ["q", 0, 0]}
     info = inspect(h5_with_config(tmp_path, config, "3.5.0"))
     assert [(o.name, o.activation) for o in info.outputs] == [("q", "tanh"), ("p", "relu")]
+
+
+# --- nested inputs and outputs (issue 7, kind 3) -----------------------------------------------
+
+
+@pytest.mark.parametrize("keras_version", ["2.15.0", "3.5.0"])
+def test_nested_output_and_input_lists_are_named_flat_in_order(
+    tmp_path: Path, keras_version: str
+) -> None:
+    # Model([[x1, x2], x3], [[a, b], c]) in either dialect: nested lists of refs.
+    def input_layer(name: str, width: int) -> dict[str, Any]:
+        return {
+            "class_name": "InputLayer",
+            "name": name,
+            "config": {"name": name, "batch_input_shape": [None, width], "dtype": "float32"},
+            "inbound_nodes": [],
+        }
+
+    def head(name: str, activation: str) -> dict[str, Any]:
+        return {**dense(name, activation=activation), "name": name,
+                "inbound_nodes": [[["x1", 0, 0, {}]]]}  # fmt: skip
+
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": [input_layer("x1", 2), input_layer("x2", 3), input_layer("x3", 1),
+                       head("a", "softmax"), head("b", "linear"), head("c", "sigmoid")],
+            "input_layers": [[["x1", 0, 0], ["x2", 0, 0]], ["x3", 0, 0]],
+            "output_layers": [[["a", 0, 0], ["b", 0, 0]], ["c", 0, 0]],
+        },
+    }  # fmt: skip
+    info = inspect(h5_with_config(tmp_path, config, keras_version))
+    assert [(i.name, i.shape) for i in info.inputs] == [
+        ("x1", [None, 2]),
+        ("x2", [None, 3]),
+        ("x3", [None, 1]),
+    ]
+    assert [(o.name, o.activation) for o in info.outputs] == [
+        ("a", "softmax"),
+        ("b", "linear"),
+        ("c", "sigmoid"),
+    ]
+    # Keras 3 dicts holding lists flatten with sorted keys, depth first.
+    config["config"]["output_layers"] = {"q": ["c", 0, 0], "p": [["b", 0, 0], ["a", 0, 0]]}
+    info = inspect(h5_with_config(tmp_path, config, keras_version))
+    assert [o.name for o in info.outputs] == ["b", "a", "c"]
+
+
+def test_bidirectional_input_shape_saved_on_the_wrapped_rnn_is_read(tmp_path: Path) -> None:
+    # keras-team/keras#10626: Keras 2.2.0 kept the shape in the wrapped layer's config only.
+    lstm = {
+        "class_name": "LSTM",
+        "config": {"name": "l", "units": 3, "batch_input_shape": [None, 4, 2]},
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": [{"class_name": "Bidirectional", "config": {"name": "bi", "layer": lstm}}],
+    }  # fmt: skip
+    info = inspect(h5_with_config(tmp_path, config, "2.2.0"))
+    assert [(i.name, i.shape) for i in info.inputs] == [("bi_input", [None, 4, 2])]
