@@ -123,16 +123,15 @@ def run_up(
         raise DevStackError(f"kscore up needs {', '.join(missing)}. {SERVER_EXTRAS_HINT}")
     if options.workers < 1:
         raise DevStackError("--workers must be at least 1.")
-    data_dir = options.data_dir.resolve()
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    lock = hold_data_dir(data_dir)  # released when this process ends, however it ends
     if port_in_use(options.host, options.port):
-        lock.close()
         raise DevStackError(
             f"Port {options.port} on {options.host} is already in use (is kscore already "
             "running?). Stop it or pick another port with --port."
         )
+    data_dir = options.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    lock = hold_data_dir(data_dir)  # released when this process ends, however it ends
     url = public_url(options.host, options.port)
     env = child_env(options.redis_url, data_dir, url, workers=options.workers)
     stack = Supervisor(logs, env, warn=lambda line: warn(f"kscore up: {line}"))
