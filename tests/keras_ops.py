@@ -109,7 +109,7 @@ def tf_keras_operations(directory: Path, extension: str = ".h5") -> BuiltFile:
 # --- refusals: files that name an operation kscore must not run ------------------------------
 
 
-def _tf_keras_multiply_h5(directory: Path) -> Path:
+def tf_keras_multiply_h5(directory: Path) -> Path:
     """x (4,) -> ``x * 2.0`` (TFOpLambda math.multiply) -> Dense "probs"."""
     tf_keras = _tf_keras()
     x = tf_keras.Input((4,), name="x")
@@ -130,7 +130,7 @@ def _edit_h5_layers(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
 def tf_keras_op_refused_h5(directory: Path, function: str, marker: Path) -> Path:
     """The multiply model with its TFOpLambda retargeted at ``function`` (e.g. io.write_file),
     its call arguments pointing at ``marker``: what an attacker edits with h5py."""
-    path = _tf_keras_multiply_h5(directory)
+    path = tf_keras_multiply_h5(directory)
 
     def retarget(layer: dict[str, Any]) -> None:
         if layer["class_name"] == "TFOpLambda":
@@ -143,9 +143,7 @@ def tf_keras_op_refused_h5(directory: Path, function: str, marker: Path) -> Path
     return path
 
 
-def keras3_op_refused_keras(
-    directory: Path, module: str, class_name: str, marker: Path
-) -> Path:
+def keras3_op_refused_keras(directory: Path, module: str, class_name: str, marker: Path) -> Path:
     """The Keras 3 operations model with its ``Multiply`` operation replaced by
     ``module.class_name`` (e.g. ``tensorflow.io`` / ``write_file``), arguments at ``marker``:
     what an attacker edits in config.json."""
