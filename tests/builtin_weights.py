@@ -4,8 +4,9 @@ layer class can create, as tf_keras 2.x and Keras 3 name them.
 Run ``PYTHONPATH=. python -m tests.builtin_weights`` after upgrading keras or tf_keras;
 ``tests/shared/keras_file/test_safety.py`` checks that the committed file still equals what
 this module generates. Each class is built in each Keras with every variant below (the
-arguments that add or drop weights), and the last path component of every weight name is
-kept (``attn/scale:0`` -> ``scale``).
+arguments that add weights), in Keras 3 also with LoRA and each quantization mode the class
+supports, and the last path component of every weight name is kept
+(``attn/scale:0`` -> ``scale``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ OUTPUT = Path(__file__).resolve().parents[1] / "shared" / "keras_file" / "builti
 # several shapes for layers called on a list).
 VARIANTS: dict[str, list[tuple[dict[str, Any], list[tuple[int, ...]]]]] = {
     "Dense": [({"units": 2}, [(3,)])],
+    "EinsumDense": [({"equation": "ab,bc->ac", "output_shape": 2}, [(3,)])],
     "Embedding": [({"input_dim": 5, "output_dim": 2}, [(3,)])],
     "Conv1D": [({"filters": 2, "kernel_size": 2}, [(5, 3)])],
     "Conv2D": [({"filters": 2, "kernel_size": 2}, [(5, 5, 3)])],
@@ -66,20 +68,38 @@ VARIANTS: dict[str, list[tuple[dict[str, Any], list[tuple[int, ...]]]]] = {
 }
 
 
+# Keras 3 layers can also carry LoRA and quantization weights (enable_lora, quantize).
+KERAS3_MODES = ("lora", "int8", "int4", "float8")
+
+
 def _weight_names(keras: Any, class_name: str) -> set[str]:
     names: set[str] = set()
+    modes = (None, *KERAS3_MODES) if hasattr(keras, "ops") else (None,)
     for kwargs, shapes in VARIANTS[class_name]:
-        layer = getattr(keras.layers, class_name)(**kwargs)
-        inputs = [keras.Input(shape) for shape in shapes]
-        if class_name == "MultiHeadAttention":
-            layer(*inputs)
-        else:
-            layer(inputs if len(inputs) > 1 else inputs[0])
-        for weight in layer.weights:
-            # tf_keras: "lstm/lstm_cell/kernel:0"; Keras 3: "kernel" (path "lstm/lstm_cell/kernel").
-            full = getattr(weight, "path", None) or weight.name
-            names.add(full.rsplit("/", 1)[-1].split(":", 1)[0])
+        for mode in modes:
+            layer = _built(keras, class_name, kwargs, shapes)
+            try:
+                if mode == "lora":
+                    layer.enable_lora(2)
+                elif mode is not None:
+                    layer.quantize(mode)
+            except (NotImplementedError, ValueError, AttributeError):
+                continue  # the class has no such mode
+            for weight in layer.weights:
+                # tf_keras: "lstm/lstm_cell/kernel:0"; Keras 3: path "lstm/lstm_cell/kernel".
+                full = getattr(weight, "path", None) or weight.name
+                names.add(full.rsplit("/", 1)[-1].split(":", 1)[0])
     return names
+
+
+def _built(keras: Any, class_name: str, kwargs: dict[str, Any], shapes: list[Any]) -> Any:
+    layer = getattr(keras.layers, class_name)(**kwargs)
+    inputs = [keras.Input(shape) for shape in shapes]
+    if class_name == "MultiHeadAttention":
+        layer(*inputs)
+    else:
+        layer(inputs if len(inputs) > 1 else inputs[0])
+    return layer
 
 
 def generate() -> dict[str, Any]:

@@ -208,6 +208,34 @@ def custom_attention_h5(directory: Path) -> Path:
     return _save_quietly(model, directory / "custom_attention.h5")
 
 
+def nested_custom_attention_h5(directory: Path) -> Path:
+    """The same user's ``Attention`` one level down, inside a nested model "inner"."""
+    tf_keras = _tf_keras()
+    attention = _tf_keras_attention_class()
+    inner_x = tf_keras.Input((5, 3), name="inner_x")
+    inner = tf_keras.Model(inner_x, attention(units=4, name="attn")(inner_x), name="inner")
+    x = tf_keras.Input((5, 3), name="x")
+    probs = tf_keras.layers.Dense(2, activation="softmax", name="probs")(inner(x))
+    model = tf_keras.Model(x, probs, name="nested_custom_attention")
+    _random_weights(model, 51)
+    return _save_quietly(model, directory / "nested_custom_attention.h5")
+
+
+def builtin_wrappers_h5(directory: Path) -> Path:
+    """tf_keras ``.h5`` with built-in layers whose weights are stored under another name:
+    ``Bidirectional(LSTM)``, ``TimeDistributed(Dense)``, a nested model, BatchNormalization."""
+    tf_keras = _tf_keras()
+    inner_x = tf_keras.Input((5, 4), name="inner_x")
+    inner_out = tf_keras.layers.TimeDistributed(tf_keras.layers.Dense(3), name="td")(inner_x)
+    inner = tf_keras.Model(inner_x, inner_out, name="inner")
+    x = tf_keras.Input((5, 4), name="x")
+    seq = tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(2), name="bi")(inner(x))
+    normed = tf_keras.layers.BatchNormalization(name="bn")(seq)
+    probs = tf_keras.layers.Dense(2, activation="softmax", name="probs")(normed)
+    model = tf_keras.Model(x, probs, name="wrappers")
+    return _save_quietly(model, directory / "wrappers.h5")
+
+
 @functools.cache
 def _keras3_attention_class() -> type:
     keras = _keras()

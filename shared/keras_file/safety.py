@@ -371,12 +371,16 @@ def _check_stored_weights(
     stored_weights: Mapping[str, Sequence[str]],
     findings: dict[tuple[str, str], _Finding],
 ) -> None:
-    """Top-level layers whose stored weights are not weights of the built-in class they name.
+    """Layers whose stored weights are not weights of the built-in class they name.
 
     A user's ``Attention`` with its own weights, saved in ``.h5`` with ``custom_objects``, is
-    written as plain ``Attention``; only its weights (and config) tell it apart. Weight names
-    are compared by their last component (``attn/w:0`` -> ``w``); Keras 1 names
-    (``dense_1_W``, no ``/``) are not compared.
+    written as plain ``Attention``; only its weights (and config) tell it apart.
+    ``stored_weights`` maps the model's layer names to their weight names as the ``.h5``
+    stores them; a nested model's weights are stored under its name, each prefixed by its own
+    layer's name (``attn/w:0``), and a wrapper's (TimeDistributed, Bidirectional) under the
+    wrapper, created by the layer it wraps. Weight names are compared by their last component
+    (``attn/w:0`` -> ``w``); Keras 1 names (``dense_1_W``, no ``/``) are not compared, nor
+    classes missing from :func:`builtin_weight_names`.
     """
     config = model.get("config")
     layers = config if isinstance(config, list) else (config or {}).get("layers")
@@ -385,23 +389,47 @@ def _check_stored_weights(
     known = builtin_weight_names()
     for layer in layers:
         if not isinstance(layer, dict) or layer.get("module") or layer.get("registered_name"):
-            continue  # Keras 3 configs say where a class comes from; checked above
-        class_name = layer.get("class_name")
-        name = entry_name(layer)
+            continue  # Keras 3 configs say where a class comes from; checked by the walk
+        stored = stored_weights.get(entry_name(layer))
+        if not stored or not all("/" in w for w in stored):
+            continue
+        if layer.get("class_name") in MODEL_CLASSES:
+            by_layer: dict[str, list[str]] = {}
+            for weight in stored:
+                by_layer.setdefault(weight.split("/", 1)[0], []).append(weight)
+            _check_stored_weights(layer, by_layer, findings)
+            continue
+        creator = _weight_creator(layer)
+        class_name = creator.get("class_name")
         allowed = known.get(class_name) if isinstance(class_name, str) else None
-        stored = stored_weights.get(name)
-        if allowed is None or not stored or not all("/" in w for w in stored):
+        if allowed is None:
             continue
         foreign = [w for w in stored if w.rsplit("/", 1)[-1].split(":", 1)[0] not in allowed]
         if foreign:
             _add(
                 findings,
-                name,
+                entry_name(creator),
                 str(class_name),
                 f"{COLLISION} {class_name}: its stored weights "
                 f"{', '.join(repr(w) for w in foreign)} are not weights the built-in "
                 f"{class_name} creates",
             )
+
+
+def _weight_creator(layer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The layer whose class creates ``layer``'s weights: the wrapped one for a wrapper."""
+    config = layer.get("config")
+    if layer.get("class_name") in ("TimeDistributed", "Bidirectional") and isinstance(config, dict):
+        inner = config.get("layer")
+        backward = config.get("backward_layer")
+        if isinstance(inner, dict) and (
+            backward is None
+            or (
+                isinstance(backward, dict) and backward.get("class_name") == inner.get("class_name")
+            )
+        ):
+            return inner
+    return layer
 
 
 def _activation_reason(key: str, value: Any) -> str | None:

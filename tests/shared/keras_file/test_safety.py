@@ -468,10 +468,33 @@ def test_a_registered_custom_attention_in_keras_is_refused_by_its_origin(tmp_pat
     assert "'my_models'" in finding["reason"]
 
 
+def test_a_custom_attention_inside_a_nested_model_is_refused(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    with pytest.raises(UnsafeModel) as caught:
+        inspect(ko.nested_custom_attention_h5(tmp_path))
+    (finding,) = caught.value.details["layers"]
+    assert (finding["name"], finding["class_name"]) == ("attn", "Attention")
+    assert "'attn/w:0', 'attn/v:0'" in finding["reason"]
+
+
+def test_a_custom_layer_inside_a_wrapper_is_refused() -> None:
+    wrapped = {
+        "class_name": "TimeDistributed",
+        "config": {"name": "td", "layer": {"class_name": "Dense", "config": {"name": "d"}}},
+    }
+    (finding,) = find_unsafe_layers(
+        functional(wrapped), stored_weights={"td": ["td/kernel:0", "td/gate:0"]}
+    )
+    assert (finding["name"], finding["class_name"]) == ("d", "Dense")
+    assert "'td/gate:0'" in finding["reason"]
+
+
 def test_builtin_weights_are_not_collisions(tmp_path: Path) -> None:
     from tests import keras_ops as ko
 
     inspect(ko.builtin_attention_h5(tmp_path).path)
+    inspect(ko.builtin_wrappers_h5(tmp_path))
     config = functional(dense("probs"))
     weights = {"probs": ["probs/kernel:0", "probs/bias:0"]}
     assert find_unsafe_layers(config, stored_weights=weights) == []
