@@ -33,6 +33,13 @@ VARIANTS: dict[str, list[tuple[dict[str, Any], list[tuple[int, ...]]]]] = {
     "SeparableConv1D": [({"filters": 2, "kernel_size": 2}, [(5, 3)])],
     "SeparableConv2D": [({"filters": 2, "kernel_size": 2}, [(5, 5, 3)])],
     "DepthwiseConv2D": [({"kernel_size": 2}, [(5, 5, 3)])],
+    "DepthwiseConv1D": [({"kernel_size": 2}, [(5, 3)])],
+    "Conv3DTranspose": [({"filters": 2, "kernel_size": 2}, [(4, 4, 4, 3)])],
+    "ConvLSTM1D": [({"filters": 2, "kernel_size": 2}, [(3, 5, 3)])],
+    "ConvLSTM2D": [({"filters": 2, "kernel_size": 2}, [(3, 5, 5, 3)])],
+    "LocallyConnected1D": [({"filters": 2, "kernel_size": 2}, [(5, 3)])],
+    "LocallyConnected2D": [({"filters": 2, "kernel_size": 2}, [(5, 5, 3)])],
+    "GroupNormalization": [({"groups": 1}, [(4, 3)])],
     "SimpleRNN": [({"units": 2}, [(4, 3)])],
     "GRU": [({"units": 2}, [(4, 3)])],
     "LSTM": [({"units": 2}, [(4, 3)])],
@@ -44,6 +51,22 @@ VARIANTS: dict[str, list[tuple[dict[str, Any], list[tuple[int, ...]]]]] = {
     "MultiHeadAttention": [({"num_heads": 2, "key_dim": 2}, [(4, 3), (4, 3)])],
     # Layers without weights: a stored weight means the class is not the built-in one.
     "Activation": [({"activation": "relu"}, [(3,)])],
+    "AveragePooling1D": [({"pool_size": 2}, [(4, 3)])],
+    "AveragePooling2D": [({"pool_size": 2}, [(4, 4, 3)])],
+    "Cropping1D": [({}, [(4, 3)])],
+    "Cropping2D": [({}, [(4, 4, 3)])],
+    "ELU": [({}, [(3,)])],
+    "GaussianDropout": [({"rate": 0.5}, [(3,)])],
+    "GaussianNoise": [({"stddev": 0.1}, [(3,)])],
+    "GlobalAveragePooling2D": [({}, [(4, 4, 3)])],
+    "GlobalMaxPooling2D": [({}, [(4, 4, 3)])],
+    "SpatialDropout1D": [({"rate": 0.5}, [(4, 3)])],
+    "ThresholdedReLU": [({}, [(3,)])],
+    "UnitNormalization": [({}, [(3,)])],
+    "UpSampling1D": [({}, [(4, 3)])],
+    "UpSampling2D": [({}, [(4, 4, 3)])],
+    "ZeroPadding1D": [({}, [(4, 3)])],
+    "ZeroPadding2D": [({}, [(4, 4, 3)])],
     "Add": [({}, [(3,), (3,)])],
     "Average": [({}, [(3,), (3,)])],
     "Concatenate": [({}, [(3,), (3,)])],
@@ -54,8 +77,8 @@ VARIANTS: dict[str, list[tuple[dict[str, Any], list[tuple[int, ...]]]]] = {
     "GlobalMaxPooling1D": [({}, [(4, 3)])],
     "LeakyReLU": [({}, [(3,)])],
     "Masking": [({}, [(4, 3)])],
-    "MaxPooling1D": [({}, [(4, 3)])],
-    "MaxPooling2D": [({}, [(4, 4, 3)])],
+    "MaxPooling1D": [({"pool_size": 2}, [(4, 3)])],
+    "MaxPooling2D": [({"pool_size": 2}, [(4, 4, 3)])],
     "Maximum": [({}, [(3,), (3,)])],
     "Minimum": [({}, [(3,), (3,)])],
     "Multiply": [({}, [(3,), (3,)])],
@@ -74,6 +97,8 @@ KERAS3_MODES = ("lora", "int8", "int4", "float8")
 
 def _weight_names(keras: Any, class_name: str) -> set[str]:
     names: set[str] = set()
+    if not hasattr(keras.layers, class_name):
+        return names  # a class only the other Keras has (LocallyConnected2D, ThresholdedReLU)
     modes = (None, *KERAS3_MODES) if hasattr(keras, "ops") else (None,)
     for kwargs, shapes in VARIANTS[class_name]:
         for mode in modes:
