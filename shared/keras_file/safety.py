@@ -231,8 +231,10 @@ def check_config_safe(
         return
     shown = []
     for item in unsafe[:10]:
-        class_level = item["class_name"] in CODE_RUNNING_LAYERS or item["reason"].startswith(
-            "not a built-in"
+        # The class says it all unless there is more to say (where it comes from, what it calls).
+        class_level = item["class_name"] in CODE_RUNNING_LAYERS or item["reason"] in (
+            "not a built-in Keras layer",
+            "not a built-in Keras model class",
         )
         suffix = "" if class_level else f": {item['reason']}"
         shown.append(f'"{item["name"]}" ({item["class_name"]}{suffix})')

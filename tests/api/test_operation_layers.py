@@ -128,7 +128,7 @@ def _keras_while_loop(directory: Path, marker: Path) -> Path:
 
 REFUSED = [
     (_write_file_h5, "tf.math.multiply", "io.write_file"),
-    (_write_file_keras, "multiply", "write_file"),
+    (_write_file_keras, "multiply", "module 'tensorflow.io'"),
     (_keras_while_loop, "multiply", "keras.src.ops.core.WhileLoop"),
 ]
 REFUSED_IDS = ["tf_keras-io.write_file", "keras3-tensorflow.io.write_file", "keras3-WhileLoop"]

@@ -26,16 +26,22 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
-    ("builder", "name", "class_name"),
+    ("builder", "name", "class_name", "why"),
     [
-        (kf.lambda_h5_file, "my_lambda", "Lambda"),
-        (kf.lambda_keras_file, "my_lambda", "Lambda"),
-        (kf.custom_layer_keras_file, "doubler", "Doubler"),
+        (kf.lambda_h5_file, "my_lambda", "Lambda", ""),
+        (kf.lambda_keras_file, "my_lambda", "Lambda", ""),
+        (
+            kf.custom_layer_keras_file,
+            "doubler",
+            "Doubler",
+            ": not a built-in Keras layer; its class comes from the Python module "
+            "'tests.keras_files'; its class is registered by the package 'kscore_tests'",
+        ),
     ],
     ids=["lambda_h5", "lambda_keras", "custom_layer"],
 )
 def test_unsafe_files_are_refused_naming_the_layer(
-    built: Built, builder: Builder, name: str, class_name: str
+    built: Built, builder: Builder, name: str, class_name: str, why: str
 ) -> None:
     with pytest.raises(UnsafeModel) as caught:
         inspect(built(builder))
@@ -43,8 +49,8 @@ def test_unsafe_files_are_refused_naming_the_layer(
     assert (error.status, error.code) == (422, "unsafe_model")
     assert error.message == (
         "Model config names layers that could run code when loaded: "
-        f'"{name}" ({class_name}). kscore refuses such files; rebuild the model with built-in '
-        "layers only."
+        f'"{name}" ({class_name}{why}). kscore refuses such files; rebuild the model with '
+        "built-in layers only."
     )
     assert [(item["name"], item["class_name"]) for item in error.details["layers"]] == [
         (name, class_name)
