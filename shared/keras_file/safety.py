@@ -143,6 +143,12 @@ NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell", "cells", "layers")
 # How a collision's reason starts (a user's class with a built-in class's name).
 COLLISION = "a custom class named like the built-in"
 
+# What Keras 3 writes as data in a layer's call arguments (``inbound_nodes``); its loader
+# deserializes any other object there like a layer (a TFSMLayer would load a SavedModel).
+CALL_ARGUMENT_DATA = frozenset(
+    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+)
+
 # Keras 3 writes its operation classes under these modules.
 _KERAS3_OPS_MODULE_PREFIXES = ("keras.src.ops.", "keras.ops.")
 
@@ -288,6 +294,8 @@ def _check_model_entry(entry: Mapping[str, Any], findings: dict[tuple[str, str],
     outside = {k: v for k, v in entry.items() if k not in ("config", "module", "registered_name")}
     for reason in _code_reasons(outside, "model", check_origin=False):
         _add(findings, name, class_name, reason)
+    for reason in _call_argument_reasons(entry):
+        _add(findings, name, class_name, reason)
     if isinstance(layers, list):
         for layer in layers:
             _check_layer_entry(layer, findings)
@@ -322,6 +330,8 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
         _add(findings, name, class_name, f"{COLLISION} {class_name}")
     for reason in origin:
         _add(findings, name, class_name, reason)
+    for reason in _call_argument_reasons(entry):
+        _add(findings, name, class_name, reason)
     if not isinstance(config, dict):
         return
     own = {k: v for k, v in config.items() if k not in NESTED_LAYER_KEYS}
@@ -341,6 +351,21 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
         nested = config.get(key)
         for item in nested if isinstance(nested, list) else [nested]:
             _check_layer_entry(item, findings)
+
+
+def _call_argument_reasons(entry: Mapping[str, Any]) -> Iterator[str]:
+    """Serialized objects other than tensors and plain data in a layer's call arguments."""
+    stack: list[Any] = [entry.get("inbound_nodes")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            class_name = item.get("class_name")
+            if isinstance(class_name, str) and class_name not in CALL_ARGUMENT_DATA:
+                yield f"its call arguments hold a serialized {class_name!r} object"
+                continue
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def _tf_operation_reason(class_name: str, config: Any) -> str | None:

@@ -520,3 +520,27 @@ def test_builtin_weights_data_is_what_keras_generates() -> None:
     from tests.builtin_weights import OUTPUT, generate
 
     assert json.loads(OUTPUT.read_text()) == generate()
+
+
+def test_objects_hidden_in_call_arguments_are_refused() -> None:
+    """Keras 3 deserializes any object in inbound_nodes like a layer: only data may be there."""
+    tfsm = {
+        "module": "keras.layers",
+        "class_name": "TFSMLayer",
+        "config": {"filepath": "/somewhere/saved_model"},
+        "registered_name": None,
+    }
+    op = keras3_op("keras.src.ops.numpy", "Multiply")
+    tensor = {"class_name": "__keras_tensor__", "config": {"keras_history": ["x", 0, 0]}}
+    config = functional(op)
+    config["config"]["layers"][1]["inbound_nodes"] = [{"args": [tensor, tfsm], "kwargs": {}}]
+    assert reasons(config) == {
+        "multiply": "its call arguments hold a serialized 'TFSMLayer' object"
+    }
+    plain = [
+        tensor,
+        {"class_name": "__slice__", "config": {"start": None, "stop": 2, "step": None}},
+        {"class_name": "__numpy__", "config": {"value": [1.0], "dtype": "float32"}},
+    ]
+    config["config"]["layers"][1]["inbound_nodes"] = [{"args": plain, "kwargs": {"k": 1}}]
+    assert find_unsafe_layers(config) == []
