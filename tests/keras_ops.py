@@ -58,7 +58,8 @@ def embedding_mask_lstm_keras(directory: Path) -> BuiltFile:
 
 def keras3_operations(directory: Path, extension: str = ".keras") -> BuiltFile:
     """Keras 3 functional model on two inputs using ``x + y``, ``x * 2``, ``x[:, :2]``,
-    ``x[:, 0]``, ``ops.concatenate``, ``ops.sum`` (a reduction) and ``ops.cast``."""
+    ``x[:, 0]``, ``ops.concatenate``, ``ops.sum`` (a reduction), ``ops.cast``, ``ops.relu``
+    (``keras.src.ops.nn``) and ``ops.logsumexp`` (``keras.src.ops.math``)."""
     keras = _keras()
     ops = keras.ops
     a = keras.Input((4,), name="a")
@@ -69,7 +70,9 @@ def keras3_operations(directory: Path, extension: str = ".keras") -> BuiltFile:
     first = ops.expand_dims(doubled[:, 0], -1)
     total = ops.sum(both, axis=-1, keepdims=True)
     positive = ops.cast(total > 0, "float32")
-    features = ops.concatenate([head, first, total, positive], axis=-1)
+    rectified = ops.relu(a - b)
+    pooled = ops.expand_dims(ops.logsumexp(rectified, axis=-1), -1)
+    features = ops.concatenate([head, first, total, positive, rectified, pooled], axis=-1)
     probs = keras.layers.Dense(3, activation="softmax", name="probs")(features)
     model = keras.Model([a, b], probs, name="keras3_ops")
     _random_weights(model, 42)
@@ -85,7 +88,8 @@ def keras3_operations(directory: Path, extension: str = ".keras") -> BuiltFile:
 def tf_keras_operations(directory: Path, extension: str = ".h5") -> BuiltFile:
     """tf_keras functional model using ``x * 2.0`` (TFOpLambda ``math.multiply``), ``x + y``
     (``__operators__.add``), slicing (SlicingOpLambda ``__operators__.getitem``),
-    ``tf.reduce_sum`` (``math.reduce_sum``), ``tf.cast`` (``cast``) and ``tf.concat``."""
+    ``tf.reduce_sum`` (``math.reduce_sum``), ``tf.cast`` (``cast``), ``tf.nn.relu`` and
+    ``tf.concat``."""
     import tensorflow as tf
 
     tf_keras = _tf_keras()
@@ -96,7 +100,8 @@ def tf_keras_operations(directory: Path, extension: str = ".h5") -> BuiltFile:
     head = doubled[:, :2]
     total = tf.reduce_sum(both, axis=-1, keepdims=True)
     positive = tf.cast(total > 0, "float32")
-    features = tf.concat([head, total, positive], axis=-1)
+    rectified = tf.nn.relu(a - b)
+    features = tf.concat([head, total, positive, rectified], axis=-1)
     probs = tf_keras.layers.Dense(3, activation="softmax", name="probs")(features)
     model = tf_keras.Model([a, b], probs, name="tf_keras_ops")
     _random_weights(model, 44)

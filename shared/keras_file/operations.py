@@ -12,7 +12,7 @@ tf.keras / tf_keras 2.x write a ``TFOpLambda`` (or ``SlicingOpLambda``) layer wh
 table of exported names (``tf.math.multiply`` is ``"math.multiply"``, ``tf.add`` is ``"add"``,
 ``compat.v1.*`` for the v1 API). :data:`TF_OPERATIONS` lists exact names: the canonical name
 tf_keras writes and the aliases that resolve to the same function in that table
-(``tests/workers/test_operations.py`` checks every name against TensorFlow). Nothing under
+(``tests/shared/keras_file/test_safety.py`` checks every name against TensorFlow). Nothing under
 ``compat.v1`` is admitted: what those names resolve to is not vouched for here.
 
 Admitted: pure tensor math (arithmetic, elementwise functions, comparisons, logic), shape and

@@ -126,12 +126,26 @@ def _keras_while_loop(directory: Path, marker: Path) -> Path:
     return ko.keras3_op_refused_keras(directory, "keras.src.ops.core", "WhileLoop", marker)
 
 
+def _tf_keras_op(function: str) -> Callable[[Path, Path], Path]:
+    return lambda directory, marker: ko.tf_keras_op_refused_h5(directory, function, marker)
+
+
 REFUSED = [
     (_write_file_h5, "tf.math.multiply", "io.write_file"),
+    (_tf_keras_op("py_function"), "tf.math.multiply", "tf.py_function"),
+    (_tf_keras_op("numpy_function"), "tf.math.multiply", "tf.numpy_function"),
+    (_tf_keras_op("print"), "tf.math.multiply", "tf.print"),
     (_write_file_keras, "multiply", "module 'tensorflow.io'"),
     (_keras_while_loop, "multiply", "keras.src.ops.core.WhileLoop"),
 ]
-REFUSED_IDS = ["tf_keras-io.write_file", "keras3-tensorflow.io.write_file", "keras3-WhileLoop"]
+REFUSED_IDS = [
+    "tf_keras-io.write_file",
+    "tf_keras-py_function",
+    "tf_keras-numpy_function",
+    "tf_keras-print",
+    "keras3-tensorflow.io.write_file",
+    "keras3-WhileLoop",
+]
 
 
 @pytest.mark.parametrize(("build", "layer", "operation"), REFUSED, ids=REFUSED_IDS)
