@@ -61,5 +61,5 @@ def inspect_model_file(path: Path, filename: str) -> ModelInfo:
     UnsafeModel (422) for one that names code a loader would run.
     """
     raw = read_raw_model(path, filename)
-    check_config_safe(raw.config, **raw.other_configs)
+    check_config_safe(raw.config, stored_weights=raw.stored_weights, **raw.other_configs)
     return describe(raw, filename)

@@ -50,7 +50,10 @@ class RawModel:
 
     ``format`` is "h5" or "keras"; ``config`` is the parsed architecture (a dict, or a bare
     list of layers from Keras <= 2.2.2); ``other_configs`` holds the configs outside the
-    architecture (``training_config``), which the safety check scans for code only.
+    architecture (``training_config``), which the safety check scans for code only;
+    ``stored_weights`` (``.h5`` only) maps each top-level layer name to the weight names stored
+    for it (``model_weights/<layer>`` ``weight_names``), which the safety check compares with
+    what the built-in class of that name creates.
     """
 
     format: str
@@ -58,6 +61,7 @@ class RawModel:
     backend: str | None
     config: Any
     other_configs: dict[str, Any] = field(default_factory=dict)
+    stored_weights: dict[str, list[str]] = field(default_factory=dict)
 
 
 def detect_kind(path: Path) -> str:
@@ -185,6 +189,7 @@ def _read_h5(path: Path, filename: str) -> RawModel:
         )
         backend = _attr_text(attrs.get("backend")) or _attr_text(weights_attrs.get("backend"))
         training_text = _attr_text(attrs.get("training_config"))
+        stored_weights = _stored_weight_names(f)
     config = _parse_json(config_text, "model_config", filename)
     if is_keras1(keras_version):
         # Keras 1 argument names are read as Keras 2.0 read them, before anything else sees
@@ -193,7 +198,24 @@ def _read_h5(path: Path, filename: str) -> RawModel:
     others: dict[str, Any] = {}
     if training_text:
         others["training_config"] = _parse_json(training_text, "training_config", filename)
-    return RawModel("h5", keras_version, backend, config, others)
+    return RawModel("h5", keras_version, backend, config, others, stored_weights)
+
+
+def _stored_weight_names(f: h5py.File) -> dict[str, list[str]]:
+    """Top-level layer name -> names of the weights stored for it (empty if none stored)."""
+    group = f.get("model_weights")
+    if not isinstance(group, h5py.Group):
+        return {}
+    names: dict[str, list[str]] = {}
+    for layer_name, layer_group in group.items():
+        if not isinstance(layer_group, h5py.Group):
+            continue
+        raw = layer_group.attrs.get("weight_names")
+        if raw is None:
+            continue
+        texts = [_attr_text(item) for item in raw]
+        names[str(layer_name)] = [t for t in texts if t]
+    return names
 
 
 def _read_keras_zip(path: Path, filename: str) -> RawModel:

@@ -10,7 +10,13 @@ Refused (``UnsafeModel``, naming each layer and why):
 
 - a layer class not in :data:`BUILTIN_LAYER_CLASSES` (custom layers, ``Package>Name``), or a
   model class not in :data:`MODEL_CLASSES`;
-- a layer in :data:`CODE_RUNNING_LAYERS` (Lambda, TFOpLambda, TFSMLayer...);
+- a layer in :data:`CODE_RUNNING_LAYERS` (Lambda, TFSMLayer...);
+- a tensor operation that is not in the allow-list of :mod:`shared.keras_file.operations`:
+  a Keras 3 operation class (``keras.src.ops.*``) by its module and class name, a tf_keras
+  ``TFOpLambda`` / ``SlicingOpLambda`` by the TensorFlow function it names;
+- a user's class named like a built-in one: in ``.keras`` configs its ``module`` or
+  ``registered_name`` is not Keras's; in ``.h5`` files the weights stored for the layer are not
+  weights the built-in class creates (:data:`builtin_weight_names`, generated data);
 - any serialized Python function anywhere in the config: Keras 2 ``func_dump`` bytecode,
   Keras 3 ``__lambda__`` / ``__function__`` objects, ``function_type: "lambda"``;
 - any serialized object whose ``module`` or ``registered_name`` points outside Keras;
@@ -25,20 +31,29 @@ The allow-lists are data below; the walk over the config follows them.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterator, Mapping
+import functools
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from shared.errors import UnsafeModel
+from shared.keras_file.operations import (
+    KERAS3_OPERATIONS,
+    REFUSED_TF_PREFIXES,
+    TF_OPERATION_LAYERS,
+)
 
 #: Model classes a config may name at the top or nested as a layer.
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 #: Built-in layer classes of Keras 2.x, tf.keras / tf_keras 2.x and Keras 3, as class names
-#: appear in saved configs. Deliberately absent: Lambda, TFOpLambda, SlicingOpLambda,
-#: TensorFlowOpLayer, TFSMLayer, TorchModuleWrapper, JaxLayer, FlaxLayer (they run code or
-#: load files named in the config), DenseFeatures (feature columns), and the abstract bases
-#: (Layer, Wrapper, AbstractRNNCell, PreprocessingLayer).
+#: appear in saved configs. Deliberately absent: Lambda, TensorFlowOpLayer, TFSMLayer,
+#: TorchModuleWrapper, JaxLayer, FlaxLayer (they run code or load files named in the config),
+#: TFOpLambda and SlicingOpLambda (checked by the function they name, see operations.py),
+#: DenseFeatures (feature columns), and the abstract bases (Layer, Wrapper, AbstractRNNCell,
+#: PreprocessingLayer).
 BUILTIN_LAYER_CLASSES = frozenset(
     {
         # core
@@ -103,8 +118,7 @@ BUILTIN_LAYER_CLASSES = frozenset(
 #: Built-in layers that are unsafe by design, with why (used in refusal messages).
 CODE_RUNNING_LAYERS = {
     "Lambda": "runs Python code stored in the file",
-    "TFOpLambda": "calls a TensorFlow function named in the file",
-    "SlicingOpLambda": "calls a TensorFlow function named in the file",
+    # TFOpLambda / SlicingOpLambda: admitted when the function they name is allow-listed.
     "TensorFlowOpLayer": "runs a TensorFlow op stored in the file",
     "TFSMLayer": "loads a TensorFlow SavedModel from a path named in the file",
     "TorchModuleWrapper": "unpickles a PyTorch module",
@@ -126,6 +140,31 @@ BUILTIN_ACTIVATIONS = frozenset(
 # Layer config keys that hold further layers (wrappers, RNN cells, Pipeline).
 NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell", "cells", "layers")
 
+# How a collision's reason starts (a user's class with a built-in class's name).
+COLLISION = "a custom class named like the built-in"
+
+# What Keras 3 writes as data in a layer's call arguments (``inbound_nodes``); its loader
+# deserializes any other object there like a layer (a TFSMLayer would load a SavedModel).
+CALL_ARGUMENT_DATA = frozenset(
+    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+)
+
+# Keras 3 writes its operation classes under these modules.
+_KERAS3_OPS_MODULE_PREFIXES = ("keras.src.ops.", "keras.ops.")
+
+_BUILTIN_WEIGHTS_FILE = Path(__file__).with_name("builtin_weights.json")
+
+
+@functools.cache
+def builtin_weight_names() -> Mapping[str, frozenset[str]]:
+    """Weight names each built-in layer class can create (``kernel``, ``bias``...), by class.
+
+    Read from ``builtin_weights.json``, generated from keras and tf_keras by
+    ``tests/builtin_weights.py``; a class not listed there is not checked.
+    """
+    data = json.loads(_BUILTIN_WEIGHTS_FILE.read_text())
+    return {name: frozenset(names) for name, names in data["weights"].items()}
+
 
 @dataclass
 class _Finding:
@@ -139,11 +178,14 @@ def find_unsafe_layers(
     *,
     training_config: Any = None,
     compile_config: Any = None,
+    stored_weights: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict[str, str]]:
     """Layers (and other config parts) that could run code when loaded; empty if safe.
 
     ``config`` is the parsed model config (a dict, or a bare Sequential layer list);
-    ``training_config`` (Keras 2 ``.h5``) and ``compile_config`` are scanned for code only.
+    ``training_config`` (Keras 2 ``.h5``) and ``compile_config`` are scanned for code only;
+    ``stored_weights`` (``.h5``: top-level layer name -> its stored weight names, as
+    ``container`` reads them) are compared with what the built-in class of that name creates.
     Returns one ``{"name", "class_name", "reason"}`` dict per offending layer, in config
     order; a part outside the architecture is named by its key ("training_config"). Never
     raises on a malformed config: what it cannot read, it does not refuse.
@@ -153,6 +195,8 @@ def find_unsafe_layers(
         config = {"class_name": "Sequential", "config": config}
     if isinstance(config, dict):
         _check_model_entry(config, findings)
+        if stored_weights:
+            _check_stored_weights(config, stored_weights, findings)
     for part_name, part in (
         ("training_config", training_config),
         ("compile_config", compile_config),
@@ -172,7 +216,11 @@ def find_unsafe_layers(
 
 
 def check_config_safe(
-    config: Any, *, training_config: Any = None, compile_config: Any = None
+    config: Any,
+    *,
+    training_config: Any = None,
+    compile_config: Any = None,
+    stored_weights: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Raise UnsafeModel (422) if the model config names code a loader would run or import.
 
@@ -180,18 +228,31 @@ def check_config_safe(
     ``details["layers"]`` lists them all. Returns None when the config is safe.
     """
     unsafe = find_unsafe_layers(
-        config, training_config=training_config, compile_config=compile_config
+        config,
+        training_config=training_config,
+        compile_config=compile_config,
+        stored_weights=stored_weights,
     )
     if not unsafe:
         return
     shown = []
     for item in unsafe[:10]:
-        class_level = item["class_name"] in CODE_RUNNING_LAYERS or item["reason"].startswith(
-            "not a built-in"
+        # The class says it all unless there is more to say (where it comes from, what it calls).
+        class_level = item["class_name"] in CODE_RUNNING_LAYERS or item["reason"] in (
+            "not a built-in Keras layer",
+            "not a built-in Keras model class",
         )
         suffix = "" if class_level else f": {item['reason']}"
         shown.append(f'"{item["name"]}" ({item["class_name"]}{suffix})')
     more = f" and {len(unsafe) - 10} more" if len(unsafe) > 10 else ""
+    if all(item["reason"].startswith(COLLISION) for item in unsafe):
+        raise UnsafeModel(
+            "Model config names layers that are not the built-in Keras classes they are "
+            f"named after: {', '.join(shown)}{more}. kscore refuses such files: the built-in "
+            "classes cannot take their configs and weights. Rebuild the model with built-in "
+            "layers only.",
+            details={"layers": unsafe},
+        )
     raise UnsafeModel(
         "Model config names layers that could run code when loaded: "
         f"{', '.join(shown)}{more}. kscore refuses such files; rebuild the model with "
@@ -233,6 +294,8 @@ def _check_model_entry(entry: Mapping[str, Any], findings: dict[tuple[str, str],
     outside = {k: v for k, v in entry.items() if k not in ("config", "module", "registered_name")}
     for reason in _code_reasons(outside, "model", check_origin=False):
         _add(findings, name, class_name, reason)
+    for reason in _call_argument_reasons(entry):
+        _add(findings, name, class_name, reason)
     if isinstance(layers, list):
         for layer in layers:
             _check_layer_entry(layer, findings)
@@ -246,13 +309,29 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
         _check_model_entry(entry, findings)
         return
     name = entry_name(entry)
+    config = entry.get("config")
+    module = entry.get("module")
+    origin = list(_origin_reasons(entry))
     if class_name in CODE_RUNNING_LAYERS:
         _add(findings, name, class_name, CODE_RUNNING_LAYERS[class_name])
+    elif class_name in TF_OPERATION_LAYERS:
+        reason = _tf_operation_reason(class_name, config)
+        if reason:
+            _add(findings, name, class_name, reason)
+    elif isinstance(module, str) and module.startswith(_KERAS3_OPS_MODULE_PREFIXES):
+        reason = _keras3_operation_reason(entry, module, class_name)
+        if reason:
+            _add(findings, name, class_name, reason)
     elif class_name not in BUILTIN_LAYER_CLASSES:
         _add(findings, name, class_name, "not a built-in Keras layer")
-    for reason in _origin_reasons(entry):
+    elif origin:
+        # The name of a built-in class, defined elsewhere: its config and weights are the
+        # user's, and the built-in class a loader would build cannot take them.
+        _add(findings, name, class_name, f"{COLLISION} {class_name}")
+    for reason in origin:
         _add(findings, name, class_name, reason)
-    config = entry.get("config")
+    for reason in _call_argument_reasons(entry):
+        _add(findings, name, class_name, reason)
     if not isinstance(config, dict):
         return
     own = {k: v for k, v in config.items() if k not in NESTED_LAYER_KEYS}
@@ -272,6 +351,112 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
         nested = config.get(key)
         for item in nested if isinstance(nested, list) else [nested]:
             _check_layer_entry(item, findings)
+
+
+def _call_argument_reasons(entry: Mapping[str, Any]) -> Iterator[str]:
+    """Serialized objects other than tensors and plain data in a layer's call arguments."""
+    stack: list[Any] = [entry.get("inbound_nodes")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            class_name = item.get("class_name")
+            if isinstance(class_name, str) and class_name not in CALL_ARGUMENT_DATA:
+                yield f"its call arguments hold a serialized {class_name!r} object"
+                continue
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _tf_operation_reason(class_name: str, config: Any) -> str | None:
+    """Why a TFOpLambda / SlicingOpLambda is refused: the TensorFlow function it names."""
+    function = config.get("function") if isinstance(config, dict) else None
+    if not isinstance(function, str):
+        return "names no TensorFlow function"
+    if function in TF_OPERATION_LAYERS[class_name]:
+        return None
+    why = next(
+        (text for prefix, text in REFUSED_TF_PREFIXES.items() if function.startswith(prefix)),
+        "not an allow-listed tensor operation",
+    )
+    return f"calls tf.{function}, which kscore refuses: {why}"
+
+
+def _keras3_operation_reason(entry: Mapping[str, Any], module: str, class_name: str) -> str | None:
+    """Why a Keras 3 operation entry is refused: its (module, class) is not allow-listed."""
+    if class_name not in KERAS3_OPERATIONS.get(module, frozenset()):
+        return f"the operation {module}.{class_name} is not an allow-listed tensor operation"
+    registered = entry.get("registered_name")
+    if registered is not None and registered != class_name:
+        # A registered_name is looked up among custom objects before the module is read.
+        return f"the operation {class_name} is registered as {registered!r}"
+    return None
+
+
+def _check_stored_weights(
+    model: Mapping[str, Any],
+    stored_weights: Mapping[str, Sequence[str]],
+    findings: dict[tuple[str, str], _Finding],
+) -> None:
+    """Layers whose stored weights are not weights of the built-in class they name.
+
+    A user's ``Attention`` with its own weights, saved in ``.h5`` with ``custom_objects``, is
+    written as plain ``Attention``; only its weights (and config) tell it apart.
+    ``stored_weights`` maps the model's layer names to their weight names as the ``.h5``
+    stores them; a nested model's weights are stored under its name, each prefixed by its own
+    layer's name (``attn/w:0``), and a wrapper's (TimeDistributed, Bidirectional) under the
+    wrapper, created by the layer it wraps. Weight names are compared by their last component
+    (``attn/w:0`` -> ``w``); Keras 1 names (``dense_1_W``, no ``/``) are not compared, nor
+    classes missing from :func:`builtin_weight_names`.
+    """
+    config = model.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if not isinstance(layers, list):
+        return
+    known = builtin_weight_names()
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("module") or layer.get("registered_name"):
+            continue  # Keras 3 configs say where a class comes from; checked by the walk
+        stored = stored_weights.get(entry_name(layer))
+        if not stored or not all("/" in w for w in stored):
+            continue
+        if layer.get("class_name") in MODEL_CLASSES:
+            by_layer: dict[str, list[str]] = {}
+            for weight in stored:
+                by_layer.setdefault(weight.split("/", 1)[0], []).append(weight)
+            _check_stored_weights(layer, by_layer, findings)
+            continue
+        creator = _weight_creator(layer)
+        class_name = creator.get("class_name")
+        allowed = known.get(class_name) if isinstance(class_name, str) else None
+        if allowed is None:
+            continue
+        foreign = [w for w in stored if w.rsplit("/", 1)[-1].split(":", 1)[0] not in allowed]
+        if foreign:
+            _add(
+                findings,
+                entry_name(creator),
+                str(class_name),
+                f"{COLLISION} {class_name}: its stored weights "
+                f"{', '.join(repr(w) for w in foreign)} are not weights the built-in "
+                f"{class_name} creates",
+            )
+
+
+def _weight_creator(layer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The layer whose class creates ``layer``'s weights: the wrapped one for a wrapper."""
+    config = layer.get("config")
+    if layer.get("class_name") in ("TimeDistributed", "Bidirectional") and isinstance(config, dict):
+        inner = config.get("layer")
+        backward = config.get("backward_layer")
+        if isinstance(inner, dict) and (
+            backward is None
+            or (
+                isinstance(backward, dict) and backward.get("class_name") == inner.get("class_name")
+            )
+        ):
+            return inner
+    return layer
 
 
 def _activation_reason(key: str, value: Any) -> str | None:

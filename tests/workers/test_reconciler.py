@@ -28,7 +28,7 @@ from shared.status import DeploymentStatus, JobStatus
 from tests import keras_files as kf
 from tests.helpers import wait_for
 from tests.workers.processes import Workers
-from workers.reconciler import ReconcileReport, Reconciler, task_of
+from workers.reconciler import Reconciler, ReconcileReport, task_of
 
 
 def stored_dense(services: Services, instance: str, tmp_path: Path) -> str:

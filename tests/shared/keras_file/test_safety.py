@@ -26,16 +26,22 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
-    ("builder", "name", "class_name"),
+    ("builder", "name", "class_name", "why"),
     [
-        (kf.lambda_h5_file, "my_lambda", "Lambda"),
-        (kf.lambda_keras_file, "my_lambda", "Lambda"),
-        (kf.custom_layer_keras_file, "doubler", "Doubler"),
+        (kf.lambda_h5_file, "my_lambda", "Lambda", ""),
+        (kf.lambda_keras_file, "my_lambda", "Lambda", ""),
+        (
+            kf.custom_layer_keras_file,
+            "doubler",
+            "Doubler",
+            ": not a built-in Keras layer; its class comes from the Python module "
+            "'tests.keras_files'; its class is registered by the package 'kscore_tests'",
+        ),
     ],
     ids=["lambda_h5", "lambda_keras", "custom_layer"],
 )
 def test_unsafe_files_are_refused_naming_the_layer(
-    built: Built, builder: Builder, name: str, class_name: str
+    built: Built, builder: Builder, name: str, class_name: str, why: str
 ) -> None:
     with pytest.raises(UnsafeModel) as caught:
         inspect(built(builder))
@@ -43,8 +49,8 @@ def test_unsafe_files_are_refused_naming_the_layer(
     assert (error.status, error.code) == (422, "unsafe_model")
     assert error.message == (
         "Model config names layers that could run code when loaded: "
-        f'"{name}" ({class_name}). kscore refuses such files; rebuild the model with built-in '
-        "layers only."
+        f'"{name}" ({class_name}{why}). kscore refuses such files; rebuild the model with '
+        "built-in layers only."
     )
     assert [(item["name"], item["class_name"]) for item in error.details["layers"]] == [
         (name, class_name)
@@ -170,9 +176,9 @@ def test_innocent_lists_are_not_mistaken_for_bytecode() -> None:
         (
             {
                 "class_name": "TFOpLambda",
-                "config": {"name": "tf.math.multiply", "function": "math.multiply"},
+                "config": {"name": "tf.io.write_file", "function": "io.write_file"},
             },
-            "calls a TensorFlow function",
+            "calls tf.io.write_file, which kscore refuses: reads or writes files",
         ),
         ({"class_name": "TFSMLayer", "config": {"name": "saved", "filepath": "/x"}}, "SavedModel"),
         ({"class_name": "Custom>Scale", "config": {"name": "scale"}}, "not a built-in Keras layer"),
@@ -289,3 +295,252 @@ def test_refusal_message_lists_several_layers() -> None:
     assert '"l0" (Lambda), "l1" (Lambda)' in caught.value.message
     assert "and 2 more" in caught.value.message
     assert len(caught.value.details["layers"]) == 12
+
+
+# --- operations (issue 7, kind 4) --------------------------------------------------------------
+
+
+def tf_op(function: str, class_name: str = "TFOpLambda") -> dict[str, Any]:
+    return {"class_name": class_name, "config": {"name": f"tf.{function}", "function": function}}
+
+
+def keras3_op(module: str, class_name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "module": module,
+        "class_name": class_name,
+        "config": {"name": class_name.lower()},
+        "registered_name": class_name,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        tf_op("math.multiply"),
+        tf_op("__operators__.add"),
+        tf_op("math.reduce_sum"),
+        tf_op("cast"),
+        tf_op("nn.softmax"),
+        tf_op("__operators__.getitem", "SlicingOpLambda"),
+        {**tf_op("math.add"), "module": "tf_keras.src.layers.core.tf_op_layer"},
+        keras3_op("keras.src.ops.numpy", "NotEqual"),
+        keras3_op("keras.src.ops.numpy", "GetItem"),
+        keras3_op("keras.src.ops.core", "Cast"),
+        keras3_op("keras.src.ops.nn", "Relu"),
+    ],
+    ids=lambda layer: (
+        f"{layer.get('module', '')}:{layer['config'].get('function', layer['class_name'])}"
+    ),
+)
+def test_allow_listed_operations_are_safe(layer: dict[str, Any]) -> None:
+    assert find_unsafe_layers(functional(layer)) == []
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        (tf_op("io.write_file"), "tf.io.write_file, which kscore refuses: reads or writes files"),
+        (tf_op("io.read_file"), "tf.io.read_file, which kscore refuses: reads or writes files"),
+        (tf_op("io.gfile.GFile"), "reads or writes files"),
+        (tf_op("summary.scalar"), "tf.summary.scalar, which kscore refuses: writes summary"),
+        (tf_op("py_function"), "tf.py_function, which kscore refuses: calls Python code"),
+        (tf_op("numpy_function"), "tf.numpy_function, which kscore refuses: calls Python code"),
+        (tf_op("compat.v1.py_func"), "calls Python code"),
+        (tf_op("print"), "tf.print, which kscore refuses: prints"),
+        (tf_op("compat.v1.add"), "compatibility alias kscore does not vouch for"),
+        (tf_op("strings.format"), "tf.strings.format"),
+        (tf_op("os.system"), "tf.os.system, which kscore refuses: not an allow-listed"),
+        (tf_op("math.multiply", "SlicingOpLambda"), "tf.math.multiply"),
+        ({"class_name": "TFOpLambda", "config": {"name": "nofn"}}, "names no TensorFlow function"),
+        (
+            keras3_op("keras.src.ops.core", "WhileLoop"),
+            "keras.src.ops.core.WhileLoop is not an allow-listed tensor operation",
+        ),
+        (keras3_op("keras.src.ops.image", "Resize"), "keras.src.ops.image.Resize is not"),
+        (keras3_op("keras.src.ops.numpy", "Dense"), "keras.src.ops.numpy.Dense is not"),
+        (
+            keras3_op("keras.src.ops.numpy", "Add", registered_name="Custom>Add"),
+            "registered as 'Custom>Add'",
+        ),
+        (keras3_op("tensorflow.io", "write_file"), "module 'tensorflow.io'"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_operations_outside_the_allow_list_are_refused_by_name(
+    layer: dict[str, Any], expected: str
+) -> None:
+    config = functional(layer)
+    with pytest.raises(UnsafeModel) as caught:
+        check_config_safe(config)
+    (reason,) = reasons(config).values()
+    assert expected in reason
+    assert caught.value.code == "unsafe_model"
+
+
+def test_operation_refusals_name_the_operation_in_the_message() -> None:
+    with pytest.raises(UnsafeModel) as caught:
+        check_config_safe(functional(tf_op("io.write_file")))
+    assert '"tf.io.write_file" (TFOpLambda: calls tf.io.write_file' in caught.value.message
+
+
+def test_every_tf_operation_name_resolves_to_a_pure_tensorflow_function() -> None:
+    """The names are exactly what tf_keras looks up, and each is a math/array/nn function."""
+    kf._tf_keras()  # quiet logs, registers tf_keras's dispatchers
+    from tensorflow.python.util.tf_export import (
+        get_canonical_name_for_symbol,
+        get_symbol_from_name,
+    )
+
+    from shared.keras_file.operations import TF_OPERATION_LAYERS, TF_OPERATIONS
+
+    pure_modules = {
+        "math_ops", "gen_math_ops", "array_ops", "gen_array_ops", "array_ops_stack",
+        "nn_ops", "gen_nn_ops", "nn_impl", "clip_ops", "special_math_ops", "manip_ops",
+        "tensor_getitem_override",
+    }  # fmt: skip
+    names = set(TF_OPERATIONS) | set().union(*TF_OPERATION_LAYERS.values())
+    for name in sorted(names):
+        function = get_symbol_from_name(name)
+        assert function is not None, name
+        assert function.__module__.rsplit(".", 1)[-1] in pure_modules, (name, function)
+        canonical = get_canonical_name_for_symbol(function, add_prefix_to_v1_names=True)
+        assert canonical in names, (name, canonical)  # an alias, with its canonical name
+    for dangerous in ("io.write_file", "io.read_file", "py_function", "numpy_function", "print"):
+        assert get_symbol_from_name(dangerous) is not None  # real names, refused
+        assert dangerous not in names
+
+
+def test_every_keras3_operation_is_an_operation_class_of_its_module() -> None:
+    import importlib
+
+    kf._keras()
+    from keras.src.ops.operation import Operation
+
+    from shared.keras_file.operations import KERAS3_OPERATIONS
+
+    for module_name, class_names in KERAS3_OPERATIONS.items():
+        module = importlib.import_module(module_name)
+        for class_name in class_names:
+            cls = vars(module).get(class_name)
+            assert isinstance(cls, type) and issubclass(cls, Operation), (module_name, class_name)
+
+
+def test_the_real_operation_files_pass_the_check(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    for build in (ko.embedding_mask_lstm_keras, ko.keras3_operations, ko.tf_keras_operations):
+        folder = tmp_path / build.__name__
+        folder.mkdir()
+        inspect(build(folder).path)
+    ko_keras = tmp_path / "tf_keras_keras"
+    ko_keras.mkdir()
+    inspect(ko.tf_keras_operations(ko_keras, ".keras").path)
+
+
+def test_keras3_operations_in_a_legacy_h5_stay_refused(tmp_path: Path) -> None:
+    """Keras 3 writes operations to .h5 without their module, and cannot load them back."""
+    from tests import keras_ops as ko
+
+    path = ko.keras3_operations(tmp_path, ".h5").path
+    with pytest.raises(UnsafeModel, match=r"\(GetItem\)"):
+        inspect(path)
+
+
+# --- collisions (issue 7, kind 6) ------------------------------------------------------------
+
+
+def test_a_custom_attention_in_h5_is_refused_by_its_weights(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    with pytest.raises(UnsafeModel) as caught:
+        inspect(ko.custom_attention_h5(tmp_path))
+    message = caught.value.message
+    assert message.startswith(
+        "Model config names layers that are not the built-in Keras classes they are named "
+        'after: "attn" (Attention: a custom class named like the built-in Attention: its '
+        "stored weights 'attn/w:0', 'attn/v:0' are not weights the built-in Attention creates)"
+    ), message
+
+
+def test_a_registered_custom_attention_in_keras_is_refused_by_its_origin(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    with pytest.raises(UnsafeModel) as caught:
+        inspect(ko.custom_attention_keras(tmp_path))
+    (finding,) = caught.value.details["layers"]
+    assert finding["name"] == "attn" and finding["class_name"] == "Attention"
+    assert finding["reason"].startswith("a custom class named like the built-in Attention")
+    assert "'my_models'" in finding["reason"]
+
+
+def test_a_custom_attention_inside_a_nested_model_is_refused(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    with pytest.raises(UnsafeModel) as caught:
+        inspect(ko.nested_custom_attention_h5(tmp_path))
+    (finding,) = caught.value.details["layers"]
+    assert (finding["name"], finding["class_name"]) == ("attn", "Attention")
+    assert "'attn/w:0', 'attn/v:0'" in finding["reason"]
+
+
+def test_a_custom_layer_inside_a_wrapper_is_refused() -> None:
+    wrapped = {
+        "class_name": "TimeDistributed",
+        "config": {"name": "td", "layer": {"class_name": "Dense", "config": {"name": "d"}}},
+    }
+    (finding,) = find_unsafe_layers(
+        functional(wrapped), stored_weights={"td": ["td/kernel:0", "td/gate:0"]}
+    )
+    assert (finding["name"], finding["class_name"]) == ("d", "Dense")
+    assert "'td/gate:0'" in finding["reason"]
+
+
+def test_builtin_weights_are_not_collisions(tmp_path: Path) -> None:
+    from tests import keras_ops as ko
+
+    inspect(ko.builtin_attention_h5(tmp_path).path)
+    inspect(ko.builtin_wrappers_h5(tmp_path))
+    config = functional(dense("probs"))
+    weights = {"probs": ["probs/kernel:0", "probs/bias:0"]}
+    assert find_unsafe_layers(config, stored_weights=weights) == []
+    # Keras 1 weight names carry no "/" and are not compared; unknown classes are not checked.
+    assert find_unsafe_layers(config, stored_weights={"probs": ["probs_W", "probs_b"]}) == []
+    odd = functional({"class_name": "Bidirectional", "config": {"name": "bi"}})
+    assert find_unsafe_layers(odd, stored_weights={"bi": ["bi/forward/odd:0"]}) == []
+
+
+def test_weights_a_weightless_builtin_never_has_are_a_collision() -> None:
+    config = functional({"class_name": "Add", "config": {"name": "add"}})
+    (finding,) = find_unsafe_layers(config, stored_weights={"add": ["add/kernel:0"]})
+    assert "not weights the built-in Add creates" in finding["reason"]
+
+
+def test_builtin_weights_data_is_what_keras_generates() -> None:
+    from tests.builtin_weights import OUTPUT, generate
+
+    assert json.loads(OUTPUT.read_text()) == generate()
+
+
+def test_objects_hidden_in_call_arguments_are_refused() -> None:
+    """Keras 3 deserializes any object in inbound_nodes like a layer: only data may be there."""
+    tfsm = {
+        "module": "keras.layers",
+        "class_name": "TFSMLayer",
+        "config": {"filepath": "/somewhere/saved_model"},
+        "registered_name": None,
+    }
+    op = keras3_op("keras.src.ops.numpy", "Multiply")
+    tensor = {"class_name": "__keras_tensor__", "config": {"keras_history": ["x", 0, 0]}}
+    config = functional(op)
+    config["config"]["layers"][1]["inbound_nodes"] = [{"args": [tensor, tfsm], "kwargs": {}}]
+    assert reasons(config) == {
+        "multiply": "its call arguments hold a serialized 'TFSMLayer' object"
+    }
+    plain = [
+        tensor,
+        {"class_name": "__slice__", "config": {"start": None, "stop": 2, "step": None}},
+        {"class_name": "__numpy__", "config": {"value": [1.0], "dtype": "float32"}},
+    ]
+    config["config"]["layers"][1]["inbound_nodes"] = [{"args": plain, "kwargs": {"k": 1}}]
+    assert find_unsafe_layers(config) == []
