@@ -26,9 +26,6 @@ from api.schemas import (
 )
 from api.views.jobs import job_resource, jobs_page
 from shared.deployment_store import DeploymentRecord
-from shared.errors import ScoringFailed, ScoringInputInvalid
-from shared.metrics import observe_latency
-from shared.status import JobStatus
 from shared.timeutil import iso
 
 bp = Blueprint(
@@ -37,9 +34,6 @@ bp = Blueprint(
     url_prefix="/api/v1/deployments",
     description="Deployed models and online scoring.",
 )
-
-# An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
-ONLINE_JOB_RETENTION_S = 86400.0
 
 # A deployment's jobs are submitted and listed under the deployment, documented with the jobs.
 JOBS_TAG = ["jobs"]
@@ -161,32 +155,12 @@ def score_online(
     timeout_s = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout_s
     timeout_s = min(timeout_s, svc.settings.max_online_timeout_s)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
-        job = svc.submit_job(
-            instance(),
-            deployment_id,
-            rows.read(),
-            kind="online",
-            retention_s=min(svc.settings.job_retention_s, ONLINE_JOB_RETENTION_S),
-        )
-    svc.jobs.wait(instance(), job.id, timeout_s)
-    job = svc.jobs.get(instance(), job.id)
-    if job.status == JobStatus.COMPLETED:
-        body = b"".join(svc.jobs.iter_result(job))
-        # The caller has the answer and never saw the job's id: keep nothing behind.
-        svc.jobs.delete(job)
-        observe_latency(svc.redis_client, svc.keys, time.perf_counter() - started)
-        return Response(body, mimetype="application/json")
-    if job.finished:
-        error = job.error or {}
-        if error.get("code") == ScoringInputInvalid.code:
-            # The model itself refused the rows: the caller's to fix, as at submit time.
-            raise ScoringInputInvalid(str(error.get("message")), details={"job_id": job.id})
-        raise ScoringFailed(
-            str(error.get("message") or f"The scoring job ended {job.status}."),
-            details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
-        )
+        job = svc.submit_online(instance(), deployment_id, rows.read())
+    outcome = svc.await_online(instance(), job, timeout_s, started)
+    if isinstance(outcome, bytes):
+        return Response(outcome, mimetype="application/json")
     # A Response, not a dict: the 200 above declares the body the decorator would dump.
-    document = _job_schema.dump(job_resource(job))
+    document = _job_schema.dump(job_resource(outcome))
     return jsonify(document), 202, {"Location": document["href"]}
 
 
