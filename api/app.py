@@ -38,6 +38,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
     api = build_api(app)
+    wml.document_errors(api)
     for module in (models, deployments, jobs, health, wml):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API

@@ -14,23 +14,23 @@ from flask import Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from api.context import gc_paused, instance, services, url
-from api.contract import ERROR_DESCRIPTIONS, Blueprint, F, RowsBody
+from api.contract import ERROR_DESCRIPTIONS, Api, Blueprint, F, RowsBody
 from api.schemas import ScoringPayloadSchema, ScoringResultSchema
 from api.wml import documents as docs
 from api.wml.schemas import (
     PROPERTY_NAMES,
-    WmlDeploymentCreateSchema,
-    WmlDeploymentListSchema,
-    WmlDeploymentQuerySchema,
-    WmlDeploymentSchema,
     EmptyListSchema,
     InstanceSchema,
-    WmlListQuerySchema,
     ModelAssetCreateSchema,
     ModelAssetSchema,
     PublishedModelListSchema,
     PublishedModelSchema,
+    WmlDeploymentCreateSchema,
+    WmlDeploymentListSchema,
+    WmlDeploymentQuerySchema,
+    WmlDeploymentSchema,
     WmlErrorSchema,
+    WmlListQuerySchema,
 )
 from shared.errors import (
     ModelContentMissing,
@@ -59,6 +59,40 @@ class WmlBlueprint(Blueprint):
             return func
 
         return decorate
+
+    @staticmethod
+    def _prepare_response_doc(doc: Any, doc_info: Any, *, api: Any, **kwargs: Any) -> Any:
+        # Every operation's "default" response is the Api's, in kscore's envelope; these
+        # routes answer WML's body, documented by DEFAULT_ERROR (see ``document_errors``).
+        return Blueprint._prepare_response_doc(doc, doc_info, api=_WmlDefault(api), **kwargs)
+
+
+DEFAULT_ERROR = "WML_UNEXPECTED_ERROR"
+
+
+class _WmlDefault:
+    """The Api as flask-smorest's response documentation reads it, with WML's default."""
+
+    DEFAULT_ERROR_RESPONSE_NAME = DEFAULT_ERROR
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+def document_errors(api: Api) -> None:
+    """Add the default error response of WML's routes to ``api``'s document."""
+    api.spec.components.response(
+        DEFAULT_ERROR,
+        {
+            "description": "Any other error, in the same body: 500 internal_error, or 503 "
+            "service_unavailable while Redis is unreachable.",
+            "content": {"application/json": {"schema": WmlErrorSchema}},
+        },
+        lazy=True,
+    )
 
 
 bp = WmlBlueprint(
