@@ -10,6 +10,7 @@ from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api import auth
 from api.contract import build_api
 from api.services import Services
 from api.wml.errors import NOT_FOUND_MESSAGE, is_wml_path, wml_error
@@ -38,6 +39,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
     api = build_api(app)
+    auth.install(app)
     wml.document_errors(api)
     for module in (models, deployments, jobs, health, wml):
         api.register_blueprint(module.bp)
@@ -82,7 +84,9 @@ def _register_error_handlers(app: Flask) -> None:
     def domain_error(exc: DomainError) -> Response:
         if exc.status >= 500:
             log.error("request failed code=%s message=%s", exc.code, exc.message)
-        return _envelope(exc.status, exc.code, exc.message, exc.details)
+        response = _envelope(exc.status, exc.code, exc.message, exc.details)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(ValidationError)
     def validation_error(exc: ValidationError) -> Response:

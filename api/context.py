@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from flask import current_app, request
 
+from api.auth import current_instance
 from api.services import Services
 from shared.errors import PayloadTooLarge
 
@@ -20,8 +21,11 @@ def services() -> Services:
 
 
 def instance() -> str:
-    """The caller's instance id; everything lives in the default one until auth exists."""
-    return services().settings.default_instance
+    """The caller's instance id, as the request's credentials name it (``api.auth``).
+
+    Raises Unauthorized (401) when the request was not authenticated.
+    """
+    return current_instance()
 
 
 def base_url() -> str:

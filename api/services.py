@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -20,6 +20,7 @@ from shared.errors import (
     ScoringFailed,
     ScoringInputInvalid,
 )
+from shared.instance_store import InstanceStore
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.metrics import observe_latency
@@ -52,7 +53,9 @@ class Services:
     models: ModelStore
     deployments: DeploymentStore
     jobs: JobStore
+    instances: InstanceStore
     celery: Celery
+    _token_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Services:
@@ -66,8 +69,16 @@ class Services:
             models=ModelStore(client, keys, blobs),
             deployments=DeploymentStore(client, keys),
             jobs=JobStore(client, keys),
+            instances=InstanceStore(client, keys),
             celery=make_celery(settings),
         )
+
+    def token_secret(self) -> str:
+        """The token signing secret: KSCORE_TOKEN_SECRET, or one kept in Redis for every API
+        process of the installation (read once per process)."""
+        if self._token_secret is None:
+            self._token_secret = self.settings.token_secret or self.instances.token_secret()
+        return self._token_secret
 
     def _send(self, name: str, args: list[Any], queue: str) -> None:
         try:

@@ -21,6 +21,27 @@ class DomainError(Exception):
         self.message = message
         self.details = details or {}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry besides the envelope (e.g. WWW-Authenticate)."""
+        return {}
+
+
+class Unauthorized(DomainError):
+    """The request carries no credentials, or ones that are unknown, revoked or expired."""
+
+    status = 401
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="kscore"'}
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
 
 class MalformedRequest(DomainError):
     status = 400
@@ -65,6 +86,22 @@ class JobNotFound(ResourceNotFound):
         )
 
 
+class InstanceNotFound(ResourceNotFound):
+    code = "instance_not_found"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"No instance with id {instance_id!r}.", details={"instance_id": instance_id}
+        )
+
+
+class ApiKeyNotFound(ResourceNotFound):
+    code = "api_key_not_found"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"No API key with id {key_id!r}.", details={"key_id": key_id})
+
+
 class StateConflict(DomainError):
     status = 409
     code = "conflict"
@@ -72,6 +109,14 @@ class StateConflict(DomainError):
 
 class ModelInUse(StateConflict):
     code = "model_in_use"
+
+
+class InstanceNotEmpty(StateConflict):
+    code = "instance_not_empty"
+
+
+class InstanceExists(StateConflict):
+    code = "instance_exists"
 
 
 class JobNotFinished(StateConflict):

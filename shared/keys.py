@@ -22,6 +22,30 @@ class Keys:
     def blob_refs(self, sha256: str) -> str:
         return f"{self.prefix}:blob:{sha256}:refs"
 
+    # instances (tenants) and their credentials
+    def instances_index(self) -> str:
+        return f"{self.prefix}:instances"
+
+    def instance(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:instance"
+
+    def instance_api_keys(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:api_keys"
+
+    def instance_pattern(self, instance: str) -> str:
+        """A SCAN pattern matching every key of one instance."""
+        return f"{self.prefix}:i:{instance}:*"
+
+    def api_key(self, key_id: str) -> str:
+        # Outside the instance's namespace: a bearer key must lead to its instance in one read.
+        return f"{self.prefix}:api_key:{key_id}"
+
+    def wml_user(self, username: str) -> str:
+        return f"{self.prefix}:wml_user:{username}"
+
+    def token_secret(self) -> str:
+        return f"{self.prefix}:token_secret"
+
     # models
     def model(self, instance: str, model_id: str) -> str:
         return f"{self.prefix}:i:{instance}:model:{model_id}"

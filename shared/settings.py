@@ -78,6 +78,11 @@ class Settings:
     chunk_max_attempts: int = 3
     visibility_timeout_s: float = 3600.0
     default_instance: str = "default"
+    auth: str = "required"
+    # repr=False: a secret never appears in a log line or a traceback that prints settings.
+    token_secret: str | None = dataclasses.field(default=None, repr=False)
+    token_ttl_s: float = 12 * 3600.0
+    metrics_access: str = "loopback"
     log_level: str = "INFO"
 
     @property
@@ -109,7 +114,11 @@ class Settings:
             "tf_threads": _non_negative_int,
             "chunk_max_attempts": _positive_int,
             "visibility_timeout_s": parse_duration,
-            "default_instance": _key_prefix,
+            "default_instance": _instance_id,
+            "auth": _choice("required", "disabled"),
+            "token_secret": _token_secret,
+            "token_ttl_s": _token_ttl,
+            "metrics_access": _choice("loopback", "open"),
             "log_level": _log_level,
         }
         values: dict[str, Any] = {}
@@ -140,6 +149,45 @@ def _key_prefix(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
         raise ValueError(f"{text!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return text
+
+
+def _instance_id(text: str) -> str:
+    # Lowercase letters, digits and '-' only: an instance id is a URL segment and a key
+    # segment, and it never puts '>', '?' or '~' in a token's payload (see api.auth).
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", text):
+        raise ValueError(f"{text!r} must be 1-64 characters of lowercase letters, digits and '-'")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+MIN_TOKEN_SECRET_CHARS = 32
+
+
+def _token_secret(text: str) -> str:
+    if len(text) < MIN_TOKEN_SECRET_CHARS:
+        raise ValueError(
+            f"the secret must be at least {MIN_TOKEN_SECRET_CHARS} characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+        )
+    return text
+
+
+def _token_ttl(text: str) -> float:
+    seconds = parse_duration(text)
+    # IBM's client refreshes a token 30 min before it expires, and crashes in its
+    # constructor if a fresh token is already that close.
+    if seconds < 3600:
+        raise ValueError(f"{text!r} is under 1h; WML clients need tokens valid well past 30m")
+    return seconds
 
 
 def _log_level(text: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from flask import Flask
@@ -16,6 +17,8 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from kscore.localredis import LocalRedis
+from shared.instance_store import InstanceStore, NewInstance
+from shared.keys import Keys
 from shared.queueing import ALL_QUEUES, make_celery
 from shared.settings import Settings
 from workers.tasks import register_tasks
@@ -67,8 +70,48 @@ def app(settings: Settings, redis_client: redis.Redis) -> Flask:
     return create_app(settings, redis_client)
 
 
+# Argon2 at its smallest: the suite creates an instance per test, and the production cost
+# (64 MiB, 3 passes) is for passwords, not for fixtures. Verification reads the parameters
+# from the hash, so the API checks these passwords as it checks real ones.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def instance_store(settings: Settings, redis_client: redis.Redis) -> InstanceStore:
+    """The instance store of the installation under test, with a fast password hash."""
+    return InstanceStore(redis_client, Keys(settings.key_prefix), FAST_HASHER)
+
+
+def authorized_client(app: Flask) -> FlaskClient:
+    """A test client of ``app`` sending a key of its default instance (made if missing)."""
+    svc = app.extensions["kscore"]
+    store = InstanceStore(svc.redis_client, svc.keys, FAST_HASHER)
+    instance_id = svc.settings.default_instance
+    if store.exists(instance_id):
+        api_key = store.create_key(instance_id, "test").api_key
+    else:
+        api_key = store.create("test", instance_id).key.api_key
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return test_client
+
+
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def instance(settings: Settings, redis_client: redis.Redis) -> NewInstance:
+    """A real instance for the per-test instance id, with its credentials."""
+    return instance_store(settings, redis_client).create("test", settings.default_instance)
+
+
+@pytest.fixture
+def client(app: Flask, instance: NewInstance) -> FlaskClient:
+    """A test client that sends the per-test instance's API key on every request."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {instance.key.api_key}"
+    return test_client
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> FlaskClient:
+    """A test client that sends no credentials."""
     return app.test_client()
 
 

@@ -13,6 +13,7 @@ from api.app import create_app
 from shared.settings import Settings
 from shared.status import DeploymentStatus
 from tests import keras_files as kf
+from tests.conftest import authorized_client
 from tests.helpers import store_model, wait_for
 
 
@@ -32,7 +33,7 @@ def test_queue_depth_and_readiness_without_workers(
     # A prefix of its own: no worker of this test run consumes its queues.
     settings = base_settings.replace(key_prefix=f"ksidle-{uuid.uuid4().hex[:8]}", chunk_rows=2)
     app = create_app(settings, redis_client)
-    client = app.test_client()
+    client = authorized_client(app)
     model = store_model(client, kf.tf_keras_h5_file(tmp_path), "m")
     deployment = client.post(
         "/api/v1/deployments", json={"model_id": model["id"], "name": "d"}

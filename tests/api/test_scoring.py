@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from shared.keys import Keys
 from shared.settings import Settings
 from tests import keras_files as kf
+from tests.conftest import authorized_client
 from tests.helpers import store_model, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -228,9 +229,9 @@ def test_too_many_rows_is_413(
 ) -> None:
     from api.app import create_app
 
-    small = create_app(
-        settings.replace(max_rows_online=3, max_rows_job=4), redis_client
-    ).test_client()
+    small = authorized_client(
+        create_app(settings.replace(max_rows_online=3, max_rows_job=4), redis_client)
+    )
     deployment = deploy(small, store_model(small, dense_h5)["id"])
     online = small.post(path_of(deployment["scoring_url"]), json={"values": rows(4).tolist()})
     assert online.status_code == 413 and online.get_json()["error"]["details"] == {
@@ -239,7 +240,7 @@ def test_too_many_rows_is_413(
     }
     batch = small.post(path_of(deployment["jobs_url"]), json={"values": rows(5).tolist()})
     assert batch.status_code == 413
-    tiny_body = create_app(settings.replace(max_request_bytes=100), redis_client).test_client()
+    tiny_body = authorized_client(create_app(settings.replace(max_request_bytes=100), redis_client))
     big = tiny_body.post(path_of(deployment["jobs_url"]), json={"values": rows(20).tolist()})
     assert big.status_code == 413
     assert "KSCORE_MAX_REQUEST_BYTES" in big.get_json()["error"]["message"]
@@ -529,14 +530,14 @@ def test_many_clients_at_once_each_get_their_own_rows(
 
     def online(seed: int) -> None:
         x = rows(3, seed=100 + seed)
-        response = app.test_client().post(
+        response = authorized_client(app).post(
             path_of(dense_deployment["scoring_url"]), json={"values": x.tolist()}
         )
         assert response.status_code == 200, response.get_json()
         assert_dense_rows(response.get_json()["values"], x)
 
     def batch(seed: int) -> None:
-        client = app.test_client()
+        client = authorized_client(app)
         x = rows(120, seed=200 + seed)
         job = client.post(
             path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}

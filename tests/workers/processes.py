@@ -15,6 +15,7 @@ from api.app import create_app
 from kscore.devstack import Supervisor
 from shared.settings import Settings
 from tests import keras_files as kf
+from tests.conftest import authorized_client
 from tests.helpers import store_model, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ class Workers:
 
 def deployed_cnn(settings: Settings, workers: Workers, tmp_path: Path) -> tuple[FlaskClient, str]:
     """A client of the API and the href of a small CNN deployment that is DEPLOY_SUCCESS."""
-    client = create_app(settings, redis.Redis.from_url(settings.redis_url)).test_client()
+    client = authorized_client(create_app(settings, redis.Redis.from_url(settings.redis_url)))
     stored = store_model(client, kf.small_cnn_keras_file(tmp_path), "cnn")
     deployment = client.post(
         "/api/v1/deployments", json={"model_id": stored["id"], "name": "d"}
