@@ -11,6 +11,7 @@ from typing import Any
 
 from api.context import url
 from shared.deployment_store import DeploymentRecord
+from shared.instance_store import InstanceRecord
 from shared.model_store import ModelRecord
 from shared.status import DeploymentStatus
 from shared.timeutil import iso
@@ -37,12 +38,19 @@ def deployment_url(instance: str, deployment_id: str) -> str:
     return f"{instance_url(instance)}/deployments/{deployment_id}"
 
 
-def instance_document(instance: str) -> dict[str, Any]:
+def instance_document(instance: InstanceRecord) -> dict[str, Any]:
     """The instance: where its published models and deployments are listed."""
-    href = instance_url(instance)
+    href = instance_url(instance.id)
+    created = iso(instance.created_at)
     return {
-        "metadata": {"guid": instance, "url": href, "created_at": None, "modified_at": None},
+        "metadata": {
+            "guid": instance.id,
+            "url": href,
+            "created_at": created,
+            "modified_at": created,
+        },
         "entity": {
+            "name": instance.name,
             "status": "Active",
             "published_models": {"url": href + "/published_models"},
             "deployments": {"url": href + "/deployments"},

@@ -61,6 +61,7 @@ class EmptyListSchema(Schema):
 
 
 class InstanceEntitySchema(Schema):
+    name = fields.String()
     status = fields.String(metadata={"description": 'Always "Active".'})
     published_models = fields.Nested(WmlLinkSchema, required=True)
     deployments = fields.Nested(WmlLinkSchema, required=True)
@@ -185,7 +186,7 @@ class WmlDeploymentCreateSchema(Schema):
     deployable_asset_url = fields.String(
         required=True,
         validate=validate.Regexp(
-            r"/published_models/[^/]+/?$",
+            r".*/published_models/[^/]+/?$",
             error="Must be the URL of a published model (.../published_models/<id>).",
         ),
     )

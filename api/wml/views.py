@@ -13,6 +13,7 @@ from typing import IO, Any
 from flask import Response, current_app, request
 from werkzeug.utils import secure_filename
 
+from api import auth
 from api.context import gc_paused, instance, services, url
 from api.contract import ERROR_DESCRIPTIONS, Api, Blueprint, F, RowsBody
 from api.schemas import ScoringPayloadSchema, ScoringResultSchema
@@ -31,12 +32,14 @@ from api.wml.schemas import (
     WmlDeploymentSchema,
     WmlErrorSchema,
     WmlListQuerySchema,
+    WmlTokenSchema,
 )
 from shared.errors import (
+    InstanceNotFound,
     ModelContentMissing,
     ModelNotFound,
-    ResourceNotFound,
     ScoringFailed,
+    Unauthorized,
     UnsupportedModelFile,
 )
 from shared.model_store import ModelRecord
@@ -104,27 +107,88 @@ bp = WmlBlueprint(
 INSTANCE = "/v3/wml_instances/<instance_id>"
 
 
-class InstanceNotFound(ResourceNotFound):
-    code = "instance_not_found"
-
-    def __init__(self, instance_id: str) -> None:
-        super().__init__(
-            f"No instance {instance_id!r} for these credentials.",
-            details={"instance_id": instance_id},
-        )
-
-
 class ScoringTimedOut(ScoringFailed):
     status = 504
     code = "scoring_timeout"
 
 
+_TOKEN_ENDPOINTS = frozenset({"wml.get_token", "wml.get_token_v2", "wml.refresh_token"})
+_HOW = (
+    "Send `Authorization: Bearer <token>`, the token from GET /v3/identity/token with your "
+    "WML username and password (HTTP Basic)."
+)
+
+
 @bp.before_request
-def _check_instance() -> None:
-    # Another instance's resources are simply not found, as its id in the path.
+def _authenticate() -> None:
+    # Every WML route but the token's takes the token as Bearer (an API key works too).
+    if request.endpoint in _TOKEN_ENDPOINTS:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, credential = header.partition(" ")
+    settings = services().settings
+    if scheme.lower() == "bearer" and credential.strip():
+        auth.set_current_instance(auth.instance_for_bearer(credential.strip()))
+    elif settings.auth == "disabled" and auth.bound_to_loopback():
+        auth.set_current_instance(settings.default_instance)  # as on /api/v1
+    else:
+        raise Unauthorized("This request needs a WML token. " + _HOW)
+    # Another instance's id in the path is simply not found, as its resources are.
     requested = (request.view_args or {}).get("instance_id")
     if requested is not None and requested != instance():
         raise InstanceNotFound(requested)
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+def _basic_instance() -> str:
+    credentials = request.authorization
+    if credentials is None or credentials.type != "basic":
+        raise Unauthorized("Send your WML username and password with HTTP Basic authentication.")
+    return auth.instance_for_wml_basic(credentials.username or "", credentials.password or "")
+
+
+@bp.get("/v3/identity/token")
+@bp.response(200, WmlTokenSchema, description="A token for the instance of these credentials.")
+@bp.alt_response(401, schema=WmlErrorSchema, description="Missing or wrong username/password.")
+def get_token() -> dict[str, str]:
+    """Get a WML token
+
+    HTTP Basic with the instance's WML username and password. The token (a JWT, valid for
+    KSCORE_TOKEN_TTL) goes as `Authorization: Bearer` on every other WML route.
+    ---
+    Returns the token. Raises Unauthorized (401).
+    """
+    return {"token": auth.issue_wml_token(_basic_instance())}
+
+
+@bp.get("/v2/identity/token")
+@bp.response(200, WmlTokenSchema, description="A token for the instance of these credentials.")
+@bp.alt_response(401, schema=WmlErrorSchema, description="Missing or wrong username/password.")
+def get_token_v2() -> dict[str, str]:
+    """Get a WML token (v2 path)
+
+    As GET /v3/identity/token; IBM's client asks here too.
+    ---
+    Returns the token. Raises Unauthorized (401).
+    """
+    return {"token": auth.issue_wml_token(_basic_instance())}
+
+
+@bp.put("/v3/identity/token")
+@bp.arguments(WmlTokenSchema)
+@bp.response(200, WmlTokenSchema, description="A new token for the same instance.")
+@bp.alt_response(401, schema=WmlErrorSchema, description="The token is forged or expired.")
+@bp.errors(400, 413, 422)
+def refresh_token(data: dict[str, str]) -> dict[str, str]:
+    """Refresh a WML token
+
+    The body carries the current, still valid token; no Authorization header.
+    ---
+    Returns the new token. Raises Unauthorized (401).
+    """
+    return {"token": auth.refresh_wml_token(data["token"])}
 
 
 def _assets() -> WmlStore:
@@ -174,7 +238,7 @@ def get_instance(instance_id: str) -> dict[str, Any]:
     ---
     Returns the instance document. Raises InstanceNotFound (404) for another instance.
     """
-    return docs.instance_document(instance_id)
+    return docs.instance_document(services().instances.get(instance_id))
 
 
 # --- model assets (the repository) ---------------------------------------------------------
