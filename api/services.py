@@ -33,7 +33,7 @@ from shared.queueing import (
     SCORE_CHUNK,
     make_celery,
 )
-from shared.scoring import FIELDS, ArrayPayload, split_rows, validate_input
+from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
 
@@ -115,6 +115,7 @@ class Services:
         *,
         kind: str,
         retention_s: float | None = None,
+        result_shape: ResultShape = ResultShape.WML_V3,
     ) -> JobRecord:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
 
@@ -152,6 +153,7 @@ class Services:
             fields=FIELDS,
             output_names=output_names,
             retention_s=retention_s if retention_s is not None else settings.job_retention_s,
+            result_shape=result_shape,
         )
         queue = QUEUE_ONLINE if online else QUEUE_BATCH
         try:
@@ -168,7 +170,11 @@ class Services:
         return job
 
     def submit_online(
-        self, instance: str, deployment_id: str, payload: dict[str, Any] | ArrayPayload
+        self,
+        instance: str,
+        deployment_id: str,
+        payload: dict[str, Any] | ArrayPayload,
+        result_shape: ResultShape = ResultShape.WML_V3,
     ) -> JobRecord:
         """Queue rows for online scoring: a one-chunk job on the online queue.
 
@@ -180,6 +186,7 @@ class Services:
             payload,
             kind="online",
             retention_s=min(self.settings.job_retention_s, ONLINE_JOB_RETENTION_S),
+            result_shape=result_shape,
         )
 
     def await_online(

@@ -23,6 +23,7 @@ from api.schemas import (
     OnlineQuerySchema,
     ScoringPayloadSchema,
     ScoringResultSchema,
+    result_shape_of,
 )
 from api.views.jobs import job_resource, jobs_page
 from shared.deployment_store import DeploymentRecord
@@ -141,9 +142,10 @@ def score_online(
 ) -> Response | tuple[Response, int, dict[str, str]]:
     """Score rows online
 
-    Rows as {"values": [...]} (WML v3). Multi-input models: each row lists one entry per input
-    in model order, or send {"inputs": {name: rows}}. Multi-output models: each field of a row
-    is an object keyed by output name. Waits up to `timeout` seconds (default
+    Rows as {"values": [...]} (WML v3), or as {"input_data": [{"fields", "values"}]} (WML v4,
+    answered as {"predictions": [{"fields", "values"}]}). Multi-input models: each row lists
+    one entry per input in model order, or send {"inputs": {name: rows}}. Multi-output models:
+    each field of a row is an object keyed by output name. Waits up to `timeout` seconds (default
     KSCORE_ONLINE_TIMEOUT), then answers 202 with the job.
     ---
     Returns the predictions, or the job (202) past the timeout. Raises DeploymentNotFound
@@ -155,7 +157,9 @@ def score_online(
     timeout_s = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout_s
     timeout_s = min(timeout_s, svc.settings.max_online_timeout_s)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
-        job = svc.submit_online(instance(), deployment_id, rows.read())
+        body = rows.read()
+        job = svc.submit_online(instance(), deployment_id, body, result_shape_of(body))
+        del body
     outcome = svc.await_online(instance(), job, timeout_s, started)
     if isinstance(outcome, bytes):
         return Response(outcome, mimetype="application/json")
@@ -189,8 +193,9 @@ def submit_job(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Submit a batch job
 
-    Poll the job (Location), then fetch its `result_url`. `retention_days` comes in the JSON
-    body, or in the query with a .npy/.npz body.
+    Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
+    `input_data`). `retention_days` comes in the JSON body, or in the query with a .npy/.npz
+    body.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422) and
@@ -208,6 +213,7 @@ def submit_job(
             body,
             kind="batch",
             retention_s=retention_days * 86400.0 if retention_days else None,
+            result_shape=result_shape_of(body),
         )
         del body
     document = job_resource(job)

@@ -16,7 +16,7 @@ from werkzeug.utils import secure_filename
 from api import auth
 from api.context import gc_paused, instance, services, url
 from api.contract import ERROR_DESCRIPTIONS, Api, Blueprint, F, RowsBody
-from api.schemas import ScoringPayloadSchema, ScoringResultSchema
+from api.schemas import ScoringPayloadSchema, ScoringResultSchema, result_shape_of
 from api.wml import documents as docs
 from api.wml.schemas import (
     PROPERTY_NAMES,
@@ -531,7 +531,9 @@ def score(rows: RowsBody, instance_id: str, deployment_id: str) -> Response:
     started = time.perf_counter()
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
-        job = svc.submit_online(instance(), deployment_id, rows.read())
+        body = rows.read()
+        job = svc.submit_online(instance(), deployment_id, body, result_shape_of(body))
+        del body
     outcome = svc.await_online(instance(), job, svc.settings.online_timeout_s, started)
     if isinstance(outcome, bytes):
         return Response(outcome, mimetype="application/json")
