@@ -186,6 +186,13 @@ def bound_to_loopback() -> bool:
     return is_loopback(request.environ.get("SERVER_NAME"))
 
 
+def request_from_loopback() -> bool:
+    """Whether the caller is on this machine: a loopback peer, and no proxy in between (a
+    reverse proxy on the same host would make every caller look local)."""
+    proxied = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    return not proxied and is_loopback(request.remote_addr)
+
+
 def authenticate() -> None:
     """Before-request hook for ``/api/v1``: sets the caller's instance or raises Unauthorized."""
     if not request.path.startswith("/api/v1") or request.blueprint in _OPEN_BLUEPRINTS:

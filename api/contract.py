@@ -171,6 +171,27 @@ def api_version() -> str:
         return "unknown"
 
 
+BEARER_SCHEME = "bearer"
+API_KEY_HEADER_SCHEME = "api_key_header"
+UNAUTHORIZED_RESPONSE = "UNAUTHORIZED"
+
+
+class Security(BasePlugin):
+    """Documents who may call what: ``/api/v1`` operations need an API key (bearer, or the
+    ``X-API-Key`` header) and may answer 401; the operations outside it are open."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Set each operation's ``security`` and its 401 response in place; returns nothing."""
+        protected = (path or "").startswith("/api/v1")
+        for operation in (operations or {}).values():
+            if protected:
+                operation.setdefault("responses", {})["401"] = UNAUTHORIZED_RESPONSE
+            else:
+                operation["security"] = []
+
+
 class ResponsesInStatusOrder(BasePlugin):
     """Lists each operation's responses by status, "default" last.
 
@@ -214,12 +235,38 @@ def build_api(app: Flask) -> Api:
             "info": {
                 "description": (
                     "Self-hosted scoring for Keras models, speaking IBM WML v3's Keras shapes. "
-                    'Every error is {"error": {"code", "message", "details"}}.'
+                    'Every error is {"error": {"code", "message", "details"}}. '
+                    "Every /api/v1 operation needs an API key: `Authorization: Bearer <key>` "
+                    "(an API key or a WML token) or `X-API-Key: <key>`."
                 )
-            }
+            },
+            "security": [{BEARER_SCHEME: []}, {API_KEY_HEADER_SCHEME: []}],
         },
     )
-    api = Api(app, spec_kwargs={"extra_plugins": [ResponsesInStatusOrder()]})
+    # Security before ResponsesInStatusOrder: the 401 it adds is sorted with the rest.
+    api = Api(app, spec_kwargs={"extra_plugins": [Security(), ResponsesInStatusOrder()]})
+    api.spec.components.security_scheme(
+        BEARER_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`kscore admin create-key`; `kscore up` writes one to "
+            "<data dir>/credentials.json) or a WML token.",
+        },
+    )
+    api.spec.components.security_scheme(
+        API_KEY_HEADER_SCHEME,
+        {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
+    )
+    api.spec.components.response(
+        UNAUTHORIZED_RESPONSE,
+        {
+            "description": "No API key, or one that is unknown or revoked (401 unauthorized, "
+            "with WWW-Authenticate).",
+            "content": {"application/json": {"schema": ErrorSchema}},
+        },
+        lazy=True,
+    )
     api.spec.components.response(
         Api.DEFAULT_ERROR_RESPONSE_NAME,
         {

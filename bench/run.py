@@ -42,6 +42,7 @@ from bench.direct import (
 )
 from kscore import Client, KscoreError
 from kscore.devstack import DevStackError, Supervisor, free_port, public_url
+from shared.instance_store import open_instance_store
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -100,14 +101,15 @@ def start_service(plan: Plan, tmp: Path, stack: Supervisor, workers: int) -> Cli
         stack.env["KSCORE_CHUNK_ROWS"] = str(plan.chunk_rows)
     if plan.tf_threads is not None:
         stack.env["KSCORE_TF_THREADS"] = str(plan.tf_threads)
-    stack.start_redis(tmp / "redis", persist=False)
+    redis_url = stack.start_redis(tmp / "redis", persist=False)
+    api_key = open_instance_store(redis_url, KEY_PREFIX).create("bench").key.api_key
     port = free_port()
     stack.start_api(port=port, workers=1)
     for _ in range(workers):
         stack.start_worker()
     url = public_url("127.0.0.1", port)
     stack.wait_ready(url, timeout=START_TIMEOUT, workers=workers)
-    return Client(url, timeout=300.0)
+    return Client(url, api_key=api_key, timeout=300.0)
 
 
 def add_workers(stack: Supervisor, client: Client, count: int) -> None:

@@ -14,6 +14,7 @@ from kscore.errors import (
     PayloadTooLargeError,
     ServerError,
     TransportError,
+    UnauthorizedError,
     UnprocessableError,
     WaitTimeoutError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ServerError",
     "TransportError",
+    "UnauthorizedError",
     "UnprocessableError",
     "WaitTimeoutError",
     "__version__",

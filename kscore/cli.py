@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from kscore.admin import admin
 from kscore.client import DEFAULT_URL, Client, Record, __version__
 from kscore.errors import DeploymentFailedError, KscoreError
 from kscore.payloads import is_wml_payload, job_payload, parse_wml_payload, read_json_file
@@ -56,10 +57,11 @@ class CliContext:
 
     url: str = DEFAULT_URL
     transport: httpx.BaseTransport | None = None
+    api_key: str | None = None
 
     def client(self) -> Client:
         """A new client of the server at ``url``, through ``transport`` when one is set."""
-        return Client(self.url, transport=self.transport)
+        return Client(self.url, api_key=self.api_key, transport=self.transport)
 
 
 def _fail(message: str) -> NoReturn:
@@ -123,9 +125,17 @@ def _client(ctx: click.Context) -> Client:
     metavar="URL",
     help="The kscore server to talk to (env KSCORE_URL).",
 )
+@click.option(
+    "--api-key",
+    envvar="KSCORE_API_KEY",
+    default=None,
+    metavar="KEY",
+    help="API key to send (env KSCORE_API_KEY; for the local server, `kscore up`'s "
+    "<data dir>/credentials.json is used when neither is given).",
+)
 @click.version_option(__version__, prog_name="kscore")
 @click.pass_context
-def cli(ctx: click.Context, url: str) -> None:
+def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
     """Store, deploy and score Keras models on a kscore server, and run that server.
 
     \b
@@ -137,7 +147,9 @@ def cli(ctx: click.Context, url: str) -> None:
       kscore score DEPLOYMENT_ID rows.json       # online, rows as {"values": [...]}
       kscore jobs submit DEPLOYMENT_ID rows.json --wait   # batch
     """
-    ctx.ensure_object(CliContext).url = url
+    context = ctx.ensure_object(CliContext)
+    context.url = url
+    context.api_key = api_key or context.api_key
 
 
 # models -----------------------------------------------------------------------------------
@@ -535,6 +547,7 @@ def jobs_list(ctx: click.Context, deployment_id: str | None, status: str | None)
 cli.add_command(up)
 cli.add_command(worker)
 cli.add_command(api)
+cli.add_command(admin)
 
 
 def main() -> None:

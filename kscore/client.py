@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from kscore.credentials import api_key_for
 from kscore.errors import (
     DeploymentFailedError,
     JobFailedError,
@@ -72,16 +73,20 @@ class Client:
         self,
         url: str | None = None,
         *,
+        api_key: str | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``api_key`` defaults to ``KSCORE_API_KEY``, then, for the local server, the key
+        ``kscore up`` wrote to ``<data dir>/credentials.json``."""
         self.url = (url or os.environ.get("KSCORE_URL") or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
+        headers = {"User-Agent": f"kscore-client/{__version__}", "Accept": "application/json"}
+        key = api_key_for(self.url, api_key)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         self._http = httpx.Client(
-            base_url=self.url,
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": f"kscore-client/{__version__}", "Accept": "application/json"},
+            base_url=self.url, timeout=timeout, transport=transport, headers=headers
         )
         self.repository = Repository(self)
         self.deployments = Deployments(self)

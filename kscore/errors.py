@@ -55,6 +55,10 @@ class ApiError(KscoreError):
         return f"{name}(status={self.status}, code={self.code!r}, message={self.message!r})"
 
 
+class UnauthorizedError(ApiError):
+    """401: no API key, or one that is unknown or revoked (see ``Client(api_key=)``)."""
+
+
 class NotFoundError(ApiError):
     """404: the model, deployment or job does not exist."""
 
@@ -130,7 +134,9 @@ def error_from_response(status: int, body: Any, *, reason: str = "") -> ApiError
         excerpt = " ".join(body.split())[:200]
         message = f"{message}: {excerpt}"
     cls: type[ApiError]
-    if status == 404:
+    if status == 401:
+        cls = UnauthorizedError
+    elif status == 404:
         cls = NotFoundError
     elif status == 409:
         cls = ConflictError

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
+from kscore.credentials import STACK_FILE, is_loopback_host, write_private_json
 from kscore.devstack import (
     DEFAULT_QUEUES,
     SERVER_EXTRAS_HINT,
@@ -85,7 +86,7 @@ def run_up(
     shown through ``warn``). Raises DevStackError when the stack cannot start (server extras
     missing, port in use, no redis-server, API not healthy within the startup timeout).
     """
-    missing = missing_server_modules("celery", "gunicorn", "flask")
+    missing = missing_server_modules("celery", "gunicorn", "flask", "redis")
     if missing:
         raise DevStackError(f"kscore up needs {', '.join(missing)}. {SERVER_EXTRAS_HINT}")
     if options.workers < 1:
@@ -107,9 +108,14 @@ def run_up(
         warn("kscore up: stopping the others.")
         return 1
 
+    warn_auth_disabled(options.host, warn)
+    stack_file = data_dir / STACK_FILE
     with _Signals() as signals:
         try:
             redis_url = options.redis_url or stack.start_redis(data_dir / "redis", persist=True)
+            # For `kscore admin --data-dir`: which Redis this stack uses (removed at stop).
+            write_private_json(stack_file, {"redis_url": redis_url, "url": url, "pid": os.getpid()})
+            credentials, fresh = _local_credentials(redis_url, data_dir, url)
             for _ in range(options.workers):
                 stack.start_worker()
             stack.start_api(options.host, options.port, workers=API_PROCESSES)
@@ -130,6 +136,11 @@ def run_up(
                 say(f"  redis: {redis_url}")
             names = ", ".join(f"{c.name}.log" for c in stack.children if c.role != "redis")
             say(f"  logs:  {logs}/ ({names}; redis.log beside the Redis files)")
+            say(
+                f"  credentials: {credentials} ({'new; ' if fresh else ''}API key, WML "
+                "username and password of the default instance; kscore and kscore.Client "
+                "read it for this URL)"
+            )
             say("Press Ctrl-C to stop.")
 
             while not signals.count:
@@ -144,6 +155,36 @@ def run_up(
             asked = signals.count
             # A second Ctrl-C while stopping means "now".
             stack.stop(hurry=lambda: signals.count > max(asked, 1))
+            stack_file.unlink(missing_ok=True)
+
+
+def _local_credentials(redis_url: str, data_dir: Path, url: str) -> tuple[Path, bool]:
+    """The default instance's credentials file (see :func:`kscore.admin.ensure_local_credentials`).
+
+    Raises DevStackError when Redis refuses or the settings are bad.
+    """
+    from kscore.admin import ensure_local_credentials
+
+    try:
+        return ensure_local_credentials(redis_url, data_dir, url)
+    except click.ClickException as exc:
+        raise DevStackError(exc.message) from exc
+
+
+def warn_auth_disabled(host: str, warn: Callable[[str], None] = _warn) -> None:
+    """Say at start what KSCORE_AUTH=disabled does for an API bound to ``host``."""
+    if os.environ.get("KSCORE_AUTH", "").strip().lower() != "disabled":
+        return
+    if is_loopback_host(host):
+        warn(
+            f"kscore: KSCORE_AUTH=disabled: the API on {host} serves every request without a "
+            "key, as the default instance. Use it only on a machine you alone use."
+        )
+    else:
+        warn(
+            f"kscore: KSCORE_AUTH=disabled is ignored: the API binds {host}, not a loopback "
+            "address, so every request still needs an API key."
+        )
 
 
 # -- the click commands --------------------------------------------------------------------
@@ -223,6 +264,7 @@ def worker(queues: str, concurrency: int, redis_url: str | None) -> None:
 def api(host: str, port: int, workers: int, redis_url: str | None) -> None:
     """Run the HTTP API under gunicorn (needs kscore[server])."""
     _require("gunicorn", "flask")
+    warn_auth_disabled(host)
     _exec(api_command(host, port, workers), _server_env(redis_url))
 
 

@@ -29,6 +29,7 @@ from shared.errors import (
     InstanceNotFound,
     ValidationFailed,
 )
+from shared.json_records import update_json_record
 from shared.keys import Keys
 from shared.timeutil import now
 
@@ -92,6 +93,13 @@ class NewInstance:
     instance: InstanceRecord
     password: str
     key: IssuedKey
+
+
+def open_instance_store(redis_url: str, key_prefix: str) -> InstanceStore:
+    """The instance store of the installation at ``redis_url`` with ``key_prefix`` (for the
+    admin commands, which talk to Redis directly)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    return InstanceStore(client, Keys(key_prefix))
 
 
 def new_instance_id() -> str:
@@ -330,6 +338,25 @@ class InstanceStore:
         return record.instance
 
     # WML credentials
+
+    def reset_password(self, instance_id: str) -> str:
+        """A new WML password for the instance (the old one stops working); shown once.
+
+        Raises InstanceNotFound.
+        """
+        password = secrets.token_urlsafe(24)
+        encoded = self._hasher.hash(password)
+        updated = update_json_record(
+            self._r,
+            self._keys.instance(instance_id),
+            InstanceRecord.from_json,
+            lambda record: replace(record, password_hash=encoded),
+            InstanceRecord.to_json,
+        )
+        if updated is None:
+            raise InstanceNotFound(instance_id)
+        log.info("wml password reset instance_id=%s", instance_id)
+        return password
 
     def instance_for_password(self, username: str, password: str) -> str | None:
         """The instance whose WML username and password these are, or None."""

@@ -15,11 +15,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from api.auth import request_from_loopback
 from api.context import services
 from api.contract import Blueprint
 from api.schemas import ErrorSchema, HealthSchema, ReadinessSchema
 from api.services import Services
-from shared.errors import BackendUnavailable
+from shared.errors import BackendUnavailable, Forbidden
 from shared.metrics import live_workers, read_latency
 from shared.queueing import ALL_QUEUES, celery_key_prefix
 from shared.status import JobStatus
@@ -109,15 +110,27 @@ class _RedisCollector(Collector):
     content_type="text/plain; version=0.0.4",
     description="Prometheus text exposition format.",
 )
+@bp.alt_response(
+    403,
+    schema=ErrorSchema,
+    description="A caller not on this machine, while KSCORE_METRICS_ACCESS=loopback.",
+)
 @bp.alt_response(503, schema=ErrorSchema, description="Redis is unreachable.")
 def metrics() -> Response:
     """Prometheus metrics
 
-    Jobs by status, rows scored, queue depths, online latency, live workers.
+    Jobs by status, rows scored, queue depths, online latency, live workers. Open to callers
+    on this machine; to others only with KSCORE_METRICS_ACCESS=open.
     ---
-    Returns the metrics, read from Redis per scrape. Raises nothing of its own; a Redis
-    outage is a 503 from the app's error handler.
+    Returns the metrics, read from Redis per scrape. Raises Forbidden (403) for a remote
+    caller unless KSCORE_METRICS_ACCESS=open; a Redis outage is a 503 from the app's error
+    handler.
     """
+    if services().settings.metrics_access != "open" and not request_from_loopback():
+        raise Forbidden(
+            "/metrics answers callers on this machine only; set KSCORE_METRICS_ACCESS=open to "
+            "let a Prometheus elsewhere scrape it."
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RedisCollector(services()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

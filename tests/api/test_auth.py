@@ -208,3 +208,31 @@ def test_auth_disabled_only_on_loopback(
     assert public.status_code == 401
     on_ip = open_client.get("/api/v1/models", environ_overrides={"SERVER_NAME": "127.0.0.1"})
     assert on_ip.status_code == 200
+
+
+def test_metrics_answer_loopback_callers_unless_opened(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    from api.app import create_app
+
+    local = create_app(settings, redis_client).test_client()
+    assert local.get("/metrics").status_code == 200  # the test client calls from 127.0.0.1
+    remote = local.get("/metrics", environ_overrides={"REMOTE_ADDR": "10.1.2.3"})
+    assert remote.status_code == 403 and remote.json["error"]["code"] == "forbidden"
+    proxied = local.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status_code == 403
+    opened = create_app(settings.replace(metrics_access="open"), redis_client).test_client()
+    assert opened.get("/metrics", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+
+
+def test_openapi_documents_the_bearer_scheme(anonymous: FlaskClient) -> None:
+    spec = anonymous.get("/api/v1/openapi.json").json
+    schemes = spec["components"]["securitySchemes"]
+    assert {"type": "http", "scheme": "bearer"}.items() <= schemes["bearer"].items()
+    assert schemes["api_key_header"]["name"] == "X-API-Key"
+    assert spec["security"] == [{"bearer": []}, {"api_key_header": []}]
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert spec["paths"][path]["get"]["security"] == []
+    models = spec["paths"]["/api/v1/models"]["get"]
+    assert "security" not in models  # the document's default: a key
+    assert models["responses"]["401"] == {"$ref": "#/components/responses/UNAUTHORIZED"}

@@ -13,31 +13,38 @@ from click.testing import CliRunner, Result
 from flask import Flask
 
 import kscore.cli
-from kscore import Client, ConflictError, NotFoundError, UnprocessableError
+from kscore import Client, ConflictError, NotFoundError, UnauthorizedError, UnprocessableError
+from shared.instance_store import NewInstance
 from tests import keras_files as kf
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.fixture
-def api_client(app: Flask) -> Iterator[Client]:
-    with Client("http://kscore.test", transport=httpx.WSGITransport(app=app)) as client:
+def api_client(app: Flask, instance: NewInstance) -> Iterator[Client]:
+    with Client(
+        "http://kscore.test",
+        api_key=instance.key.api_key,
+        transport=httpx.WSGITransport(app=app),
+    ) as client:
         yield client
 
 
 class Cli:
     """The ``kscore`` command with its clients wired to the in-process API."""
 
-    def __init__(self, app: Flask) -> None:
-        self.context = kscore.cli.CliContext(transport=httpx.WSGITransport(app=app))
+    def __init__(self, app: Flask, api_key: str) -> None:
+        self.context = kscore.cli.CliContext(
+            transport=httpx.WSGITransport(app=app), api_key=api_key
+        )
 
     def invoke(self, args: list[str]) -> Result:
         return CliRunner().invoke(kscore.cli.cli, args, obj=self.context)
 
 
 @pytest.fixture
-def cli(app: Flask) -> Cli:
-    return Cli(app)
+def cli(app: Flask, instance: NewInstance) -> Cli:
+    return Cli(app, instance.key.api_key)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +157,25 @@ def test_results_stream_to_a_file(api_client: Client, dense_h5: Path, tmp_path: 
     assert json.loads(written.read_text()) == api_client.jobs.result(job["id"])
     named = api_client.jobs.download_result(job["id"], f"{tmp_path}/results/")
     assert named == tmp_path / "results" / f"{job['id']}.json"
+
+
+def test_without_a_key_the_server_says_unauthorized(app: Flask, instance: NewInstance) -> None:
+    transport = httpx.WSGITransport(app=app)
+    with (
+        Client("http://kscore.test", transport=transport) as anonymous,
+        pytest.raises(UnauthorizedError) as caught,
+    ):
+        anonymous.repository.list_models()
+    assert caught.value.status == 401 and caught.value.code == "unauthorized"
+    result = CliRunner().invoke(
+        kscore.cli.cli,
+        ["--url", "http://kscore.test", "list", "models"],
+        obj=kscore.cli.CliContext(transport=transport),
+    )
+    assert result.exit_code == 1 and "Bearer" in result.output
+    keyed = CliRunner().invoke(
+        kscore.cli.cli,
+        ["--url", "http://kscore.test", "--api-key", instance.key.api_key, "list", "models"],
+        obj=kscore.cli.CliContext(transport=transport),
+    )
+    assert keyed.exit_code == 0, keyed.output

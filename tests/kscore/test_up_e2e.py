@@ -11,6 +11,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -134,12 +135,17 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         assert (tmp_path / ".kscore" / "logs" / "api.log").exists()
         assert (tmp_path / ".kscore" / "logs" / "worker1.log").exists()
+        credentials = tmp_path / ".kscore" / "credentials.json"
+        assert any(str(credentials) in line for line in output)
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        assert (tmp_path / ".kscore" / "stack.json").exists()
 
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         assert process.wait(timeout=30) == 0
         assert not _port_open(port)
         assert not _port_open(redis_port)
         assert (tmp_path / ".kscore" / "redis" / "appendonly.aof").exists()
+        assert not (tmp_path / ".kscore" / "stack.json").exists()  # no stack runs any more
     finally:
         _kill_tree(process)
 
@@ -163,6 +169,7 @@ class Up:
     """One `kscore up` process on a data directory."""
 
     def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
         self.log = (data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
@@ -204,10 +211,13 @@ def ups() -> Iterator[list[Up]]:
         up.kill()
 
 
-def cli(url: str, *args: str) -> str:
+def cli(up: Up, *args: str, url: str | None = None) -> str:
+    """``kscore --url ... ARGS`` with no key given: it takes the one `kscore up` wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")}
+    env["KSCORE_DATA_DIR"] = str(up.data_dir)
     result = subprocess.run(
-        [*KSCORE, "--url", url, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [*KSCORE, "--url", url or up.url, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -222,9 +232,18 @@ def test_make_run_stack_stores_deploys_scores_and_survives_a_restart(
     first = Up(up_dir, port)
     ups.append(first)
     first.wait_ready()
-    model_id = cli(first.url, "models", "store", str(EXAMPLE), "--name", "iris", "--quiet").strip()
-    assert model_id in cli(first.url, "list", "models")
-    deployment_id = cli(first.url, "deploy", model_id, "iris online", "--quiet").strip()
+    credentials_file = up_dir / "credentials.json"
+    assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+    credentials = json.loads(credentials_file.read_text())
+    assert set(credentials) == {"url", "instance_id", "username", "password", "api_key"}
+    assert credentials["url"] == first.url and credentials["instance_id"] == "default"
+    headers = {"Authorization": f"Bearer {credentials['api_key']}"}
+    refused = httpx.get(f"{first.url}/api/v1/models")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+
+    model_id = cli(first, "models", "store", str(EXAMPLE), "--name", "iris", "--quiet").strip()
+    assert model_id in cli(first, "list", "models")
+    deployment_id = cli(first, "deploy", model_id, "iris online", "--quiet").strip()
     payload = tmp_path / "payload.json"
     payload.write_text(
         json.dumps(
@@ -235,21 +254,44 @@ def test_make_run_stack_stores_deploys_scores_and_survives_a_restart(
             }
         )
     )
-    before = cli(first.url, "score", str(payload))
+    before = cli(first, "score", str(payload))
     assert "Score request successful" in before
+
+    # An instance made beside the running stack, through its Redis, sees none of default's.
+    team = json.loads(
+        cli(
+            first,
+            "admin",
+            "create-instance",
+            "--name",
+            "team-a",
+            "--data-dir",
+            str(up_dir),
+            "--json",
+        )
+    )
+    assert team["url"] == first.url
+    team_headers = {"Authorization": f"Bearer {team['api_key']}"}
+    assert httpx.get(f"{first.url}/api/v1/models", headers=team_headers).json()["total"] == 0
+    stolen = httpx.get(f"{first.url}/api/v1/models/{model_id}", headers=team_headers)
+    assert stolen.status_code == 404
     assert first.stop() == 0
 
     second = Up(up_dir, port)
     ups.append(second)
     try:
         second.wait_ready()
-        listing = cli(second.url, "list", "models")
+        # The first start's credentials still hold.
+        assert json.loads(credentials_file.read_text()) == credentials
+        listing = cli(second, "list", "models")
         assert model_id in listing and "1 records found." in listing
-        model = httpx.get(f"{second.url}/api/v1/models/{model_id}").json()
+        model = httpx.get(f"{second.url}/api/v1/models/{model_id}", headers=headers).json()
         assert model["name"] == "iris" and model["inputs"][0]["shape"] == [None, 4]
-        deployment = httpx.get(f"{second.url}/api/v1/deployments/{deployment_id}").json()
+        deployment = httpx.get(
+            f"{second.url}/api/v1/deployments/{deployment_id}", headers=headers
+        ).json()
         assert deployment["status"] == "DEPLOY_SUCCESS"
         # The new worker loads the model on first use and answers exactly as before.
-        assert cli(second.url, "score", str(payload)) == before
+        assert cli(second, "score", str(payload)) == before
     finally:
         assert second.stop() == 0
