@@ -10,14 +10,16 @@ from __future__ import annotations
 import time
 from typing import IO, Any
 
+from apispec import BasePlugin
 from flask import Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from api import auth
 from api.context import gc_paused, instance, services, url
-from api.contract import ERROR_DESCRIPTIONS, Api, Blueprint, F, RowsBody
+from api.contract import BEARER_SCHEME, Api, Blueprint, RowsBody
 from api.schemas import ScoringPayloadSchema, ScoringResultSchema, result_shape_of
 from api.wml import documents as docs
+from api.wml.errors import is_wml_path
 from api.wml.schemas import (
     PROPERTY_NAMES,
     EmptyListSchema,
@@ -34,6 +36,7 @@ from api.wml.schemas import (
     WmlListQuerySchema,
     WmlTokenSchema,
 )
+from shared.deployment_store import DeploymentRecord
 from shared.errors import (
     InstanceNotFound,
     ModelContentMissing,
@@ -49,19 +52,7 @@ from shared.wml_store import WmlStore
 class WmlBlueprint(Blueprint):
     """kscore's Blueprint whose documented errors carry WML's error body."""
 
-    def errors(self, *statuses: int) -> Any:
-        """Declare the error statuses a route answers, with WML's error body."""
-        decorators = [
-            self.alt_response(status, schema=WmlErrorSchema, description=ERROR_DESCRIPTIONS[status])
-            for status in statuses
-        ]
-
-        def decorate(func: F) -> F:
-            for decorator in decorators:
-                func = decorator(func)
-            return func
-
-        return decorate
+    ERROR_SCHEMA = WmlErrorSchema
 
     @staticmethod
     def _prepare_response_doc(doc: Any, doc_info: Any, *, api: Any, **kwargs: Any) -> Any:
@@ -85,8 +76,32 @@ class _WmlDefault:
         return getattr(self._api, name)
 
 
+UNAUTHORIZED = "WML_UNAUTHORIZED"
+BASIC_SCHEME = "wml_basic"
+_TOKEN_PATHS = ("/v3/identity/token", "/v2/identity/token")
+
+
+class _WmlSecurity(BasePlugin):
+    """Documents WML's credentials: HTTP Basic for a token, the token as Bearer for the rest."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Set the ``security`` and 401 of WML operations in place; returns nothing."""
+        if not is_wml_path(path or ""):
+            return
+        for method, operation in (operations or {}).items():
+            if path in _TOKEN_PATHS:
+                # The refresh carries the token in its body, with no Authorization.
+                operation["security"] = [{BASIC_SCHEME: []}] if method == "get" else []
+            else:
+                operation["security"] = [{BEARER_SCHEME: []}]
+                operation.setdefault("responses", {})["401"] = UNAUTHORIZED
+
+
 def document_errors(api: Api) -> None:
-    """Add the default error response of WML's routes to ``api``'s document."""
+    """Add WML's default error, 401 and credentials to ``api``'s document (before the
+    blueprints are registered: the plugin runs as each route is documented)."""
     api.spec.components.response(
         DEFAULT_ERROR,
         {
@@ -96,6 +111,26 @@ def document_errors(api: Api) -> None:
         },
         lazy=True,
     )
+    api.spec.components.response(
+        UNAUTHORIZED,
+        {
+            "description": "No token, or one that is forged or expired (401 unauthorized).",
+            "content": {"application/json": {"schema": WmlErrorSchema}},
+        },
+        lazy=True,
+    )
+    api.spec.components.security_scheme(
+        BASIC_SCHEME,
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "An instance's WML username and password.",
+        },
+    )
+    plugin = _WmlSecurity()
+    plugin.init_spec(api.spec)
+    # First, so that the Api's own plugins (open by default, responses in order) see its work.
+    api.spec.plugins.insert(0, plugin)
 
 
 bp = WmlBlueprint(
@@ -442,7 +477,7 @@ def list_model_deployments(args: dict[str, Any], instance_id: str, model_id: str
 # --- deployments ---------------------------------------------------------------------------
 
 
-def _deployment_documents(records: list[Any]) -> list[dict[str, Any]]:
+def _deployment_documents(records: list[DeploymentRecord]) -> list[dict[str, Any]]:
     assets = _assets().get_many(instance(), sorted({r.model_id for r in records}))
     return [docs.deployment_document(instance(), r, assets.get(r.model_id)) for r in records]
 
