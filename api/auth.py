@@ -36,7 +36,7 @@ _HOW = (
 )
 
 
-def services() -> Services:
+def _services() -> Services:
     # Not api.context's: that module returns current_instance() to the views, so it imports
     # this one.
     return cast(Services, current_app.extensions["kscore"])
@@ -65,7 +65,7 @@ def instance_for_bearer(token: str) -> str:
     Raises Unauthorized (401) for an unknown, revoked, malformed or expired credential, or a
     token of a deleted instance.
     """
-    svc = services()
+    svc = _services()
     if token.count(".") == 2:
         instance = _instance_of_token(token)
         if svc.instances.exists(instance):
@@ -82,7 +82,7 @@ def instance_for_wml_basic(username: str, password: str) -> str:
 
     Raises Unauthorized (401) on bad credentials.
     """
-    instance_id = services().instances.instance_for_password(username, password)
+    instance_id = _services().instances.instance_for_password(username, password)
     if instance_id is None:
         raise Unauthorized("Wrong username or password.")
     return instance_id
@@ -95,7 +95,7 @@ def issue_wml_token(instance_id: str) -> str:
     (epoch seconds), ``iat``, ``iss`` and the instance as ``sub`` and ``instance_id``, and
     decodes with standard base64 as well as base64url.
     """
-    svc = services()
+    svc = _services()
     issued = int(time.time())
     claims = {
         "iss": TOKEN_ISSUER,
@@ -124,7 +124,7 @@ def _instance_of_token(token: str) -> str:
     try:
         claims = jwt.decode(
             token,
-            services().token_secret(),
+            _services().token_secret(),
             algorithms=[_ALGORITHM],
             issuer=TOKEN_ISSUER,
             options={"require": ["exp", "iat", "iss", "sub"]},
@@ -197,7 +197,7 @@ def authenticate() -> None:
     """Before-request hook for ``/api/v1``: sets the caller's instance or raises Unauthorized."""
     if not request.path.startswith("/api/v1") or request.blueprint in _OPEN_BLUEPRINTS:
         return
-    settings = services().settings
+    settings = _services().settings
     if settings.auth == "disabled" and bound_to_loopback():
         set_current_instance(settings.default_instance)
         return

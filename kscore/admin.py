@@ -134,16 +134,28 @@ def admin() -> None:
 
 @admin.command("create-instance")
 @click.option("--name", required=True, help="A name for people (1-128 characters).")
+@click.option(
+    "--instance-id",
+    default=None,
+    metavar="ID",
+    help="The id (default: a new UUID); e.g. `default` to give credentials to data stored "
+    "before instances had any.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_target_options
 @click.pass_context
 def create_instance(
-    ctx: click.Context, name: str, as_json: bool, redis_url: str | None, data_dir: Path
+    ctx: click.Context,
+    name: str,
+    instance_id: str | None,
+    as_json: bool,
+    redis_url: str | None,
+    data_dir: Path,
 ) -> None:
     """Create an instance with a WML username/password and an API key, printed once."""
     target = _target(ctx, redis_url, data_dir)
     with _errors(target.redis_url):
-        new = target.store.create(name)
+        new = target.store.create(name, instance_id)
     secrets = {
         "url": target.api_url,
         "instance_id": new.instance.id,

@@ -30,7 +30,7 @@ from shared.errors import (
     ValidationFailed,
 )
 from shared.json_records import update_json_record
-from shared.keys import Keys
+from shared.keys import INSTANCE_ID, Keys
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,16 @@ class InstanceStore:
         """A new instance with a WML username and password and one API key.
 
         Returns them, the password and key in clear for the one time they are shown. Raises
-        InstanceExists (409) when ``instance_id`` is taken, ValidationFailed for a bad name.
+        InstanceExists (409) when ``instance_id`` is taken, ValidationFailed for a bad name or
+        id (ids are lowercase letters, digits and '-').
         """
         name = _name(name, "instance")
         instance_id = instance_id or new_instance_id()
+        if not INSTANCE_ID.fullmatch(instance_id):
+            raise ValidationFailed(
+                f"Instance id {instance_id!r} must be 1-64 lowercase letters, digits and '-'.",
+                details={"fields": {"instance_id": [instance_id]}},
+            )
         password = secrets.token_urlsafe(24)
         record = InstanceRecord(
             id=instance_id,

@@ -3,7 +3,12 @@ carries the instance id, so several installations and instances can share one Re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# An instance id is a URL segment and a key segment: lowercase letters, digits and '-' (a
+# UUID, or a name such as "default").
+INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)

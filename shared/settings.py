@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import SettingsError
+from shared.keys import INSTANCE_ID
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -152,9 +153,7 @@ def _key_prefix(text: str) -> str:
 
 
 def _instance_id(text: str) -> str:
-    # Lowercase letters, digits and '-' only: an instance id is a URL segment and a key
-    # segment, and it never puts '>', '?' or '~' in a token's payload (see api.auth).
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", text):
+    if not INSTANCE_ID.fullmatch(text):
         raise ValueError(f"{text!r} must be 1-64 characters of lowercase letters, digits and '-'")
     return text
 

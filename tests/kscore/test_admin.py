@@ -73,6 +73,33 @@ def test_create_instance_prints_its_secrets_once_and_they_work(
     assert "api_key:" in text and "password:" in text
 
 
+def test_an_instance_can_adopt_data_stored_under_its_id(
+    admin: Admin, settings: Settings, app: Flask, tmp_path: Path
+) -> None:
+    # Data stored before instances had credentials lives under KSCORE_DEFAULT_INSTANCE.
+    svc = app.extensions["kscore"]
+    model_file = kf.tf_keras_h5_file(tmp_path)
+    with model_file.open("rb") as stream:
+        svc.models.store_upload(
+            settings.default_instance, stream, model_file.name, "old", None,
+            max_bytes=10**8, workdir=tmp_path,
+        )  # fmt: skip
+    created = admin.json(
+        "create-instance", "--name", "old", "--instance-id", settings.default_instance
+    )
+    assert created["instance_id"] == settings.default_instance
+    listing = app.test_client().get(
+        "/api/v1/models", headers={"Authorization": f"Bearer {created['api_key']}"}
+    )
+    assert [m["name"] for m in listing.get_json()["resources"]] == ["old"]
+    taken = admin.run(
+        "create-instance", "--name", "x", "--instance-id", settings.default_instance, ok=False
+    )
+    assert taken.exit_code == 1 and "instance_exists" in taken.output
+    bad = admin.run("create-instance", "--name", "x", "--instance-id", "Bad_Id", ok=False)
+    assert bad.exit_code == 1 and "lowercase" in bad.output
+
+
 def test_keys_are_created_listed_and_revoked(admin: Admin, app: Flask) -> None:
     created = admin.json("create-instance", "--name", "team-a")
     iid = created["instance_id"]

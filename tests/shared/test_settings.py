@@ -50,6 +50,11 @@ def test_values_are_parsed() -> None:
         ("KSCORE_KEY_PREFIX", "has space", "letters"),
         ("KSCORE_LOG_LEVEL", "loud", "DEBUG"),
         ("KSCORE_TF_THREADS", "-1", "at least 0"),
+        ("KSCORE_AUTH", "off", "required, disabled"),
+        ("KSCORE_TOKEN_SECRET", "short", "at least 32"),
+        ("KSCORE_TOKEN_TTL", "20m", "under 1h"),
+        ("KSCORE_METRICS_ACCESS", "public", "loopback, open"),
+        ("KSCORE_DEFAULT_INSTANCE", "Team_A", "lowercase"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(var: str, value: str, phrase: str) -> None:
@@ -57,6 +62,22 @@ def test_bad_values_fail_naming_the_variable(var: str, value: str, phrase: str) 
         Settings.from_env({var: value})
     assert str(info.value).startswith(var)
     assert phrase in str(info.value)
+
+
+def test_auth_settings() -> None:
+    secret = "s3cret-" * 6
+    settings = Settings.from_env(
+        {
+            "KSCORE_AUTH": "Disabled",
+            "KSCORE_TOKEN_SECRET": secret,
+            "KSCORE_TOKEN_TTL": "24h",
+            "KSCORE_METRICS_ACCESS": "open",
+        }
+    )
+    assert settings.auth == "disabled" and settings.metrics_access == "open"
+    assert settings.token_secret == secret and settings.token_ttl_s == 86400
+    assert secret not in repr(settings)  # a logged settings object never shows the secret
+    assert Settings().auth == "required" and Settings().token_secret is None
 
 
 def test_units() -> None:
