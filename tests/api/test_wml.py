@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from api.app import create_app
 from shared.instance_store import NewInstance
 from shared.settings import Settings
 from tests import keras_files as kf
@@ -119,7 +120,7 @@ class Wml:
 
 
 def path_of(url: str) -> str:
-    return url.split("localhost", 1)[-1]
+    return url.split("localhost", 1)[-1].split("scoring.example/kscore", 1)[-1]
 
 
 def assert_wml_error(response: TestResponse, status: int, code: str) -> dict[str, Any]:
@@ -334,3 +335,27 @@ def test_another_instance_sees_nothing_of_this_one(
     assert other.delete(f"/v3/ml_assets/models/{model_id}").status_code == 404
     # Still there for its owner.
     assert wml.get(f"{mine}/deployments/{dep_id}").status_code == 200
+
+
+def test_urls_come_from_kscore_public_url(
+    settings: Settings, redis_client: redis.Redis, instance: NewInstance, dense_tgz: bytes
+) -> None:
+    public = "https://scoring.example/kscore"
+    app = create_app(settings.replace(public_url=public), redis_client)
+    wml = Wml(app.test_client(), instance)
+    doc = wml.get(wml.base).get_json()
+    assert doc["entity"]["published_models"]["url"] == f"{public}{wml.base}/published_models"
+    created = wml.post("/v3/ml_assets/models", ASSET).get_json()
+    content_url = created["entity"]["model_version"]["content_url"]
+    assert content_url.startswith(f"{public}/v3/ml_assets/models/{created['metadata']['guid']}/")
+
+
+def test_a_one_unit_sigmoid_gives_keras_2s_classes(wml: Wml, tmp_path: Path) -> None:
+    model_id, _ = wml.store(tgz_of(kf.sigmoid_binary_h5_file(tmp_path)))
+    scoring_url = wml.deploy(model_id)["entity"]["scoring_url"]
+    x = np.random.default_rng(9).normal(size=(6, 4)).astype(np.float32)
+    values = wml.post(scoring_url, {"values": x.tolist()}).get_json()["values"]
+    expected = kf.expected_sigmoid(x)
+    np.testing.assert_allclose([v[0] for v in values], expected, rtol=1e-5, atol=1e-6)
+    assert [v[1] for v in values] == (expected[:, 0] > 0.5).astype(int).tolist()
+    np.testing.assert_allclose([v[2] for v in values], expected, rtol=1e-5, atol=1e-6)
