@@ -28,6 +28,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     """
     from api.views import deployments, docs, health, jobs, models
     from api.wml import views as wml
+    from api.wml.contract import document_wml
 
     # No static folder: Flask would otherwise serve ./static of whatever directory it runs in.
     app = Flask("kscore.api", static_folder=None)
@@ -40,7 +41,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
     api = build_api(app)
     auth.install(app)
-    wml.document_errors(api)
+    document_wml(api)
     for module in (models, deployments, jobs, health, wml):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API

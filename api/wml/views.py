@@ -8,18 +8,18 @@ document with WML's status code (201 for an asset, 200 for its content, 202 for 
 from __future__ import annotations
 
 import time
-from typing import IO, Any
+from typing import Any
 
-from apispec import BasePlugin
 from flask import Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from api import auth
 from api.context import gc_paused, instance, services, url
-from api.contract import BEARER_SCHEME, Api, Blueprint, RowsBody
+from api.contract import RowsBody
 from api.schemas import ScoringPayloadSchema, ScoringResultSchema, result_shape_of
 from api.wml import documents as docs
-from api.wml.errors import is_wml_path
+from api.wml.content import PrefixedStream, read_head, upload_suffix
+from api.wml.contract import WmlBlueprint
 from api.wml.schemas import (
     PROPERTY_NAMES,
     EmptyListSchema,
@@ -43,95 +43,9 @@ from shared.errors import (
     ModelNotFound,
     ScoringFailed,
     Unauthorized,
-    UnsupportedModelFile,
 )
 from shared.model_store import ModelRecord
 from shared.wml_store import WmlStore
-
-
-class WmlBlueprint(Blueprint):
-    """kscore's Blueprint whose documented errors carry WML's error body."""
-
-    ERROR_SCHEMA = WmlErrorSchema
-
-    @staticmethod
-    def _prepare_response_doc(doc: Any, doc_info: Any, *, api: Any, **kwargs: Any) -> Any:
-        # Every operation's "default" response is the Api's, in kscore's envelope; these
-        # routes answer WML's body, documented by DEFAULT_ERROR (see ``document_errors``).
-        return Blueprint._prepare_response_doc(doc, doc_info, api=_WmlDefault(api), **kwargs)
-
-
-DEFAULT_ERROR = "WML_UNEXPECTED_ERROR"
-
-
-class _WmlDefault:
-    """The Api as flask-smorest's response documentation reads it, with WML's default."""
-
-    DEFAULT_ERROR_RESPONSE_NAME = DEFAULT_ERROR
-
-    def __init__(self, api: Any) -> None:
-        self._api = api
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._api, name)
-
-
-UNAUTHORIZED = "WML_UNAUTHORIZED"
-BASIC_SCHEME = "wml_basic"
-_TOKEN_PATHS = ("/v3/identity/token", "/v2/identity/token")
-
-
-class _WmlSecurity(BasePlugin):
-    """Documents WML's credentials: HTTP Basic for a token, the token as Bearer for the rest."""
-
-    def operation_helper(
-        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        """Set the ``security`` and 401 of WML operations in place; returns nothing."""
-        if not is_wml_path(path or ""):
-            return
-        for method, operation in (operations or {}).items():
-            if path in _TOKEN_PATHS:
-                # The refresh carries the token in its body, with no Authorization.
-                operation["security"] = [{BASIC_SCHEME: []}] if method == "get" else []
-            else:
-                operation["security"] = [{BEARER_SCHEME: []}]
-                operation.setdefault("responses", {})["401"] = UNAUTHORIZED
-
-
-def document_errors(api: Api) -> None:
-    """Add WML's default error, 401 and credentials to ``api``'s document (before the
-    blueprints are registered: the plugin runs as each route is documented)."""
-    api.spec.components.response(
-        DEFAULT_ERROR,
-        {
-            "description": "Any other error, in the same body: 500 internal_error, or 503 "
-            "service_unavailable while Redis is unreachable.",
-            "content": {"application/json": {"schema": WmlErrorSchema}},
-        },
-        lazy=True,
-    )
-    api.spec.components.response(
-        UNAUTHORIZED,
-        {
-            "description": "No token, or one that is forged or expired (401 unauthorized).",
-            "content": {"application/json": {"schema": WmlErrorSchema}},
-        },
-        lazy=True,
-    )
-    api.spec.components.security_scheme(
-        BASIC_SCHEME,
-        {
-            "type": "http",
-            "scheme": "basic",
-            "description": "An instance's WML username and password.",
-        },
-    )
-    plugin = _WmlSecurity()
-    plugin.init_spec(api.spec)
-    # First, so that the Api's own plugins (open by default, responses in order) see its work.
-    api.spec.plugins.insert(0, plugin)
-
 
 bp = WmlBlueprint(
     "wml",
@@ -314,50 +228,6 @@ def get_model_asset(model_id: str) -> dict[str, Any]:
     return docs.asset_document(_assets().get(instance(), model_id))
 
 
-# The first bytes of each kind of file a WML client uploads, and the name that makes the
-# model store unpack it (tarfile opens any compression of a tar under .tgz).
-_MAGIC = (
-    (b"\x1f\x8b", 0, ".tgz"),
-    (b"BZh", 0, ".tgz"),
-    (b"\xfd7zXZ\x00", 0, ".tgz"),
-    (b"ustar", 257, ".tgz"),
-    (b"PK\x03\x04", 0, ".zip"),
-    (b"\x89HDF\r\n\x1a\n", 0, ".h5"),
-)
-_HEAD_BYTES = 512
-
-
-class _Prefixed:
-    """A stream whose first bytes were read already (to sniff the format)."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head, self._rest = head, rest
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            head, self._head = self._head, b""
-            return head
-        return self._rest.read(size)
-
-
-def _read_head(stream: IO[bytes]) -> bytes:
-    head = b""
-    while len(head) < _HEAD_BYTES and (block := stream.read(_HEAD_BYTES - len(head))):
-        head += block
-    return head
-
-
-def _upload_suffix(head: bytes) -> str:
-    for magic, offset, suffix in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return suffix
-    raise UnsupportedModelFile(
-        "The content is not a tar archive (.tgz, .tar.gz), a zip (or Keras 3 .keras) or an "
-        ".h5 file: send the bytes of the file that holds the model written by model.save().",
-        details={"first_bytes": head[:8].hex()},
-    )
-
-
 @bp.put("/v3/ml_assets/models/<model_id>/versions/<version_id>/content")
 @bp.doc(
     requestBody={
@@ -382,13 +252,13 @@ def put_model_content(model_id: str, version_id: str) -> dict[str, Any]:
     asset = assets.begin_upload(instance(), model_id, version_id)
     stored = False
     try:
-        head = _read_head(request.stream)
-        filename = (secure_filename(asset.name) or "model") + _upload_suffix(head)
+        head = read_head(request.stream)
+        filename = (secure_filename(asset.name) or "model") + upload_suffix(head)
         workdir = svc.settings.data_dir / "tmp"
         workdir.mkdir(parents=True, exist_ok=True)
         svc.models.store_upload(
             instance(),
-            _Prefixed(head, request.stream),  # type: ignore[arg-type]
+            PrefixedStream(head, request.stream),  # type: ignore[arg-type]
             filename,
             asset.name,
             asset.description,
