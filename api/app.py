@@ -6,13 +6,14 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from api import auth
 from api.contract import build_api
 from api.services import Services
+from api.wml.errors import NOT_FOUND_MESSAGE, is_wml_path, wml_error
 from shared.errors import DomainError
 from shared.redis_client import connect
 from shared.settings import Settings
@@ -26,6 +27,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     Returns the Flask app; connects to nothing until a request needs Redis.
     """
     from api.views import deployments, docs, health, jobs, models
+    from api.wml import views as wml
+    from api.wml.contract import document_wml
 
     # No static folder: Flask would otherwise serve ./static of whatever directory it runs in.
     app = Flask("kscore.api", static_folder=None)
@@ -38,7 +41,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
     api = build_api(app)
     auth.install(app)
-    for module in (models, deployments, jobs, health):
+    document_wml(api)
+    for module in (models, deployments, jobs, health, wml):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
     # After build_api: these replace flask-smorest's own HTTPException handler.
@@ -49,6 +53,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 def _envelope(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> Response:
+    if is_wml_path(request.path):
+        return wml_error(status, code, message, details)
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
@@ -103,7 +109,11 @@ def _register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."
         if status == 404:
-            message = "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
+            message = (
+                NOT_FOUND_MESSAGE
+                if is_wml_path(request.path)
+                else "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
+            )
         response = _envelope(
             status, _HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")), message
         )

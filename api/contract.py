@@ -155,13 +155,18 @@ class Blueprint(flask_smorest.Blueprint):
         "multipart": "multipart/form-data",
     }
 
+    # The body of every error a route of this blueprint answers.
+    ERROR_SCHEMA: ClassVar[type[ma.Schema]] = ErrorSchema
+
     def errors(self, *statuses: int) -> Callable[[F], F]:
         """Declare the error statuses a route answers, each with the one error envelope.
 
         Returns a decorator; raises KeyError for a status without a description here.
         """
         decorators = [
-            self.alt_response(status, schema=ErrorSchema, description=ERROR_DESCRIPTIONS[status])
+            self.alt_response(
+                status, schema=self.ERROR_SCHEMA, description=ERROR_DESCRIPTIONS[status]
+            )
             for status in statuses
         ]
 
@@ -227,7 +232,7 @@ class Security(BasePlugin):
             if protected:
                 operation.setdefault("responses", {})["401"] = UNAUTHORIZED_RESPONSE
             else:
-                operation["security"] = []
+                operation.setdefault("security", [])  # unless a plugin before said otherwise
 
 
 class ResponsesInStatusOrder(BasePlugin):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask_smorest.fields import Upload
-from marshmallow import Schema, fields, pre_load, validate
+from marshmallow import Schema, fields, post_load, pre_load, validate
 
 from shared.errors import ValidationFailed
+from shared.scoring import ArrayPayload, ResultShape
 from shared.status import DeploymentStatus, JobStatus
 
 JOB_STATUSES = [s.value for s in JobStatus]
@@ -148,6 +149,25 @@ class DeploymentListSchema(ModelListSchema):
     resources = fields.List(fields.Nested(DeploymentSchema), required=True)
 
 
+class V4InputSchema(Schema):
+    """One entry of WML v4's ``input_data``."""
+
+    fields_ = fields.List(fields.String(), data_key="fields", metadata={"description": "Ignored."})
+    values = fields.List(fields.Raw(allow_none=True), required=True)
+
+
+# Left in a loaded scoring body by ScoringPayloadSchema; taken out by result_shape_of.
+_RESULT_SHAPE = "_result_shape"
+
+
+def result_shape_of(body: dict[str, Any] | ArrayPayload) -> ResultShape:
+    """The shape a scoring body asks its answer in, taken out of a body loaded by
+    ScoringPayloadSchema (v4's ``input_data`` is answered in v4's ``predictions``)."""
+    if isinstance(body, dict):
+        return ResultShape(body.pop(_RESULT_SHAPE, ResultShape.WML_V3))
+    return ResultShape.WML_V3
+
+
 class ScoringPayloadSchema(Schema):
     fields_ = fields.List(
         fields.String(),
@@ -170,6 +190,27 @@ class ScoringPayloadSchema(Schema):
         values=fields.List(fields.Raw(allow_none=True)),
         metadata={"description": "Multi-input models, alternatively: input name -> rows."},
     )
+    input_data = fields.List(
+        fields.Nested(V4InputSchema),
+        validate=validate.Length(equal=1, error="Send the rows as one entry of input_data."),
+        metadata={
+            "description": 'WML v4: [{"fields": [...], "values": [...]}] instead of "values"; '
+            'the answer is then v4\'s {"predictions": [{"fields", "values"}]}.'
+        },
+    )
+
+    @post_load
+    def _from_v4(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "input_data" not in data:
+            return data
+        if "values" in data or "inputs" in data:
+            raise ValidationFailed(
+                'Send the rows either as "input_data" (WML v4) or as "values", not both.',
+                details={"fields": {"input_data": ["Cannot be combined with values or inputs."]}},
+            )
+        data["values"] = data.pop("input_data")[0]["values"]
+        data[_RESULT_SHAPE] = ResultShape.WML_V4
+        return data
 
 
 class JobCreateSchema(ScoringPayloadSchema):

@@ -4,6 +4,7 @@ serialize. Nothing here imports Flask or TensorFlow."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,10 +14,16 @@ from kombu.exceptions import OperationalError
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentRecord, DeploymentStore
-from shared.errors import BackendUnavailable, DeploymentNotReady
+from shared.errors import (
+    BackendUnavailable,
+    DeploymentNotReady,
+    ScoringFailed,
+    ScoringInputInvalid,
+)
 from shared.instance_store import InstanceStore
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
+from shared.metrics import observe_latency
 from shared.model_store import ModelStore
 from shared.queueing import (
     DEPLOY_MODEL,
@@ -26,11 +33,14 @@ from shared.queueing import (
     SCORE_CHUNK,
     make_celery,
 )
-from shared.scoring import FIELDS, ArrayPayload, split_rows, validate_input
+from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
 
 log = logging.getLogger(__name__)
+
+# An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
+ONLINE_JOB_RETENTION_S = 86400.0
 
 
 @dataclass
@@ -105,6 +115,7 @@ class Services:
         *,
         kind: str,
         retention_s: float | None = None,
+        result_shape: ResultShape = ResultShape.WML_V3,
     ) -> JobRecord:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
 
@@ -142,6 +153,7 @@ class Services:
             fields=FIELDS,
             output_names=output_names,
             retention_s=retention_s if retention_s is not None else settings.job_retention_s,
+            result_shape=result_shape,
         )
         queue = QUEUE_ONLINE if online else QUEUE_BATCH
         try:
@@ -155,4 +167,52 @@ class Services:
                 {"code": "enqueue_failed", "message": exc.message},
             )
             raise
+        return job
+
+    def submit_online(
+        self,
+        instance: str,
+        deployment_id: str,
+        payload: dict[str, Any] | ArrayPayload,
+        result_shape: ResultShape = ResultShape.WML_V3,
+    ) -> JobRecord:
+        """Queue rows for online scoring: a one-chunk job on the online queue.
+
+        Returns the job; raises as ``submit_job``.
+        """
+        return self.submit_job(
+            instance,
+            deployment_id,
+            payload,
+            kind="online",
+            retention_s=min(self.settings.job_retention_s, ONLINE_JOB_RETENTION_S),
+            result_shape=result_shape,
+        )
+
+    def await_online(
+        self, instance: str, job: JobRecord, timeout_s: float, started: float
+    ) -> bytes | JobRecord:
+        """Wait up to ``timeout_s`` for an online job (from ``submit_online``).
+
+        ``started`` is the request's ``time.perf_counter()``, for the latency histogram.
+        Returns the result body ``{"fields", "values"}`` (the job is deleted: its caller never
+        saw its id), or the job still running. Raises ScoringInputInvalid when the model
+        refused the rows, ScoringFailed when the job failed otherwise.
+        """
+        self.jobs.wait(instance, job.id, timeout_s)
+        job = self.jobs.get(instance, job.id)
+        if job.status == JobStatus.COMPLETED:
+            body = b"".join(self.jobs.iter_result(job))
+            self.jobs.delete(job)
+            observe_latency(self.redis_client, self.keys, time.perf_counter() - started)
+            return body
+        if job.finished:
+            error = job.error or {}
+            if error.get("code") == ScoringInputInvalid.code:
+                # The model itself refused the rows: the caller's to fix, as at submit time.
+                raise ScoringInputInvalid(str(error.get("message")), details={"job_id": job.id})
+            raise ScoringFailed(
+                str(error.get("message") or f"The scoring job ended {job.status}."),
+                details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
+            )
         return job

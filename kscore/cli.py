@@ -144,6 +144,7 @@ def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
       kscore models store mnist.h5 --name mnist
       kscore deploy MODEL_ID "mnist online"
       kscore score payload.json                  # online
+      kscore score DEPLOYMENT_ID rows.json       # online, rows as {"values": [...]}
       kscore jobs submit DEPLOYMENT_ID rows.json --wait   # batch
     """
     context = ctx.ensure_object(CliContext)
@@ -335,8 +336,23 @@ def deployments_delete(ctx: click.Context, deployment_id: str) -> None:
 # score ------------------------------------------------------------------------------------
 
 
+def _rows_file_payload(deployment_id: str, file: Path) -> Record:
+    """The rows body of a JSON file for DEPLOYMENT_ID: rows, {"values"|"inputs"}, or WML's
+    complete payload naming the same deployment."""
+    doc = read_json_file(file)
+    if is_wml_payload(doc):
+        wml = parse_wml_payload(doc, str(file))
+        if wml.deployment_id != deployment_id:
+            _fail(
+                f"deploymentId '{wml.deployment_id}' in {file} differs from DEPLOYMENT_ID "
+                f"'{deployment_id}'."
+            )
+    return job_payload(doc, str(file))
+
+
 @cli.command()
-@click.argument("payload_file", metavar="PAYLOAD.json", type=click.Path(path_type=Path))
+@click.argument("first", metavar="PAYLOAD.json | DEPLOYMENT_ID")
+@click.argument("rows_file", metavar="[ROWS.json]", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -344,24 +360,32 @@ def deployments_delete(ctx: click.Context, deployment_id: str) -> None:
     help="Seconds the server may take to answer inline before it turns the request into a job.",
 )
 @click.pass_context
-def score(ctx: click.Context, payload_file: Path, timeout: float | None) -> None:
-    """Score rows online from a WML payload file.
+def score(ctx: click.Context, first: str, rows_file: Path | None, timeout: float | None) -> None:
+    """Score rows online, from a WML payload file or a deployment id and a rows file.
 
     PAYLOAD.json is WML's complete scoring payload: {"modelId": ..., "deploymentId": ...,
     "payload": {"values": [...]}}; modelId is optional and, if given, must be the deployment's
-    model. Prints the result as JSON. If the server turns the request into a job, waits for it.
+    model. Or give DEPLOYMENT_ID and ROWS.json holding just {"values": [...]} (or
+    {"inputs": {...}}). Prints the result as JSON. If the server turns the request into a job,
+    waits for it.
     """
-    wml = parse_wml_payload(read_json_file(payload_file), str(payload_file))
+    model_id = None
+    if rows_file is None:
+        payload_file = Path(first)
+        wml = parse_wml_payload(read_json_file(payload_file), str(payload_file))
+        deployment_id, payload, model_id = wml.deployment_id, wml.payload, wml.model_id
+    else:
+        deployment_id, payload = first, _rows_file_payload(first, rows_file)
     client = _client(ctx)
-    click.echo(f"Fetching scoring results for the deployment '{wml.deployment_id}' ...")
-    details = client.deployments.get_details(wml.deployment_id)
-    if wml.model_id is not None and wml.model_id != details.get("model_id"):
+    click.echo(f"Fetching scoring results for the deployment '{deployment_id}' ...")
+    details = client.deployments.get_details(deployment_id)
+    if model_id is not None and model_id != details.get("model_id"):
         _fail(
-            f"modelId '{wml.model_id}' in {payload_file} does not match the model of deployment "
-            f"'{wml.deployment_id}' ('{details.get('model_id')}')."
+            f"modelId '{model_id}' in {first} does not match the model of deployment "
+            f"'{deployment_id}' ('{details.get('model_id')}')."
         )
     scoring_url = client.deployments.get_scoring_url(details)
-    result = client.deployments.score(scoring_url, wml.payload, timeout=timeout)
+    result = client.deployments.score(scoring_url, payload, timeout=timeout)
     click.echo(format_result(result))
     echo_ok("Score request successful")
 
@@ -407,15 +431,9 @@ def jobs_submit(
         content_type = "application/x-npy" if suffix == ".npy" else "application/x-npz"
         job = client.jobs.submit_file(deployment_id, _read_bytes(file), content_type, params)
     else:
-        doc = read_json_file(file)
-        if is_wml_payload(doc):
-            wml = parse_wml_payload(doc, str(file))
-            if wml.deployment_id != deployment_id:
-                _fail(
-                    f"deploymentId '{wml.deployment_id}' in {file} differs from DEPLOYMENT_ID "
-                    f"'{deployment_id}'."
-                )
-        job = client.jobs.submit(deployment_id, job_payload(doc, str(file)), retention_days)
+        job = client.jobs.submit(
+            deployment_id, _rows_file_payload(deployment_id, file), retention_days
+        )
     if quiet:
         click.echo(job["id"])
         if wait:

@@ -125,6 +125,13 @@ class DeploymentStore:
         page = [i.decode() for i in self._r.zrevrange(index, offset, offset + limit - 1)]  # type: ignore[union-attr]
         return self._load(instance, page), int(self._r.zcard(index))
 
+    def count_by_model(self, instance: str, model_ids: list[str]) -> list[int]:
+        """How many deployments use each of ``model_ids``, in that order."""
+        with self._r.pipeline(transaction=False) as pipe:
+            for model_id in model_ids:
+                pipe.scard(self._keys.model_deployments(instance, model_id))
+            return [int(n) for n in pipe.execute()]
+
     def newest_ready(self, limit: int) -> list[DeploymentRecord]:
         """Up to ``limit`` DEPLOY_SUCCESS deployments of any instance, newest first, one per model
         file: what a new worker process loads before its first request."""

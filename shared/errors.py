@@ -131,6 +131,18 @@ class DeploymentNotReady(StateConflict):
     code = "deployment_not_ready"
 
 
+class ModelContentConflict(StateConflict):
+    """A WML model asset's content is stored already, or is being stored."""
+
+    code = "model_content_exists"
+
+
+class ModelContentMissing(StateConflict):
+    """A WML model asset has no file yet."""
+
+    code = "model_content_missing"
+
+
 class PayloadTooLarge(DomainError):
     status = 413
     code = "payload_too_large"

@@ -20,7 +20,7 @@ import redis
 from shared.errors import JobNotFound
 from shared.keys import Keys, is_resource_id
 from shared.lua import source
-from shared.scoring import unpack_fragment
+from shared.scoring import ResultShape, unpack_fragment
 from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
 from shared.timeutil import now
 
@@ -51,6 +51,7 @@ class JobRecord:
     error: dict[str, Any] | None
     fields: list[str]
     output_names: list[str]
+    result_shape: ResultShape = ResultShape.WML_V3
 
     @property
     def finished(self) -> bool:
@@ -92,6 +93,7 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         error=json.loads(error) if error else None,
         fields=json.loads(_f(raw, "fields") or "[]"),
         output_names=json.loads(_f(raw, "output_names") or "[]"),
+        result_shape=ResultShape(_f(raw, "result_shape") or ResultShape.WML_V3),
     )
 
 
@@ -120,10 +122,12 @@ class JobStore:
         fields: list[str],
         output_names: list[str],
         retention_s: float,
+        result_shape: ResultShape = ResultShape.WML_V3,
     ) -> JobRecord:
         """Write a queued job and its input chunks in one transaction, before any enqueue.
 
-        ``retention_s`` is in seconds: every key of the job expires then. Returns the record as
+        ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
+        wraps the result. Returns the record as
         stored. Raises redis.RedisError when Redis fails.
         """
         job_id = str(uuid.uuid4())
@@ -147,6 +151,7 @@ class JobStore:
             "retention": retention_s,
             "fields": json.dumps(fields),
             "output_names": json.dumps(output_names),
+            "result_shape": result_shape.value,
         }
         key = self._keys.job(instance, job_id)
         with self._r.pipeline(transaction=True) as pipe:
@@ -380,11 +385,14 @@ class JobStore:
         return True
 
     def iter_result(self, record: JobRecord) -> Iterator[bytes]:
-        """The result body ``{"fields": [...], "values": [...]}`` as bytes, chunk by chunk.
+        """The result body ``{"fields": [...], "values": [...]}`` as bytes, chunk by chunk
+        (inside ``{"predictions": [...]}`` for a job asked in WML v4's shape).
 
         Raises JobNotFound when a chunk's result is gone (the job expired meanwhile).
         """
-        yield b'{"fields": ' + json.dumps(record.fields).encode() + b', "values": ['
+        v4 = record.result_shape is ResultShape.WML_V4
+        head = b'{"fields": ' + json.dumps(record.fields).encode() + b', "values": ['
+        yield (b'{"predictions": [' + head) if v4 else head
         first = True
         for index in range(record.chunks):
             stored = self._r.get(self._keys.job_output(record.instance, record.id, index))
@@ -397,7 +405,7 @@ class JobStore:
                 yield b", "
             yield part
             first = False
-        yield b"]}\n"
+        yield b"]}]}\n" if v4 else b"]}\n"
 
     def active(self) -> list[tuple[str, str]]:
         """``(instance, job_id)`` of every job created and not yet seen finished by

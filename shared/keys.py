@@ -70,6 +70,10 @@ class Keys:
     def model_deployments(self, instance: str, model_id: str) -> str:
         return f"{self.prefix}:i:{instance}:model:{model_id}:deployments"
 
+    def wml_asset(self, instance: str, model_id: str) -> str:
+        """What a WML client sent when it created the model's asset (``shared.wml_store``)."""
+        return f"{self.prefix}:i:{instance}:model:{model_id}:wml"
+
     # deployments
     def deployment(self, instance: str, deployment_id: str) -> str:
         return f"{self.prefix}:i:{instance}:deployment:{deployment_id}"

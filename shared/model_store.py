@@ -91,10 +91,13 @@ class ModelStore:
         *,
         max_bytes: int,
         workdir: Path,
+        model_id: str | None = None,
     ) -> ModelRecord:
         """Validate, inspect and store an uploaded model file; nothing is stored on refusal.
 
-        ``max_bytes`` limits the upload's size; ``workdir`` holds its temporary files. Returns
+        ``max_bytes`` limits the upload's size; ``workdir`` holds its temporary files;
+        ``model_id`` is the new model's id when the caller issued it already (a WML asset
+        created before its content), else a new UUID. Returns
         the stored record. Raises UnsupportedModelFile for a file kscore cannot store (wrong
         extension, empty, not a model), PayloadTooLarge past ``max_bytes``, UnsafeModel for a
         file whose config names unsafe layers, redis.RedisError when Redis fails.
@@ -124,7 +127,15 @@ class ModelStore:
             model_path, model_filename = extract_model_file(upload, filename, tmp / "extracted")
             info = inspect_model_file(model_path, model_filename)
             record = _record(
-                instance, name, description, filename, model_filename, info, size, sha256
+                model_id or str(uuid.uuid4()),
+                instance,
+                name,
+                description,
+                filename,
+                model_filename,
+                info,
+                size,
+                sha256,
             )
             # The blob reference comes before the record: a concurrent delete of the last model
             # using the same bytes can then never remove the blob this record points to.
@@ -218,6 +229,7 @@ class ModelStore:
 
 
 def _record(
+    model_id: str,
     instance: str,
     name: str,
     description: str | None,
@@ -228,7 +240,7 @@ def _record(
     sha256: str,
 ) -> ModelRecord:
     return ModelRecord(
-        id=str(uuid.uuid4()),
+        id=model_id,
         instance=instance,
         name=name,
         description=description,

@@ -8,6 +8,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,16 @@ import numpy as np
 from shared.errors import PayloadTooLarge, ScoringInputInvalid
 
 FIELDS = ["prediction", "prediction_classes", "probability"]
+
+
+class ResultShape(StrEnum):
+    """How a result body is wrapped: as the request that asked for it was."""
+
+    WML_V3 = "wml_v3"
+    """``{"fields", "values"}``."""
+    WML_V4 = "wml_v4"
+    """``{"predictions": [{"fields", "values"}]}``, for a request in v4's ``input_data``."""
+
 
 _NUMERIC_KINDS = "biuf"
 _NPZ = b"N"

@@ -74,3 +74,14 @@ class FinishOutcome(StrEnum):
     """The job had ended before: nothing changed."""
     MISSING = "missing"
     """The job is gone (deleted, or its retention passed)."""
+
+
+class AssetContent(StrEnum):
+    """Where a WML model asset's file is: assets are created before their content arrives."""
+
+    PENDING = "pending"
+    """Created, no file yet (expires unless a file arrives)."""
+    UPLOADING = "uploading"
+    """A content upload is being inspected and stored."""
+    STORED = "stored"
+    """The file is stored: the asset is a model of the repository."""

@@ -23,12 +23,10 @@ from api.schemas import (
     OnlineQuerySchema,
     ScoringPayloadSchema,
     ScoringResultSchema,
+    result_shape_of,
 )
 from api.views.jobs import job_resource, jobs_page
 from shared.deployment_store import DeploymentRecord
-from shared.errors import ScoringFailed, ScoringInputInvalid
-from shared.metrics import observe_latency
-from shared.status import JobStatus
 from shared.timeutil import iso
 
 bp = Blueprint(
@@ -37,9 +35,6 @@ bp = Blueprint(
     url_prefix="/api/v1/deployments",
     description="Deployed models and online scoring.",
 )
-
-# An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
-ONLINE_JOB_RETENTION_S = 86400.0
 
 # A deployment's jobs are submitted and listed under the deployment, documented with the jobs.
 JOBS_TAG = ["jobs"]
@@ -147,9 +142,10 @@ def score_online(
 ) -> Response | tuple[Response, int, dict[str, str]]:
     """Score rows online
 
-    Rows as {"values": [...]} (WML v3). Multi-input models: each row lists one entry per input
-    in model order, or send {"inputs": {name: rows}}. Multi-output models: each field of a row
-    is an object keyed by output name. Waits up to `timeout` seconds (default
+    Rows as {"values": [...]} (WML v3), or as {"input_data": [{"fields", "values"}]} (WML v4,
+    answered as {"predictions": [{"fields", "values"}]}). Multi-input models: each row lists
+    one entry per input in model order, or send {"inputs": {name: rows}}. Multi-output models:
+    each field of a row is an object keyed by output name. Waits up to `timeout` seconds (default
     KSCORE_ONLINE_TIMEOUT), then answers 202 with the job.
     ---
     Returns the predictions, or the job (202) past the timeout. Raises DeploymentNotFound
@@ -161,32 +157,14 @@ def score_online(
     timeout_s = args["timeout"] if args["timeout"] is not None else svc.settings.online_timeout_s
     timeout_s = min(timeout_s, svc.settings.max_online_timeout_s)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
-        job = svc.submit_job(
-            instance(),
-            deployment_id,
-            rows.read(),
-            kind="online",
-            retention_s=min(svc.settings.job_retention_s, ONLINE_JOB_RETENTION_S),
-        )
-    svc.jobs.wait(instance(), job.id, timeout_s)
-    job = svc.jobs.get(instance(), job.id)
-    if job.status == JobStatus.COMPLETED:
-        body = b"".join(svc.jobs.iter_result(job))
-        # The caller has the answer and never saw the job's id: keep nothing behind.
-        svc.jobs.delete(job)
-        observe_latency(svc.redis_client, svc.keys, time.perf_counter() - started)
-        return Response(body, mimetype="application/json")
-    if job.finished:
-        error = job.error or {}
-        if error.get("code") == ScoringInputInvalid.code:
-            # The model itself refused the rows: the caller's to fix, as at submit time.
-            raise ScoringInputInvalid(str(error.get("message")), details={"job_id": job.id})
-        raise ScoringFailed(
-            str(error.get("message") or f"The scoring job ended {job.status}."),
-            details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
-        )
+        body = rows.read()
+        job = svc.submit_online(instance(), deployment_id, body, result_shape_of(body))
+        del body
+    outcome = svc.await_online(instance(), job, timeout_s, started)
+    if isinstance(outcome, bytes):
+        return Response(outcome, mimetype="application/json")
     # A Response, not a dict: the 200 above declares the body the decorator would dump.
-    document = _job_schema.dump(job_resource(job))
+    document = _job_schema.dump(job_resource(outcome))
     return jsonify(document), 202, {"Location": document["href"]}
 
 
@@ -215,8 +193,9 @@ def submit_job(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Submit a batch job
 
-    Poll the job (Location), then fetch its `result_url`. `retention_days` comes in the JSON
-    body, or in the query with a .npy/.npz body.
+    Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
+    `input_data`). `retention_days` comes in the JSON body, or in the query with a .npy/.npz
+    body.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422) and
@@ -234,6 +213,7 @@ def submit_job(
             body,
             kind="batch",
             retention_s=retention_days * 86400.0 if retention_days else None,
+            result_shape=result_shape_of(body),
         )
         del body
     document = job_resource(job)

@@ -58,7 +58,13 @@ def test_every_exclusion_is_still_served_and_not_documented(
 
 def test_each_operation_is_tagged_with_its_blueprint(client: FlaskClient) -> None:
     spec = client.get("/api/v1/openapi.json").get_json()
-    assert [t["name"] for t in spec["tags"]] == ["models", "deployments", "jobs", "operations"]
+    assert [t["name"] for t in spec["tags"]] == [
+        "models",
+        "deployments",
+        "jobs",
+        "operations",
+        "wml",
+    ]
     tags = {
         (path, method): item[method]["tags"]
         for path, method in ((p, m.lower()) for p, m in documented(spec))
@@ -69,5 +75,8 @@ def test_each_operation_is_tagged_with_its_blueprint(client: FlaskClient) -> Non
     # A deployment's jobs are listed and submitted under the deployment, documented as jobs.
     assert tags[("/api/v1/deployments/{deployment_id}/jobs", "post")] == ["jobs"]
     assert tags[("/api/v1/deployments/{deployment_id}/jobs", "get")] == ["jobs"]
+    assert tags[("/v3/wml_instances/{instance_id}/deployments/{deployment_id}/online", "post")] == [
+        "wml"
+    ]
     for path in ("/healthz", "/readyz", "/metrics"):
         assert tags[(path, "get")] == ["operations"]

@@ -469,6 +469,39 @@ def test_score_checks_the_model_id_against_the_deployment(stub: Stub, tmp_path: 
     assert stub.requests("POST", f"/api/v1/deployments/{DEP_ID}/online") == []
 
 
+def test_score_a_deployment_id_with_a_bare_rows_file(stub: Stub, tmp_path: Path) -> None:
+    rows = [[0.5, 1.5], [2.5, 3.5]]
+    path = _payload_file(tmp_path, {"values": rows})
+    stub.on("GET", f"/api/v1/deployments/{DEP_ID}", Reply(body=deployment(stub, "DEPLOY_SUCCESS")))
+    stub.on("POST", f"/api/v1/deployments/{DEP_ID}/online", Reply(body=RESULT))
+    result = run(stub, "score", DEP_ID, str(path))
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stdout.splitlines()[0]
+        == f"Fetching scoring results for the deployment '{DEP_ID}' ..."
+    )
+    assert format_result(RESULT) in result.stdout
+    [post] = stub.requests("POST", f"/api/v1/deployments/{DEP_ID}/online")
+    assert post.json() == {"values": rows}
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"rows": [[1]]}, 'is missing the key "values"'),
+        ({"deploymentId": MODEL_ID, "payload": {"values": [[1]]}}, "differs from DEPLOYMENT_ID"),
+        ("[1, ", "is not valid JSON"),
+    ],
+)
+def test_score_a_deployment_id_refuses_a_wrong_rows_file(
+    stub: Stub, tmp_path: Path, doc: Any, expected: str
+) -> None:
+    result = run(stub, "score", DEP_ID, str(_payload_file(tmp_path, doc)))
+    assert result.exit_code == 1
+    assert expected in result.stderr
+    assert stub.seen == []
+
+
 def test_score_of_a_missing_file(stub: Stub, tmp_path: Path) -> None:
     result = run(stub, "score", str(tmp_path / "nope.json"))
     assert result.exit_code == 1
