@@ -25,7 +25,7 @@ run: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# The part of the suite that starts no extra process stacks (about a minute): for development.
+# The part of the suite that starts no extra process stacks (under a minute): for development.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 

@@ -197,12 +197,22 @@ def authenticate() -> None:
     """Before-request hook for ``/api/v1``: sets the caller's instance or raises Unauthorized."""
     if not request.path.startswith("/api/v1") or request.blueprint in _OPEN_BLUEPRINTS:
         return
+    if request.path.rstrip("/") in {"/api/v1/docs", "/api/v1/openapi.json"}:
+        return  # the open pages with a trailing slash: routing answers them, not a 401
     settings = _services().settings
     if settings.auth == "disabled" and bound_to_loopback():
         set_current_instance(settings.default_instance)
         return
     credential = _credential()
     if credential is None:
+        header = request.headers.get("Authorization", "").strip()
+        if header:
+            # The most common slip: the key sent bare, or as HTTP Basic, instead of Bearer.
+            scheme = header.partition(" ")[0] if " " in header else "no scheme"
+            raise Unauthorized(
+                f"The Authorization header has {scheme!r} where `Bearer <api key>` is "
+                f"expected. {_HOW}"
+            )
         raise Unauthorized("This request needs credentials. " + _HOW)
     set_current_instance(instance_for_bearer(credential))
 

@@ -136,6 +136,11 @@ def error_from_response(status: int, body: Any, *, reason: str = "") -> ApiError
     cls: type[ApiError]
     if status == 401:
         cls = UnauthorizedError
+        # The server speaks HTTP headers; a client's user sets keys through its options.
+        message += (
+            " From kscore: pass --api-key (Client(api_key=)), set KSCORE_API_KEY, or run where "
+            "`kscore up` keeps its credentials.json (./.kscore, or KSCORE_DATA_DIR)."
+        )
     elif status == 404:
         cls = NotFoundError
     elif status == 409:

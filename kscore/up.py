@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from kscore.client import DEFAULT_URL
 from kscore.credentials import STACK_FILE, is_loopback_host, write_private_json
 from kscore.devstack import (
     DEFAULT_QUEUES,
@@ -178,6 +179,14 @@ def run_up(
                 "username and password of the default instance; kscore and kscore.Client "
                 "read it for this URL)"
             )
+            exports = []
+            if url != DEFAULT_URL:
+                exports.append(f"KSCORE_URL={url}")
+            if data_dir != Path(".kscore").resolve():
+                exports.append(f"KSCORE_DATA_DIR={data_dir}")
+            if exports:
+                # Without these, `kscore` in another shell talks to :8080 with ./.kscore's key.
+                say(f"  for the CLI in another shell: export {' '.join(exports)}")
             say("Press Ctrl-C to stop.")
 
             while not signals.count:

@@ -170,19 +170,30 @@ class InstanceStore:
         key = self._new_key(instance_id, key_name)
         instance_key = self._keys.instance(instance_id)
 
+        names_key = self._keys.instance_names()
+
         def write(pipe: Pipeline) -> None:
             if pipe.exists(instance_key):
                 raise InstanceExists(
                     f"An instance with id {instance_id!r} exists already.",
                     details={"instance_id": instance_id},
                 )
+            holder = cast(bytes | None, pipe.hget(names_key, name))
+            if holder is not None:
+                taken_by = holder.decode()
+                raise InstanceExists(
+                    f"An instance named {name!r} exists already (id {taken_by}); pick another "
+                    "name, or create a key for that one (kscore admin create-key).",
+                    details={"name": name, "instance_id": taken_by},
+                )
             pipe.multi()
+            pipe.hset(names_key, name, instance_id)
             pipe.set(instance_key, record.to_json())
             pipe.zadd(self._keys.instances_index(), {instance_id: record.created_at})
             pipe.set(self._keys.wml_user(record.username), instance_id)
             self._write_key(pipe, key.record)
 
-        self._r.transaction(write, instance_key)
+        self._r.transaction(write, instance_key, names_key)
         log.info("instance created instance_id=%s", instance_id)
         return NewInstance(instance=record, password=password, key=key)
 
@@ -223,13 +234,15 @@ class InstanceStore:
         models = self.model_count(instance_id)
         if models and not force:
             raise InstanceNotEmpty(
-                f"Instance {instance_id} holds {models} model(s); delete them first, or force.",
+                f"Instance {instance_id} holds {models} model(s); delete them first, or delete "
+                "the instance with everything it holds (kscore admin delete-instance --force).",
                 details={"instance_id": instance_id, "models": models},
             )
         key_ids = self._key_ids(instance_id)
         with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.instance(instance_id))
             pipe.zrem(self._keys.instances_index(), instance_id)
+            pipe.hdel(self._keys.instance_names(), record.name)
             pipe.delete(self._keys.wml_user(record.username))
             for key_id in key_ids:
                 pipe.delete(self._keys.api_key(key_id))

@@ -40,6 +40,10 @@ class Keys:
     def instances_index(self) -> str:
         return f"{self.prefix}:instances"
 
+    def instance_names(self) -> str:
+        """Hash of instance name -> id: names are unique, like the ids."""
+        return f"{self.prefix}:instances:names"
+
     def instance(self, instance: str) -> str:
         return f"{self.prefix}:i:{instance}:instance"
 

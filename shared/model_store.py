@@ -192,7 +192,8 @@ class ModelStore:
             in_use = sorted(d.decode() for d in pipe.smembers(deps_key))  # type: ignore[union-attr]
             if in_use:
                 raise ModelInUse(
-                    f"Model {model_id} is used by {len(in_use)} deployment(s); delete them first.",
+                    f"Model {model_id} is used by {len(in_use)} deployment(s) "
+                    f"({', '.join(in_use)}); delete them first.",
                     details={"deployment_ids": in_use},
                 )
             record = ModelRecord.from_json(raw)

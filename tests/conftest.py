@@ -89,7 +89,7 @@ def authorized_client(app: Flask) -> FlaskClient:
     if store.exists(instance_id):
         api_key = store.create_key(instance_id, "test").api_key
     else:
-        api_key = store.create("test", instance_id).key.api_key
+        api_key = store.create(instance_id, instance_id).key.api_key  # names are unique too
     test_client = app.test_client()
     test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     return test_client
@@ -98,7 +98,10 @@ def authorized_client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def instance(settings: Settings, redis_client: redis.Redis) -> NewInstance:
     """A real instance for the per-test instance id, with its credentials."""
-    return instance_store(settings, redis_client).create("test", settings.default_instance)
+    # Named after its id: instance names are unique within an installation, like ids.
+    return instance_store(settings, redis_client).create(
+        settings.default_instance, settings.default_instance
+    )
 
 
 @pytest.fixture

@@ -41,6 +41,23 @@ def test_open_endpoints_need_no_credentials(anonymous: FlaskClient) -> None:
     assert anonymous.get("/api/v1/docs").status_code == 200
 
 
+def test_open_pages_with_a_trailing_slash_are_not_401(anonymous: FlaskClient) -> None:
+    for path in ("/api/v1/docs/", "/api/v1/openapi.json/"):
+        assert anonymous.get(path).status_code != 401, path
+
+
+def test_a_key_sent_without_bearer_says_how_to_send_it(
+    anonymous: FlaskClient, instance: NewInstance
+) -> None:
+    key = instance.key.api_key
+    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    for header, scheme in ((key, "no scheme"), (basic, "Basic")):
+        response = anonymous.get("/api/v1/models", headers={"Authorization": header})
+        assert response.status_code == 401
+        message = response.json["error"]["message"]
+        assert repr(scheme) in message and "`Bearer <api key>` is expected" in message
+
+
 def test_an_unknown_or_malformed_key_is_401(anonymous: FlaskClient, instance: NewInstance) -> None:
     key = instance.key.api_key
     for bad in (key[:-2] + "xx", "ksk_nothing", "garbage", "a.b.c"):

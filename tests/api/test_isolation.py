@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 @pytest.fixture
 def intruder(app: Flask, settings: Settings, redis_client: redis.Redis) -> FlaskClient:
     """A client of the same API with a key of another instance."""
-    other = instance_store(settings, redis_client).create("other")
+    other = instance_store(settings, redis_client).create(f"other-{uuid.uuid4().hex[:8]}")
     test_client = app.test_client()
     test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other.key.api_key}"
     return test_client

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +322,10 @@ def test_another_instance_sees_nothing_of_this_one(
     model_id, _ = wml.store(dense_tgz)
     deployment = wml.deploy(model_id)
     dep_id = deployment["metadata"]["guid"]
-    other = Wml(app.test_client(), instance_store(settings, redis_client).create("other"))
+    other = Wml(
+        app.test_client(),
+        instance_store(settings, redis_client).create(f"other-{uuid.uuid4().hex[:8]}"),
+    )
     mine = wml.base
     for path in (mine, f"{mine}/published_models/{model_id}", f"{mine}/deployments/{dep_id}"):
         assert_wml_error(other.get(path), 404, "instance_not_found")

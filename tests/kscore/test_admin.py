@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ from shared.keys import Keys
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import store_model
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Each test its own installation (key prefix): instance names are unique per
+    installation, and these tests name their instances freely."""
+    return base_settings.replace(
+        key_prefix=f"inst-{uuid.uuid4().hex[:8]}", default_instance=f"t{uuid.uuid4().hex[:12]}"
+    )
+
 
 SECRETS = {"url", "instance_id", "username", "password", "api_key"}
 

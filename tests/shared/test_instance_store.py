@@ -19,6 +19,15 @@ from tests.conftest import FAST_HASHER
 
 
 @pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Each test its own installation (key prefix): instance names are unique per
+    installation, and these tests name their instances freely."""
+    return base_settings.replace(
+        key_prefix=f"inst-{uuid.uuid4().hex[:8]}", default_instance=f"t{uuid.uuid4().hex[:12]}"
+    )
+
+
+@pytest.fixture
 def keys(settings: Settings) -> Keys:
     """A prefix of this test's own: the scans below see only what this test wrote."""
     return Keys(f"{settings.key_prefix}-inst-{uuid.uuid4().hex[:8]}")
@@ -134,3 +143,12 @@ def test_an_empty_instance_deletes_without_force(store: InstanceStore) -> None:
     assert not store.exists(new.instance.id)
     with pytest.raises(InstanceNotFound):
         store.delete(new.instance.id)
+
+
+def test_instance_names_are_unique_until_the_instance_is_deleted(store: InstanceStore) -> None:
+    first = store.create("team-a")
+    with pytest.raises(InstanceExists) as taken:
+        store.create("team-a")
+    assert first.instance.id in taken.value.message and "create-key" in taken.value.message
+    store.delete(first.instance.id)
+    assert store.create("team-a").instance.id != first.instance.id
