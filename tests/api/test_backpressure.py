@@ -324,3 +324,24 @@ def test_a_burst_past_the_limits_is_202_or_429_and_every_accepted_job_ends(
     assert ended == {JobStatus.COMPLETED: len(accepted)}, ended
     assert svc.jobs.backlog(inst) == (0, 0)
     assert redis_client.hlen(Keys(settings.key_prefix).backlog(inst)) == 0
+
+
+def test_limit_settings_are_read_and_checked_at_start() -> None:
+    from shared.errors import SettingsError
+
+    settings = Settings.from_env(
+        {
+            "KSCORE_MAX_QUEUED_ROWS": "0",
+            "KSCORE_MAX_QUEUED_JOBS": "20",
+            "KSCORE_RATE_LIMIT": "10/second;100/minute",
+        }
+    )
+    assert (settings.max_queued_rows, settings.max_queued_jobs) == (0, 20)
+    assert settings.rate_limit == "10/second;100/minute"
+    assert Settings.from_env({"KSCORE_RATE_LIMIT": "OFF"}).rate_limit == "off"
+    defaults = Settings.from_env({})
+    assert (defaults.max_queued_rows, defaults.max_queued_jobs) == (5_000_000, 1_000)
+    assert defaults.rate_limit == "50/second;2000/minute"
+    for var, bad in (("KSCORE_RATE_LIMIT", "lots"), ("KSCORE_MAX_QUEUED_JOBS", "-1")):
+        with pytest.raises(SettingsError, match=var):
+            Settings.from_env({var: bad})
