@@ -87,7 +87,6 @@ def test_queued_jobs_limit_is_429_with_retry_after_and_stores_nothing(
     assert error["details"] == {"limit": 2, "queued_jobs": 2}
     assert client.get("/api/v1/jobs").get_json()["total"] == 2
     assert backlog(app) == (2, 2)
-    # Online rows count too (the queue check comes first: no worker here, so 503 instead).
     # A canceled job makes room.
     assert client.delete(f"/api/v1/jobs/{first['id']}").status_code == 200
     assert backlog(app) == (1, 1)
