@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from api import auth
+from api import auth, limits
 from api.contract import build_api
 from api.services import Services
 from api.wml.errors import NOT_FOUND_MESSAGE, is_wml_path, wml_error
@@ -45,6 +45,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     for module in (models, deployments, jobs, health, wml):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
+    limits.install(app)  # wraps the views registered above
     # After build_api: these replace flask-smorest's own HTTPException handler.
     _register_error_handlers(app)
     return app

@@ -38,6 +38,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the resource's state.",
     413: "Too large.",
     422: "Invalid fields or rows; details name them.",
+    429: "A per-instance limit (request rate, queued rows or jobs) was reached; see Retry-After.",
     500: "Unexpected failure; the server log has the details.",
     503: "Redis or the broker is unreachable.",
 }

@@ -122,6 +122,21 @@ class DeploymentQuerySchema(PageQuerySchema):
     model_id = fields.String(load_default=None)
 
 
+class WarningSchema(Schema):
+    code = fields.String(required=True, metadata={"description": '"no_worker".'})
+    message = fields.String(required=True)
+    queue = fields.String(metadata={"description": "The queue no live worker consumes."})
+
+
+_WARNINGS = fields.List(
+    fields.Nested(WarningSchema),
+    metadata={
+        "description": "Why the work may not move, e.g. no live worker consumes its queue "
+        "(looked up on every read, while it is pending). Empty otherwise."
+    },
+)
+
+
 class DeploymentSchema(Schema):
     id = fields.String(required=True)
     name = fields.String()
@@ -143,6 +158,7 @@ class DeploymentSchema(Schema):
     scoring_url = fields.String()
     jobs_url = fields.String()
     href = fields.String()
+    warnings = _WARNINGS
 
 
 class DeploymentListSchema(ModelListSchema):
@@ -283,6 +299,7 @@ class JobSchema(Schema):
     error = fields.Nested(ErrorBodySchema, allow_none=True)
     href = fields.String()
     result_url = fields.String()
+    warnings = _WARNINGS
 
 
 class JobListSchema(ModelListSchema):

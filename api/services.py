@@ -17,13 +17,15 @@ from shared.deployment_store import DeploymentRecord, DeploymentStore
 from shared.errors import (
     BackendUnavailable,
     DeploymentNotReady,
+    NoWorker,
+    PayloadTooLarge,
     ScoringFailed,
     ScoringInputInvalid,
 )
 from shared.instance_store import InstanceStore
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
-from shared.metrics import observe_latency
+from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore
 from shared.queueing import (
     DEPLOY_MODEL,
@@ -88,6 +90,10 @@ class Services:
                 f"Could not queue the task: the broker is unreachable ({exc})."
             ) from exc
 
+    def idle_queues(self, *queues: str) -> set[str]:
+        """Those of ``queues`` that no live worker consumes (per the workers' heartbeats)."""
+        return set(queues) - consumed_queues(self.redis_client, self.keys)
+
     def create_deployment(
         self, instance: str, model_id: str, name: str, description: str | None
     ) -> DeploymentRecord:
@@ -120,8 +126,11 @@ class Services:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
 
         Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
-        ScoringInputInvalid or PayloadTooLarge for the rows, and BackendUnavailable when the
-        broker is unreachable (the job is then failed with ``enqueue_failed``).
+        NoWorker for online rows when no worker consumes the online queue (a batch job is
+        accepted: it waits for a worker, and says so), ScoringInputInvalid or PayloadTooLarge
+        for the rows, QueuedRowsLimit or QueuedJobsLimit when the instance's work accepted
+        and not finished would pass KSCORE_MAX_QUEUED_ROWS / _JOBS, and BackendUnavailable
+        when the broker is unreachable (the job is then failed with ``enqueue_failed``).
         """
         deployment = self.deployments.get(instance, deployment_id)
         if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
@@ -131,12 +140,28 @@ class Services:
                 details={"status": deployment.status, "error": deployment.error},
             )
         online = kind == "online"
+        queue = QUEUE_ONLINE if online else QUEUE_BATCH
+        if online and self.idle_queues(queue):
+            # Said now: otherwise the caller learns it only when its timeout passes.
+            raise NoWorker(
+                "No kscore worker is consuming the online queue, so these rows cannot be "
+                "scored now: start one with `kscore worker` (or `--queues online`), then retry.",
+                details={"queue": queue},
+            )
         settings = self.settings
         scoring_input = validate_input(
             payload,
             deployment.inputs,
             settings.max_rows_online if online else settings.max_rows_job,
         )
+        if 0 < settings.max_queued_rows < scoring_input.rows:
+            # No wait makes room for it: say so, rather than 429 for ever.
+            raise PayloadTooLarge(
+                f"{scoring_input.rows} rows are more than this instance may have queued at "
+                f"once ({settings.max_queued_rows}, KSCORE_MAX_QUEUED_ROWS); split them into "
+                "smaller jobs.",
+                details={"rows": scoring_input.rows, "limit": settings.max_queued_rows},
+            )
         # An online request is one chunk: one model call on one worker is the fastest answer.
         chunk_rows = scoring_input.rows if online else settings.chunk_rows
         output_names = [str(o["name"]) for o in deployment.outputs]
@@ -154,8 +179,9 @@ class Services:
             output_names=output_names,
             retention_s=retention_s if retention_s is not None else settings.job_retention_s,
             result_shape=result_shape,
+            max_queued_rows=settings.max_queued_rows,
+            max_queued_jobs=settings.max_queued_jobs,
         )
-        queue = QUEUE_ONLINE if online else QUEUE_BATCH
         try:
             for index in range(job.chunks):
                 self._send(SCORE_CHUNK, [instance, job.id, index], queue)

@@ -254,6 +254,21 @@ def list_deployments(ctx: click.Context) -> None:
 # deploy / deployments ---------------------------------------------------------------------
 
 
+class _WarnOnce:
+    """Prints each warning of a deployment being waited for (no worker consuming...) once,
+    on stderr, so a silent wait of minutes says why."""
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def __call__(self, details: Record) -> None:
+        for warning in details.get("warnings") or []:
+            message = str(warning.get("message") or warning.get("code"))
+            if message not in self._said:
+                self._said.add(message)
+                click.echo(f"Waiting: {message}", err=True)
+
+
 @cli.command()
 @click.argument("model_id")
 @click.argument("name")
@@ -288,15 +303,18 @@ def deploy(
     with --no-wait); exits 1 with the reason if it ends DEPLOY_FAILED.
     """
     client = _client(ctx)
+    on_waiting = _WarnOnce()
     if quiet:
         click.echo(
-            client.deployments.create(model_id, name, description, wait=wait, timeout=timeout)["id"]
+            client.deployments.create(
+                model_id, name, description, wait=wait, timeout=timeout, on_waiting=on_waiting
+            )["id"]
         )
         return
     click.echo(f"Deploying the model with MODEL-ID '{model_id}'...")
     try:
         deployment = client.deployments.create(
-            model_id, name, description, wait=wait, timeout=timeout
+            model_id, name, description, wait=wait, timeout=timeout, on_waiting=on_waiting
         )
     except DeploymentFailedError as exc:
         click.echo(rows_block(deployment_rows(exc.deployment)))

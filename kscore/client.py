@@ -48,6 +48,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 Record = dict[str, Any]
 Records = list[Record]
 ProgressCallback = Callable[[int, int], None]
+# Called with a deployment's details on each poll while it is DEPLOY_IN_PROGRESS.
+WaitingCallback = Callable[[Record], None]
 
 _PAGE_SIZE = 1000  # the server's maximum page size
 _START_HINT = "Start the server with `make run` or `kscore up`, or point KSCORE_URL / --url at it."
@@ -280,11 +282,13 @@ class Deployments:
         *,
         wait: bool = True,
         timeout: float = 600,
+        on_waiting: WaitingCallback | None = None,
     ) -> Record:
         """Deploy a model; its details, by default once ``DEPLOY_SUCCESS``.
 
         With ``wait`` (``timeout`` in seconds) raises DeploymentFailedError if it ends
-        ``DEPLOY_FAILED`` and WaitTimeoutError if it is still in progress at the timeout.
+        ``DEPLOY_FAILED`` and WaitTimeoutError if it is still in progress at the timeout;
+        ``on_waiting`` is called as for :meth:`wait`.
         """
         body: Record = {"model_id": model_id, "name": name}
         if description is not None:
@@ -292,11 +296,17 @@ class Deployments:
         deployment = _json(self._client.send_json("POST", "/api/v1/deployments", body))
         if not wait:
             return deployment
-        return self.wait(_field(deployment, "id", "deployment"), timeout=timeout)
+        return self.wait(
+            _field(deployment, "id", "deployment"), timeout=timeout, on_waiting=on_waiting
+        )
 
-    def wait(self, deployment_id: str, timeout: float = 600) -> Record:
+    def wait(
+        self, deployment_id: str, timeout: float = 600, on_waiting: WaitingCallback | None = None
+    ) -> Record:
         """Poll until the deployment leaves ``DEPLOY_IN_PROGRESS``; its ``DEPLOY_SUCCESS`` details.
 
+        ``on_waiting(details)`` is called after each poll that found it still in progress
+        (``details["warnings"]`` says e.g. that no worker consumes the deploy queue).
         Raises DeploymentFailedError if it failed, WaitTimeoutError after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
@@ -308,6 +318,8 @@ class Deployments:
                 return details
             if status != DeploymentStatus.DEPLOY_IN_PROGRESS:
                 raise DeploymentFailedError(details)
+            if on_waiting is not None:
+                on_waiting(details)
             _sleep_or_give_up(
                 next(delays),
                 deadline,

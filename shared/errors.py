@@ -181,5 +181,46 @@ class BackendUnavailable(DomainError):
     code = "service_unavailable"
 
 
+class NoWorker(BackendUnavailable):
+    """No live worker consumes the queue this request needs: it would only time out."""
+
+    code = "no_worker"
+
+
+class TooManyRequests(DomainError):
+    """A per-instance limit was reached; ``retry_after_s`` goes out as ``Retry-After``."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, retry_after_s)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RateLimited(TooManyRequests):
+    """The instance sent more requests than KSCORE_RATE_LIMIT allows."""
+
+    code = "rate_limited"
+
+
+class QueuedRowsLimit(TooManyRequests):
+    """The instance's queued and running rows would pass KSCORE_MAX_QUEUED_ROWS."""
+
+    code = "queued_rows_limit"
+
+
+class QueuedJobsLimit(TooManyRequests):
+    """The instance's queued and running jobs would pass KSCORE_MAX_QUEUED_JOBS."""
+
+    code = "queued_jobs_limit"
+
+
 class SettingsError(Exception):
     """A KSCORE_* environment variable has a bad value; raised at start-up."""

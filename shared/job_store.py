@@ -4,6 +4,11 @@ A job is split into chunks that any worker can take. Transitions are Lua scripts
 (``shared/lua/job_*.lua``) so that
 queued -> running, a chunk completing (exactly once, even when a task is redelivered after a
 worker died) and the last chunk completing the job are each atomic.
+
+Each instance has a backlog: its jobs accepted and not finished, with their rows. The script
+that creates a job checks the instance's limits and adds the job to the backlog in the same
+step; every script that ends a job (completed, failed, canceled, and the reconciler's
+forgetting of a job that expired unfinished) removes it, exactly once.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, cast
 
 import redis
 
-from shared.errors import JobNotFound
+from shared.errors import JobNotFound, QueuedJobsLimit, QueuedRowsLimit
 from shared.keys import Keys, is_resource_id
 from shared.lua import source
 from shared.scoring import ResultShape, unpack_fragment
@@ -25,6 +30,9 @@ from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatu
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
+
+# Retry-After (seconds) of a submission refused by a backlog limit.
+QUEUE_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,28 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
     )
 
 
+def _limit_error(
+    outcome: str, queued: int, rows: int, max_rows: int, max_jobs: int
+) -> QueuedRowsLimit | QueuedJobsLimit:
+    # Work in a backlog drains at the workers' pace; a few seconds is a fair first retry.
+    retry_after_s = QUEUE_RETRY_AFTER_S
+    if outcome == "queued_rows_limit":
+        return QueuedRowsLimit(
+            f"This instance has {queued} rows queued or running, and these {rows} would pass "
+            f"its limit of {max_rows} (KSCORE_MAX_QUEUED_ROWS). Wait for jobs to finish (or "
+            f"cancel some), then retry; Retry-After says when to try first.",
+            retry_after_s=retry_after_s,
+            details={"limit": max_rows, "queued_rows": queued, "rows": rows},
+        )
+    return QueuedJobsLimit(
+        f"This instance has {queued} jobs queued or running, its limit "
+        f"(KSCORE_MAX_QUEUED_JOBS). Wait for jobs to finish (or cancel some), then retry; "
+        f"Retry-After says when to try first.",
+        retry_after_s=retry_after_s,
+        details={"limit": max_jobs, "queued_jobs": queued},
+    )
+
+
 class JobStore:
     """Create jobs with their input chunks, move them through their life, read results."""
 
@@ -106,6 +136,8 @@ class JobStore:
         self._claim = client.register_script(source("job_claim.lua"))
         self._complete = client.register_script(source("job_complete.lua"))
         self._finish = client.register_script(source("job_finish.lua"))
+        self._create = client.register_script(source("job_create.lua"))
+        self._forget = client.register_script(source("job_forget.lua"))
 
     def create(
         self,
@@ -123,12 +155,16 @@ class JobStore:
         output_names: list[str],
         retention_s: float,
         result_shape: ResultShape = ResultShape.WML_V3,
+        max_queued_rows: int = 0,
+        max_queued_jobs: int = 0,
     ) -> JobRecord:
-        """Write a queued job and its input chunks in one transaction, before any enqueue.
+        """Write a queued job and its input chunks in one step, before any enqueue.
 
         ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
-        wraps the result. Returns the record as
-        stored. Raises redis.RedisError when Redis fails.
+        wraps the result. The job is refused, nothing written, when the instance's backlog
+        would then pass ``max_queued_rows`` rows or ``max_queued_jobs`` jobs (0: no limit).
+        Returns the record as stored. Raises QueuedRowsLimit or QueuedJobsLimit (429) for a
+        refusal, redis.RedisError when Redis fails.
         """
         job_id = str(uuid.uuid4())
         created = now()
@@ -153,22 +189,39 @@ class JobStore:
             "output_names": json.dumps(output_names),
             "result_shape": result_shape.value,
         }
-        key = self._keys.job(instance, job_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-            pipe.pexpire(key, ttl_ms)
-            for index, chunk in enumerate(input_chunks):
-                pipe.set(self._keys.job_input(instance, job_id, index), chunk, px=ttl_ms)
-            pipe.zadd(self._keys.jobs_index(instance), {job_id: created})
-            pipe.zadd(self._keys.deployment_jobs(instance, deployment_id), {job_id: created})
-            # When the job's keys expire, the next listing drops it from both indexes.
-            pipe.zadd(
+        # One script, not a MULTI: the limits are checked and the job written atomically,
+        # so concurrent submissions through several API processes cannot pass them together.
+        pairs = [str(part) for item in mapping.items() for part in item]
+        outcome, queued = self._create(
+            keys=[
+                self._keys.job(instance, job_id),
+                self._keys.jobs_index(instance),
+                self._keys.deployment_jobs(instance, deployment_id),
                 self._keys.jobs_expiry(instance),
-                {f"{deployment_id}/{job_id}": created + retention_s},
+                self._keys.active_jobs(),
+                self._keys.metrics(),
+                *self._backlog_keys(instance),
+                *(self._keys.job_input(instance, job_id, n) for n in range(len(input_chunks))),
+            ],
+            args=[
+                job_id,
+                rows_total,
+                max_queued_rows,
+                max_queued_jobs,
+                ttl_ms,
+                created,
+                f"{deployment_id}/{job_id}",
+                created + retention_s,
+                f"{instance}/{job_id}",
+                len(mapping),
+                *pairs,
+                *input_chunks,
+            ],
+        )
+        if _text(outcome) != "created":
+            raise _limit_error(
+                _text(outcome), int(queued), rows_total, max_queued_rows, max_queued_jobs
             )
-            pipe.sadd(self._keys.active_jobs(), f"{instance}/{job_id}")
-            pipe.hincrby(self._keys.metrics(), "jobs_created", 1)
-            pipe.execute()
         log.info(
             "job created job_id=%s kind=%s deployment_id=%s rows=%d chunks=%d",
             job_id,
@@ -178,6 +231,17 @@ class JobStore:
             len(input_chunks),
         )
         return self.get(instance, job_id)
+
+    def _backlog_keys(self, instance: str) -> list[str]:
+        return [self._keys.backlog(instance), self._keys.backlog_rows(instance)]
+
+    def backlog(self, instance: str) -> tuple[int, int]:
+        """``(rows, jobs)`` the instance has accepted and not finished (queued or running)."""
+        with self._r.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.backlog_rows(instance))
+            pipe.hlen(self._keys.backlog(instance))
+            rows, jobs = pipe.execute()
+        return int(rows or 0), int(jobs)
 
     def get(self, instance: str, job_id: str) -> JobRecord:
         """The job ``job_id``. Raises JobNotFound for an unknown or expired id."""
@@ -269,6 +333,8 @@ class JobStore:
         Returns nothing; deleting a job that expired meanwhile is not an error.
         """
         inst, job_id = record.instance, record.id
+        if not record.finished:  # as read: if it finished meanwhile, releasing is a no-op
+            self._release(inst, job_id)
         keys = [
             self._keys.job(inst, job_id),
             self._keys.job_done(inst, job_id),
@@ -305,6 +371,7 @@ class JobStore:
                 self._keys.job_done(instance, job_id),
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
+                *self._backlog_keys(instance),
             ],
             args=[
                 chunk,
@@ -313,6 +380,7 @@ class JobStore:
                 JobStatus.QUEUED,
                 JobStatus.RUNNING,
                 JobStatus.FAILED,
+                job_id,
             ],
         )
         outcome = ClaimOutcome(_text(result))
@@ -342,8 +410,9 @@ class JobStore:
                 self._keys.job_input(instance, job_id, chunk),
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
+                *self._backlog_keys(instance),
             ],
-            args=[chunk, rows, payload, now(), JobStatus.RUNNING, JobStatus.COMPLETED],
+            args=[chunk, rows, payload, now(), JobStatus.RUNNING, JobStatus.COMPLETED, job_id],
         )
         return CompleteOutcome(_text(result))
 
@@ -363,6 +432,7 @@ class JobStore:
                 self._keys.job(instance, job_id),
                 self._keys.job_notify(instance, job_id),
                 self._keys.metrics(),
+                *self._backlog_keys(instance),
             ],
             args=[
                 JobStatus(status),
@@ -370,6 +440,7 @@ class JobStore:
                 now(),
                 JobStatus.QUEUED,
                 JobStatus.RUNNING,
+                job_id,
             ],
         )
         return FinishOutcome(_text(result))
@@ -415,8 +486,13 @@ class JobStore:
         return [(inst, job_id) for inst, job_id in pairs]
 
     def forget_active(self, instance: str, job_id: str) -> None:
-        """Drop a finished (or expired) job from the active set."""
+        """Drop a finished (or expired) job from the active set, and from its instance's
+        backlog if it expired before it finished."""
+        self._release(instance, job_id)
         self._r.srem(self._keys.active_jobs(), f"{instance}/{job_id}")
+
+    def _release(self, instance: str, job_id: str) -> None:
+        self._forget(keys=self._backlog_keys(instance), args=[job_id])
 
     def pending_chunks(self, record: JobRecord) -> list[int]:
         """Indexes of the job's chunks not scored yet, in order."""

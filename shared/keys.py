@@ -121,6 +121,19 @@ class Keys:
     def job_notify(self, instance: str, job_id: str) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}:notify"
 
+    def backlog(self, instance: str) -> str:
+        """Hash ``job_id -> rows`` of the instance's jobs accepted and not finished: the
+        scripts that create and end jobs add and remove a field exactly once."""
+        return f"{self.prefix}:i:{instance}:backlog"
+
+    def backlog_rows(self, instance: str) -> str:
+        """The sum of the rows in :meth:`backlog` (an integer), kept by the same scripts."""
+        return f"{self.prefix}:i:{instance}:backlog:rows"
+
+    def rate_limits(self) -> str:
+        """Prefix of the request-rate counters (Flask-Limiter's Redis storage)."""
+        return f"{self.prefix}:ratelimit"
+
     def active_jobs(self) -> str:
         """Set of ``instance/job_id`` of jobs that may still be queued or running (any
         instance): what the reconciler walks. Finished jobs leave it on its next pass."""

@@ -53,3 +53,13 @@ def live_workers(client: redis.Redis, keys: Keys) -> dict[str, str]:
         return {}
     queues = client.mget([keys.worker_heartbeat(n) for n in names])
     return {n: (q.decode() if q else "") for n, q in zip(names, queues, strict=True)}  # type: ignore[union-attr]
+
+
+def consumed_queues(client: redis.Redis, keys: Keys) -> set[str]:
+    """The queues some live worker consumes (read-only: cheap enough for every request)."""
+    cutoff = time.time() - HEARTBEAT_FRESH_SECONDS
+    names = client.zrangebyscore(keys.workers_index(), cutoff, "+inf")
+    if not names:
+        return set()
+    raw = client.mget([keys.worker_heartbeat(n.decode()) for n in names])  # type: ignore[union-attr]
+    return {queue for q in raw if q for queue in q.decode().split(",") if queue}  # type: ignore[union-attr]

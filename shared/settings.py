@@ -86,6 +86,10 @@ class Settings:
     token_ttl_s: float = 12 * 3600.0
     metrics_access: str = "loopback"
     log_level: str = "INFO"
+    # Per instance: work accepted and not finished (0: no limit), and requests per window.
+    max_queued_rows: int = 5_000_000
+    max_queued_jobs: int = 1_000
+    rate_limit: str = "50/second;2000/minute"
 
     @property
     def local_model_dir(self) -> Path:
@@ -123,6 +127,9 @@ class Settings:
             "token_ttl_s": _token_ttl,
             "metrics_access": _choice("loopback", "open"),
             "log_level": _log_level,
+            "max_queued_rows": _non_negative_int,
+            "max_queued_jobs": _non_negative_int,
+            "rate_limit": _rate_limit,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
@@ -189,6 +196,21 @@ def _token_ttl(text: str) -> float:
     if seconds < 3600:
         raise ValueError(f"{text!r} is under 1h; WML clients need tokens valid well past 30m")
     return seconds
+
+
+def _rate_limit(text: str) -> str:
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    # The parser of the library that applies the limit (Flask-Limiter's), so what passes
+    # here is exactly what the API enforces. Imported here: only this setting needs it.
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a rate such as 50/second;2000/minute (or off)") from None
+    return value
 
 
 def _log_level(text: str) -> str:

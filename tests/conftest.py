@@ -49,6 +49,8 @@ def base_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> S
         chunk_rows=50,
         online_timeout_s=30.0,
         visibility_timeout_s=30.0,
+        # Tests poll every 50 ms from many threads; tests/api/test_backpressure.py sets limits.
+        rate_limit="off",
     )
 
 

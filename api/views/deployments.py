@@ -9,6 +9,7 @@ from flask import Response, current_app, jsonify
 
 from api.context import gc_paused, instance, page, services, url
 from api.contract import LOCATION, Blueprint, RowsBody
+from api.limits import queue_warnings
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
@@ -27,6 +28,8 @@ from api.schemas import (
 )
 from api.views.jobs import job_resource, jobs_page
 from shared.deployment_store import DeploymentRecord
+from shared.queueing import QUEUE_DEPLOY
+from shared.status import DeploymentStatus
 from shared.timeutil import iso
 
 bp = Blueprint(
@@ -42,11 +45,19 @@ JOBS_TAG = ["jobs"]
 _job_schema = JobSchema()
 
 
-def deployment_resource(record: DeploymentRecord) -> dict[str, Any]:
-    """The deployment's fields for DeploymentSchema to dump, with absolute URLs."""
+def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) -> dict[str, Any]:
+    """The deployment's fields for DeploymentSchema to dump, with absolute URLs, and a warning
+    while it waits for a worker on the deploy queue (``idle``: the idle queues, looked up if
+    None)."""
     href = url(f"/api/v1/deployments/{record.id}")
+    warnings: list[dict[str, Any]] = []
+    if record.status == DeploymentStatus.DEPLOY_IN_PROGRESS:
+        if idle is None:
+            idle = services().idle_queues(QUEUE_DEPLOY)
+        warnings = queue_warnings(QUEUE_DEPLOY, idle)
     return {
         **record.__dict__,
+        "warnings": warnings,
         "type": "online",
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
@@ -89,8 +100,9 @@ def list_deployments(args: dict[str, Any]) -> dict[str, Any]:
     records, total = services().deployments.page(
         instance(), args["limit"], args["offset"], model_id=args["model_id"]
     )
+    idle = services().idle_queues(QUEUE_DEPLOY)  # one look at the workers for the page
     return page(
-        [deployment_resource(r) for r in records],
+        [deployment_resource(r, idle) for r in records],
         total,
         args["limit"],
         args["offset"],
@@ -136,7 +148,7 @@ def delete_deployment(deployment_id: str) -> Response:
     success=True,
 )
 @bp.alt_response(500, schema=ErrorSchema, description="The model failed on these rows.")
-@bp.errors(400, 404, 409, 413, 422, 503)
+@bp.errors(400, 404, 409, 413, 422, 429, 503)
 def score_online(
     args: dict[str, Any], rows: RowsBody, deployment_id: str
 ) -> Response | tuple[Response, int, dict[str, str]]:
@@ -187,7 +199,7 @@ def list_deployment_jobs(args: dict[str, Any], deployment_id: str) -> dict[str, 
 @bp.arguments(JobSubmitQuerySchema, location="query")
 @bp.rows_body(JobCreateSchema)
 @bp.response(202, JobSchema, description="Queued; Location is the job.", headers=LOCATION)
-@bp.errors(400, 404, 409, 413, 422, 503)
+@bp.errors(400, 404, 409, 413, 422, 429, 503)
 def submit_job(
     args: dict[str, Any], rows: RowsBody, deployment_id: str
 ) -> tuple[dict[str, Any], dict[str, str]]:

@@ -8,9 +8,11 @@ from flask import Response, current_app
 
 from api.context import instance, page, services, url
 from api.contract import Blueprint
+from api.limits import job_queue, queue_warnings
 from api.schemas import JobListSchema, JobQuerySchema, JobSchema, ScoringResultSchema
 from shared.errors import JobAlreadyFinished, JobNotFinished
 from shared.job_store import JobRecord
+from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
 from shared.status import FinishOutcome, JobStatus
 from shared.timeutil import iso
 
@@ -22,11 +24,17 @@ bp = Blueprint(
 )
 
 
-def job_resource(record: JobRecord) -> dict[str, Any]:
-    """The job's fields for JobSchema to dump, with absolute URLs."""
+def job_resource(record: JobRecord, idle: set[str] | None = None) -> dict[str, Any]:
+    """The job's fields for JobSchema to dump, with absolute URLs, and a warning while no
+    worker consumes the queue it waits in (``idle``: the idle queues, looked up if None)."""
     href = url(f"/api/v1/jobs/{record.id}")
+    warnings: list[dict[str, Any]] = []
+    if not record.finished:
+        queue = job_queue(record)
+        warnings = queue_warnings(queue, services().idle_queues(queue) if idle is None else idle)
     return {
         **record.__dict__,
+        "warnings": warnings,
         "progress": {"rows_done": record.rows_done, "rows_total": record.rows_total},
         "created_at": iso(record.created_at),
         "started_at": iso(record.started_at),
@@ -52,8 +60,10 @@ def jobs_page(
         deployment_id=deployment_id,
         status=args["status"],
     )
+    # One look at the workers for the whole page.
+    idle = services().idle_queues(QUEUE_ONLINE, QUEUE_BATCH)
     return page(
-        [job_resource(r) for r in records],
+        [job_resource(r, idle) for r in records],
         total,
         args["limit"],
         args["offset"],

@@ -3,8 +3,10 @@
 --
 -- KEYS[1] job hash          KEYS[2] attempts hash (chunk -> starts)   KEYS[3] done set
 -- KEYS[4] notify list       KEYS[5] metrics hash
+-- KEYS[6] backlog hash      KEYS[7] backlog rows (job_create.lua)
 -- ARGV[1] chunk index       ARGV[2] now (unix seconds)                ARGV[3] max attempts
 -- ARGV[4] JobStatus.QUEUED  ARGV[5] JobStatus.RUNNING                 ARGV[6] JobStatus.FAILED
+-- ARGV[7] job id
 --
 -- Returns {outcome, starts}: outcome is a ClaimOutcome value, starts the chunk's start count
 -- after this claim (0 when the chunk was not started).
@@ -23,6 +25,11 @@ if n > tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'status', failed, 'error', err, 'finished_at', ARGV[2])
   redis.call('HINCRBY', KEYS[5], 'jobs_' .. failed, 1)
   redis.call('RPUSH', KEYS[4], failed)
+  local backlog_rows = redis.call('HGET', KEYS[6], ARGV[7])
+  if backlog_rows then
+    redis.call('HDEL', KEYS[6], ARGV[7])
+    redis.call('DECRBY', KEYS[7], backlog_rows)
+  end
   if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
   return {'attempts_exhausted', n}
 end

@@ -3,8 +3,10 @@
 --
 -- KEYS[1] job hash      KEYS[2] done set     KEYS[3] output chunk   KEYS[4] input chunk
 -- KEYS[5] notify list   KEYS[6] metrics hash
+-- KEYS[7] backlog hash   KEYS[8] backlog rows (job_create.lua)
 -- ARGV[1] chunk index   ARGV[2] rows in the chunk   ARGV[3] result payload (bytes)
 -- ARGV[4] now (unix seconds)   ARGV[5] JobStatus.RUNNING   ARGV[6] JobStatus.COMPLETED
+-- ARGV[7] job id
 --
 -- Returns a CompleteOutcome value.
 local running, completed = ARGV[5], ARGV[6]
@@ -25,6 +27,11 @@ if redis.call('SCARD', KEYS[2]) == tonumber(redis.call('HGET', KEYS[1], 'chunks'
   redis.call('HSET', KEYS[1], 'status', completed, 'finished_at', ARGV[4])
   redis.call('HINCRBY', KEYS[6], 'jobs_' .. completed, 1)
   redis.call('RPUSH', KEYS[5], completed)
+  local backlog_rows = redis.call('HGET', KEYS[7], ARGV[7])
+  if backlog_rows then
+    redis.call('HDEL', KEYS[7], ARGV[7])
+    redis.call('DECRBY', KEYS[8], backlog_rows)
+  end
   if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
   return 'job_completed'
 end

@@ -376,6 +376,29 @@ def test_deploy_failure_prints_the_reason_and_exits_1(stub: Stub) -> None:
     )
 
 
+def test_deploy_says_while_it_waits_that_no_worker_is_consuming(stub: Stub) -> None:
+    message = (
+        "No kscore worker is consuming the deploy queue: this waits until one starts "
+        "(`kscore worker`, or `--queues deploy`)."
+    )
+    waiting = {
+        **deployment(stub, "DEPLOY_IN_PROGRESS"),
+        "warnings": [{"code": "no_worker", "queue": "deploy", "message": message}],
+    }
+    stub.on("POST", "/api/v1/deployments", Reply(202, waiting))
+    stub.on(
+        "GET",
+        f"/api/v1/deployments/{DEP_ID}",
+        Reply(body=waiting),
+        Reply(body=waiting),
+        Reply(body=deployment(stub, "DEPLOY_SUCCESS")),
+    )
+    result = run(stub, "deploy", MODEL_ID, "keras_test_dep", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{DEP_ID}\n"
+    assert result.stderr == f"Waiting: {message}\n"  # said once, not on every poll
+
+
 def test_deploy_no_wait_returns_the_accepted_deployment(stub: Stub) -> None:
     stub.on("POST", "/api/v1/deployments", Reply(202, deployment(stub, "DEPLOY_IN_PROGRESS")))
     result = run(stub, "deploy", MODEL_ID, "keras_test_dep", "--no-wait")
