@@ -197,6 +197,13 @@ def authenticate() -> None:
     """Before-request hook for ``/api/v1``: sets the caller's instance or raises Unauthorized."""
     if not request.path.startswith("/api/v1") or request.blueprint in _OPEN_BLUEPRINTS:
         return
+    authenticate_key()
+
+
+def authenticate_key() -> None:
+    """Set the caller's instance from an API key (or WML token) as ``/api/v1`` takes it:
+    ``Authorization: Bearer`` or ``X-API-Key``; the inference protocols' blueprints call it
+    from their own hooks. Raises Unauthorized (401)."""
     settings = _services().settings
     if settings.auth == "disabled" and bound_to_loopback():
         set_current_instance(settings.default_instance)
