@@ -191,7 +191,7 @@ def json_values(array: np.ndarray) -> list[Any]:
     """The array as nested lists, NaN and infinities as null (JSON has neither)."""
     values: list[Any] = array.tolist()
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        return _finite_or_none(values)  # type: ignore[no-any-return]
+        return _finite_or_none(values)
     return values
 
 
