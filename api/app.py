@@ -60,7 +60,7 @@ def _envelope(
     if is_wml_path(request.path):
         return wml_error(status, code, message, details)
     if is_inference_path(request.path):
-        return inference_error(status, message)
+        return inference_error(status, message, details)
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details

@@ -53,8 +53,12 @@ def is_inference_path(path: str) -> bool:
 _STATUS = {422: 400}
 
 
-def inference_error(status: int, message: str) -> Response:
-    """An error as both protocols write it: ``{"error": "<message>"}``."""
+def inference_error(status: int, message: str, details: dict[str, Any] | None = None) -> Response:
+    """An error as both protocols write it: ``{"error": "<message>"}``; the protocols have no
+    place for details, so field errors (a request body's) are appended to the message."""
+    fields_ = (details or {}).get("fields")
+    if fields_:
+        message = f"{message} {json.dumps(fields_, separators=(', ', ': '))}"
     response = jsonify({"error": message})
     response.status_code = _STATUS.get(status, status)
     return response

@@ -251,6 +251,12 @@ def test_json_data_flat_or_nested(
         json={"inputs": [{"name": name, "shape": [2, 4], "datatype": "FP32", "data": [1.0]}]},
     )
     assert too_few.status_code == 400 and "elements" in too_few.get_json()["error"]
+    bad_type = client.post(
+        "/v2/models/iris/infer",
+        json={"inputs": [{"name": name, "shape": [1, 4], "datatype": "FLOAT", "data": [0] * 4}]},
+    )
+    assert bad_type.status_code == 400
+    assert "datatype" in bad_type.get_json()["error"], bad_type.get_json()
 
 
 def test_newest_ready_deployment_of_a_name_answers(
