@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import auth, limits
 from api.contract import build_api
+from api.inference import document_inference, inference_error, is_inference_path
 from api.services import Services
 from api.wml.errors import NOT_FOUND_MESSAGE, is_wml_path, wml_error
 from shared.errors import DomainError
@@ -26,6 +27,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
     Returns the Flask app; connects to nothing until a request needs Redis.
     """
+    from api.oip import views as oip
+    from api.tfserving import views as tfserving
     from api.views import deployments, docs, health, jobs, models
     from api.wml import views as wml
     from api.wml.contract import document_wml
@@ -42,7 +45,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     api = build_api(app)
     auth.install(app)
     document_wml(api)
-    for module in (models, deployments, jobs, health, wml):
+    document_inference(api)
+    for module in (models, deployments, jobs, health, wml, oip, tfserving):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
     limits.install(app)  # wraps the views registered above
@@ -56,6 +60,8 @@ def _envelope(
 ) -> Response:
     if is_wml_path(request.path):
         return wml_error(status, code, message, details)
+    if is_inference_path(request.path):
+        return inference_error(status, message, details)
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
@@ -110,11 +116,13 @@ def _register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."
         if status == 404:
-            message = (
-                NOT_FOUND_MESSAGE
-                if is_wml_path(request.path)
-                else "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
-            )
+            if is_wml_path(request.path):
+                message = NOT_FOUND_MESSAGE
+            elif is_inference_path(request.path):
+                message = "No such endpoint of the inference protocols; see /api/v1/docs."
+            else:
+                message = "No such endpoint. The API lives under /api/v1; see /api/v1/docs."
+
         response = _envelope(
             status, _HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")), message
         )

@@ -199,6 +199,13 @@ def authenticate() -> None:
         return
     if request.path.rstrip("/") in {"/api/v1/docs", "/api/v1/openapi.json"}:
         return  # the open pages with a trailing slash: routing answers them, not a 401
+    authenticate_key()
+
+
+def authenticate_key() -> None:
+    """Set the caller's instance from an API key (or WML token) as ``/api/v1`` takes it:
+    ``Authorization: Bearer`` or ``X-API-Key``; the inference protocols' blueprints call it
+    from their own hooks. Raises Unauthorized (401)."""
     settings = _services().settings
     if settings.auth == "disabled" and bound_to_loopback():
         set_current_instance(settings.default_instance)

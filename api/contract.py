@@ -281,7 +281,9 @@ def build_api(app: Flask) -> Api:
                     "Self-hosted scoring for Keras models, speaking IBM WML v3's Keras shapes. "
                     'Every error is {"error": {"code", "message", "details"}}. '
                     "Every /api/v1 operation needs an API key: `Authorization: Bearer <key>` "
-                    "(an API key or a WML token) or `X-API-Key: <key>`."
+                    "(an API key or a WML token) or `X-API-Key: <key>`; so does every operation "
+                    "of the Open Inference Protocol (/v2) and TF Serving (/v1/models), whose "
+                    'errors are {"error": "<message>"}.'
                 )
             },
             "security": [{BEARER_SCHEME: []}, {API_KEY_HEADER_SCHEME: []}],

@@ -457,12 +457,15 @@ class JobStore:
 
     def iter_result(self, record: JobRecord) -> Iterator[bytes]:
         """The result body ``{"fields": [...], "values": [...]}`` as bytes, chunk by chunk
-        (inside ``{"predictions": [...]}`` for a job asked in WML v4's shape).
+        (inside ``{"predictions": [...]}`` for a job asked in WML v4's shape; ``fields`` are
+        the output names for a job asked for raw tensors).
 
         Raises JobNotFound when a chunk's result is gone (the job expired meanwhile).
         """
         v4 = record.result_shape is ResultShape.WML_V4
-        head = b'{"fields": ' + json.dumps(record.fields).encode() + b', "values": ['
+        # Raw tensors (ResultShape.TENSORS) hold one entry per output in each row.
+        names = record.output_names if record.result_shape is ResultShape.TENSORS else record.fields
+        head = b'{"fields": ' + json.dumps(names).encode() + b', "values": ['
         yield (b'{"predictions": [' + head) if v4 else head
         first = True
         for index in range(record.chunks):

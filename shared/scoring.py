@@ -25,6 +25,9 @@ class ResultShape(StrEnum):
     """``{"fields", "values"}``."""
     WML_V4 = "wml_v4"
     """``{"predictions": [{"fields", "values"}]}``, for a request in v4's ``input_data``."""
+    TENSORS = "tensors"
+    """``{"fields": output names, "values"}``: each row holds the model's raw output rows, one
+    per output (no WML fields), for the inference protocols (/v2, TF Serving's /v1)."""
 
 
 _NUMERIC_KINDS = "biuf"
@@ -438,6 +441,22 @@ def format_rows(outputs: list[np.ndarray], output_names: list[str]) -> list[list
         cls = {name: classes[k][i] for k, name in enumerate(output_names)}
         rows.append([pred, cls, pred])
     return rows
+
+
+def tensor_rows(outputs: list[np.ndarray]) -> list[list[Any]]:
+    """Per input row, the model's output rows as they are: ``[output_0[i], output_1[i], ...]``.
+
+    Non-finite numbers become null as in :func:`format_rows`; bytes (string outputs) are
+    decoded as UTF-8.
+    """
+    columns = [_plain(o) if o.dtype.kind != "O" else _texts(o.tolist()) for o in outputs]
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def _texts(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_texts(v) for v in value]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def rows_fragment(rows: list[list[Any]]) -> bytes:

@@ -64,6 +64,8 @@ def test_each_operation_is_tagged_with_its_blueprint(client: FlaskClient) -> Non
         "jobs",
         "operations",
         "wml",
+        "oip",
+        "tfserving",
     ]
     tags = {
         (path, method): item[method]["tags"]
@@ -80,3 +82,5 @@ def test_each_operation_is_tagged_with_its_blueprint(client: FlaskClient) -> Non
     ]
     for path in ("/healthz", "/readyz", "/metrics"):
         assert tags[(path, "get")] == ["operations"]
+    assert tags[("/v2/models/{name}/infer", "post")] == ["oip"]
+    assert tags[("/v1/models/{name}:predict", "post")] == ["tfserving"]
