@@ -124,7 +124,9 @@ def test_two_instances_have_separate_budgets(
     assert_429(mine.post(jobs_url, json={"values": [ROW]}), "queued_jobs_limit")
     assert_429(mine.get("/api/v1/jobs"), "rate_limited")
 
-    other = instance_store(app.extensions["kscore"].settings, redis_client).create("other")
+    other = instance_store(app.extensions["kscore"].settings, redis_client).create(
+        f"other-{uuid.uuid4().hex[:8]}"
+    )
     theirs = app.test_client()
     theirs.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other.key.api_key}"
     their_jobs = deployed(app, theirs, dense_h5, other.instance.id)

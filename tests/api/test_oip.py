@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,7 @@ def test_another_instance_deployment_is_not_found(
     redis_client: Any,
 ) -> None:
     deployment = deploy(client, dense_h5, "mine")
-    other = instance_store(settings, redis_client).create("other")
+    other = instance_store(settings, redis_client).create(f"other-{uuid.uuid4().hex[:8]}")
     stranger = app.test_client()
     stranger.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other.key.api_key}"
     for path in ("/v2/models/mine", f"/v2/models/{deployment['id']}", "/v2/models/mine/ready"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def test_errors_are_tf_serving_shaped(
     error(client.post("/v1/models/iris:predict", data="{", content_type="application/json"), 400)
     error(anonymous.post("/v1/models/iris:predict", json={"instances": [[0] * 4]}), 401)
 
-    other = instance_store(settings, redis_client).create("other")
+    other = instance_store(settings, redis_client).create(f"other-{uuid.uuid4().hex[:8]}")
     stranger = app.test_client()
     stranger.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other.key.api_key}"
     error(stranger.post("/v1/models/iris:predict", json={"instances": [[0] * 4]}), 404)
