@@ -22,7 +22,7 @@ from flask import Flask, Request, request
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 
-from api.context import check_body_size
+from api.context import check_body_size, services
 from api.schemas import ErrorSchema
 from shared.errors import MalformedRequest
 from shared.scoring import ArrayPayload, parse_array_body
@@ -142,7 +142,8 @@ class RowsBody:
         """
         if request.mimetype in ARRAY_MIMETYPES:
             check_body_size()
-            return parse_array_body(request.get_data(cache=False))
+            limit = services().settings.max_request_bytes
+            return parse_array_body(request.get_data(cache=False), limit)
         return cast(dict[str, Any], Blueprint.ARGUMENTS_PARSER.parse(self.schema, location="json"))
 
 

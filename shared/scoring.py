@@ -296,8 +296,12 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def parse_array_body(data: bytes) -> ArrayPayload:
-    """Read a .npy or .npz request body without unpickling anything."""
+def parse_array_body(data: bytes, max_bytes: int) -> ArrayPayload:
+    """Read a .npy or .npz request body without unpickling anything.
+
+    Raises ScoringInputInvalid (422) for a body numpy cannot read safely, or a .npz member that
+    is not an array; PayloadTooLarge (413) for a .npz whose arrays inflate past ``max_bytes``.
+    """
     if not (data.startswith(NPY_MAGIC) or data.startswith(ZIP_MAGIC)):
         raise _input_error(
             "The body is neither a .npy nor a .npz file: save rows with numpy.save / "
@@ -308,6 +312,24 @@ def parse_array_body(data: bytes) -> ArrayPayload:
         if isinstance(loaded, np.ndarray):
             return ArrayPayload({"": loaded})
         with loaded as npz:
+            # numpy hands back the raw bytes of a member that is not a .npy file.
+            others = [
+                info.filename for info in npz.zip.infolist() if not info.filename.endswith(".npy")
+            ]
+            if others:
+                raise _input_error(
+                    f"The .npz holds {others[0]!r}, which is not a .npy array: save it with "
+                    "numpy.savez, one array per input."
+                )
+            inflated = sum(info.file_size for info in npz.zip.infolist())
+            if inflated > max_bytes:
+                # A compressed .npz can inflate far past the body's size: check what its
+                # members declare before numpy reads them (zipfile reads no more than that).
+                raise PayloadTooLarge(
+                    f"The .npz's arrays take {inflated} bytes uncompressed, over the limit of "
+                    f"{max_bytes}; split the rows into several requests.",
+                    details={"limit_bytes": max_bytes},
+                )
             return ArrayPayload({name: npz[name] for name in npz.files})
     except ValueError as exc:
         # numpy says "Object arrays cannot be loaded when allow_pickle=False" and the like.

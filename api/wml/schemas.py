@@ -185,8 +185,10 @@ class WmlDeploymentCreateSchema(Schema):
     )
     deployable_asset_url = fields.String(
         required=True,
+        # [\s\S], not ".": marshmallow matches from the start, the document's pattern is
+        # searched, and "." stops at a newline, so ".*" refused URLs the document allowed.
         validate=validate.Regexp(
-            r".*/published_models/[^/]+/?$",
+            r"[\s\S]*/published_models/[^/]+/?$",
             error="Must be the URL of a published model (.../published_models/<id>).",
         ),
     )
