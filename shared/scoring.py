@@ -142,6 +142,8 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
         arr = np.asarray(rows)
     except (ValueError, TypeError):
         arr = None
+    if arr is not None and arr.dtype == object and _is_whole_number_list(arr):
+        arr = _ints_for(arr, spec)
     if arr is not None and arr.dtype.kind in _NUMERIC_KINDS and arr.ndim >= 1:
         if _shape_ok(expected, arr.shape[1:]):
             return _as_input_dtype(arr, spec)
@@ -159,8 +161,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
                 expected_shape=expected,
             ) from None
         if row_arr.dtype == object and _is_whole_number_list(row_arr):
-            # Python ints past 64 bits: numbers, but no integer or float input holds them.
-            raise _integer_error(index, _first_huge(row_arr), spec)
+            row_arr = _ints_for(row_arr, spec, row=index)
         if row_arr.dtype.kind not in _NUMERIC_KINDS:
             raise _input_error(
                 f"Row {index}{label} has a non-numeric value (strings, nulls and objects are "
@@ -184,6 +185,32 @@ def _is_whole_number_list(array: np.ndarray) -> bool:
 
 def _first_huge(array: np.ndarray) -> int:
     return next(int(v) for v in array.reshape(-1) if abs(int(v)) >= 2**63)
+
+
+def _ints_for(array: np.ndarray, spec: dict[str, Any], row: int | None = None) -> np.ndarray:
+    """Python ints past 64 bits (an object array of rows, or of ``row``) for ``spec``'s input.
+
+    No integer input holds them (ScoringInputInvalid naming the row); a float input may, and
+    gets them as float64 for its range check, the ones past float64's range as infinities.
+    """
+    if _target_dtype(spec).kind != "f":
+        if row is None:
+            row = int(np.argwhere(_huge_mask(array))[0][0])
+        raise _integer_error(row, _first_huge(array), spec)
+    return np.array([_as_float(v) for v in array.reshape(-1)], dtype=np.float64).reshape(
+        array.shape
+    )
+
+
+def _huge_mask(array: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: abs(int(v)) >= 2**63, otypes=[bool])(array)
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
