@@ -29,8 +29,9 @@ from tests.helpers import store_model, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 
-# Bounds: examples per operation (about 35 operations), and no per-example deadline (the
-# first request of a test loads what a deployment needs).
+# The bound: examples per operation (40 operations: about 50 s in all on 2 cores, with the
+# fixtures' deploy and job per test). No per-example deadline: a scoring request waits for the
+# worker.
 MAX_EXAMPLES = 25
 
 # Their bodies are checked against what no schema can say: a model file's bytes, and rows
@@ -50,7 +51,9 @@ class AppUnderTest:
     """The WSGI app schemathesis calls: the current test's app.
 
     The operations are collected from the document before any test runs (an app that never
-    reaches its Redis serves it); each test then points this at its own app.
+    reaches its Redis serves it); each test then points this at its own app. (schemathesis's
+    ``pytest.from_fixture`` would load the document from a fixture instead, but its lazy
+    loader sets a private attribute pytest 9 no longer has.)
     """
 
     def __init__(self) -> None:
