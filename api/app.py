@@ -8,10 +8,10 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from api import auth, limits
-from api.contract import build_api
+from api.contract import KscoreRequest, build_api
 from api.inference import document_inference, inference_error, is_inference_path
 from api.services import Services
 from api.wml.errors import NOT_FOUND_MESSAGE, is_wml_path, wml_error
@@ -20,6 +20,8 @@ from shared.redis_client import connect
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_FORM_PARTS = 16
 
 
 def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
@@ -35,11 +37,14 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
     # No static folder: Flask would otherwise serve ./static of whatever directory it runs in.
     app = Flask("kscore.api", static_folder=None)
+    app.request_class = KscoreRequest
     # A request body may be a model file up to the limit, plus the multipart envelope.
     app.config["MAX_CONTENT_LENGTH"] = (
         max(settings.max_model_bytes, settings.max_request_bytes) + 1024 * 1024
     )
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
+    # An upload is three parts (file, name, description): parsing thousands is work for nothing.
+    app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kscore"] = Services.build(settings, client or connect(settings))
     api = build_api(app)
@@ -113,8 +118,18 @@ def _register_error_handlers(app: Flask) -> None:
                 fields.update(messages if isinstance(messages, dict) else {"_schema": messages})
             return _validation_failed(fields)
         message = exc.description or exc.name
+        if isinstance(exc, ClientDisconnected):
+            message = (
+                "The request body ended before its Content-Length said it would: send the "
+                "whole body, with its true length."
+            )
         if status == 413:
-            message = "The request body is larger than this server accepts (KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES)."
+            # Werkzeug's: a body past MAX_CONTENT_LENGTH, or a form past its limits.
+            message = (
+                "The request is larger than this server accepts: a body over "
+                "KSCORE_MAX_MODEL_BYTES / KSCORE_MAX_REQUEST_BYTES, a form field over 1 MiB, "
+                f"or more than {MAX_FORM_PARTS} form parts."
+            )
         if status == 404:
             if is_wml_path(request.path):
                 message = NOT_FOUND_MESSAGE

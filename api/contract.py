@@ -15,14 +15,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ClassVar, TypeVar, cast
 
+import flask
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
 from flask import Flask, Request, request
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
+from werkzeug.exceptions import BadRequest
+from werkzeug.formparser import FormDataParser
 
-from api.context import check_body_size
+from api.context import check_body_size, services
 from api.schemas import ErrorSchema
 from shared.errors import MalformedRequest
 from shared.scoring import ArrayPayload, parse_array_body
@@ -50,6 +53,29 @@ LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"t
 ARRAY_MIMETYPES = ("application/x-npy", "application/x-npz", "application/octet-stream")
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+class KscoreRequest(flask.Request):
+    """Flask's request, whose form body is refused when it cannot be read.
+
+    Werkzeug's form parser drops a body it cannot parse (truncated, or without its boundary)
+    and leaves the form empty, so a cut-off upload would read as one without a file: here it is
+    a 400 that says so.
+    """
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError as exc:
+            raise BadRequest(
+                f"The form body cannot be read ({exc}): send multipart/form-data with its "
+                "boundary, complete."
+            ) from None
 
 
 class Parser(FlaskParser):
@@ -119,6 +145,12 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
             details={"reason": "nesting"},
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if "integer string conversion" in str(exc):
+            # Python's guard against quadratic int parsing; its message advises the server.
+            raise MalformedRequest(
+                "The JSON body holds an integer with more than 4300 digits; no input holds it.",
+                details={"reason": "number"},
+            ) from None
         raise MalformedRequest(
             f"The request body is not valid JSON ({exc}).", details={"reason": "syntax"}
         ) from None
@@ -143,7 +175,8 @@ class RowsBody:
         """
         if request.mimetype in ARRAY_MIMETYPES:
             check_body_size()
-            return parse_array_body(request.get_data(cache=False))
+            limit = services().settings.max_request_bytes
+            return parse_array_body(request.get_data(cache=False), limit)
         return cast(dict[str, Any], Blueprint.ARGUMENTS_PARSER.parse(self.schema, location="json"))
 
 

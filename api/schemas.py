@@ -6,10 +6,11 @@ responses through them and generates the OpenAPI document from them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask_smorest.fields import Upload
-from marshmallow import Schema, fields, post_load, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 from shared.errors import ValidationFailed
 from shared.scoring import ArrayPayload, ResultShape
@@ -17,6 +18,49 @@ from shared.status import DeploymentStatus, JobStatus
 
 JOB_STATUSES = [s.value for s in JobStatus]
 DEPLOYMENT_STATUSES = [s.value for s in DeploymentStatus]
+
+
+class FullMatch(validate.Regexp):
+    """A pattern the whole value must match, as JSON Schema's anchored ``pattern`` reads it
+    (marshmallow's Regexp matches a prefix, and its ``$`` lets a trailing newline through)."""
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+# Names are labels shown in lists and tables: no control characters (NUL, newlines, escapes).
+NAME_CHARACTERS = FullMatch(
+    r"^[^\x00-\x1f\x7f]*$", error="Use no control characters (NUL, newline, tab...) in a name."
+)
+# A description may span lines, but holds no NUL (C strings, terminals and logs cut there).
+DESCRIPTION_CHARACTERS = FullMatch(r"^[^\x00]*$", error="Use no NUL character in a description.")
+# What an uploaded file's name may not hold: a directory, or control characters.
+_UNSAFE_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f]|^\.\.?$")
+
+
+class JsonNumber(fields.Float):
+    """A number of a JSON body: a string ("2") or a boolean is refused, not converted."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str | bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def name_field() -> fields.String:
+    """A required name of 1-128 characters without control characters."""
+    return fields.String(required=True, validate=[validate.Length(1, 128), NAME_CHARACTERS])
+
+
+def description_field() -> fields.String:
+    """An optional description of up to 2000 characters without NUL."""
+    return fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=[validate.Length(max=2000), DESCRIPTION_CHARACTERS],
+    )
 
 
 class ErrorBodySchema(Schema):
@@ -64,10 +108,8 @@ class ModelUploadSchema(Schema):
         required=True,
         metadata={"description": ".h5, .hdf5, .keras, or a .tar.gz/.tgz/.zip holding exactly one."},
     )
-    name = fields.String(required=True, validate=validate.Length(1, 128))
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=2000)
-    )
+    name = name_field()
+    description = description_field()
 
     @pre_load
     def _require_file(self, data: Any, **kwargs: Any) -> Any:
@@ -78,6 +120,12 @@ class ModelUploadSchema(Schema):
             raise ValidationFailed(
                 'Attach the model file as the multipart field "file".',
                 details={"fields": {"file": ["Missing data for required field."]}},
+            )
+        if _UNSAFE_FILENAME.search(upload.filename):
+            raise ValidationFailed(
+                "Send the model file under its bare name (model.h5): no directory, no control "
+                "characters.",
+                details={"fields": {"file": ["Not a bare file name."]}},
             )
         return data
 
@@ -112,10 +160,8 @@ class ModelListSchema(Schema):
 
 class DeploymentCreateSchema(Schema):
     model_id = fields.String(required=True, validate=validate.Length(1, 64))
-    name = fields.String(required=True, validate=validate.Length(1, 128))
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=2000)
-    )
+    name = name_field()
+    description = description_field()
 
 
 class DeploymentQuerySchema(PageQuerySchema):
@@ -230,7 +276,7 @@ class ScoringPayloadSchema(Schema):
 
 
 class JobCreateSchema(ScoringPayloadSchema):
-    retention_days = fields.Float(
+    retention_days = JsonNumber(
         load_default=None,
         allow_none=True,
         validate=validate.Range(min=0.001, max=365),

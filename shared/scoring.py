@@ -145,6 +145,8 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
         arr = np.asarray(rows)
     except (ValueError, TypeError):
         arr = None
+    if arr is not None and arr.dtype == object and _is_whole_number_list(arr):
+        arr = _ints_for(arr, spec)
     if arr is not None and arr.dtype.kind in _NUMERIC_KINDS and arr.ndim >= 1:
         if _shape_ok(expected, arr.shape[1:]):
             return _as_input_dtype(arr, spec)
@@ -162,8 +164,7 @@ def _validate_numeric(rows: list[Any], spec: dict[str, Any], label: str) -> np.n
                 expected_shape=expected,
             ) from None
         if row_arr.dtype == object and _is_whole_number_list(row_arr):
-            # Python ints past 64 bits: numbers, but no integer or float input holds them.
-            raise _integer_error(index, _first_huge(row_arr), spec)
+            row_arr = _ints_for(row_arr, spec, row=index)
         if row_arr.dtype.kind not in _NUMERIC_KINDS:
             raise _input_error(
                 f"Row {index}{label} has a non-numeric value (strings, nulls and objects are "
@@ -187,6 +188,32 @@ def _is_whole_number_list(array: np.ndarray) -> bool:
 
 def _first_huge(array: np.ndarray) -> int:
     return next(int(v) for v in array.reshape(-1) if abs(int(v)) >= 2**63)
+
+
+def _ints_for(array: np.ndarray, spec: dict[str, Any], row: int | None = None) -> np.ndarray:
+    """Python ints past 64 bits (an object array of rows, or of ``row``) for ``spec``'s input.
+
+    No integer input holds them (ScoringInputInvalid naming the row); a float input may, and
+    gets them as float64 for its range check, the ones past float64's range as infinities.
+    """
+    if _target_dtype(spec).kind != "f":
+        if row is None:
+            row = int(np.argwhere(_huge_mask(array))[0][0])
+        raise _integer_error(row, _first_huge(array), spec)
+    return np.array([_as_float(v) for v in array.reshape(-1)], dtype=np.float64).reshape(
+        array.shape
+    )
+
+
+def _huge_mask(array: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: abs(int(v)) >= 2**63, otypes=[bool])(array)
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _validate_strings(rows: list[Any], spec: dict[str, Any], label: str) -> np.ndarray:
@@ -299,8 +326,12 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def parse_array_body(data: bytes) -> ArrayPayload:
-    """Read a .npy or .npz request body without unpickling anything."""
+def parse_array_body(data: bytes, max_bytes: int) -> ArrayPayload:
+    """Read a .npy or .npz request body without unpickling anything.
+
+    Raises ScoringInputInvalid (422) for a body numpy cannot read safely, or a .npz member that
+    is not an array; PayloadTooLarge (413) for a .npz whose arrays inflate past ``max_bytes``.
+    """
     if not (data.startswith(NPY_MAGIC) or data.startswith(ZIP_MAGIC)):
         raise _input_error(
             "The body is neither a .npy nor a .npz file: save rows with numpy.save / "
@@ -311,6 +342,24 @@ def parse_array_body(data: bytes) -> ArrayPayload:
         if isinstance(loaded, np.ndarray):
             return ArrayPayload({"": loaded})
         with loaded as npz:
+            # numpy hands back the raw bytes of a member that is not a .npy file.
+            others = [
+                info.filename for info in npz.zip.infolist() if not info.filename.endswith(".npy")
+            ]
+            if others:
+                raise _input_error(
+                    f"The .npz holds {others[0]!r}, which is not a .npy array: save it with "
+                    "numpy.savez, one array per input."
+                )
+            inflated = sum(info.file_size for info in npz.zip.infolist())
+            if inflated > max_bytes:
+                # A compressed .npz can inflate far past the body's size: check what its
+                # members declare before numpy reads them (zipfile reads no more than that).
+                raise PayloadTooLarge(
+                    f"The .npz's arrays take {inflated} bytes uncompressed, over the limit of "
+                    f"{max_bytes}; split the rows into several requests.",
+                    details={"limit_bytes": max_bytes},
+                )
             return ArrayPayload({name: npz[name] for name in npz.files})
     except ValueError as exc:
         # numpy says "Object arrays cannot be loaded when allow_pickle=False" and the like.

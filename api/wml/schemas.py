@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import DEPLOYMENT_STATUSES
+from api.schemas import DEPLOYMENT_STATUSES, description_field, name_field
 
 # What a Keras model's framework is called in WML: IBM documented "tensorflow" (with a
 # "keras" library) for Keras models; "keras" is accepted as well.
@@ -105,10 +105,8 @@ PROPERTY_NAMES = tuple(_PROPERTIES)
 
 
 class ModelAssetCreateSchema(Schema.from_dict(_PROPERTIES)):  # type: ignore[misc]
-    name = fields.String(required=True, validate=validate.Length(1, 128))
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=2000)
-    )
+    name = name_field()
+    description = description_field()
     framework = fields.Nested(WmlFrameworkSchema, required=True)
     author = fields.Dict(load_default=dict)
 
@@ -175,18 +173,18 @@ class WmlDeploymentQuerySchema(Schema):
 
 
 class WmlDeploymentCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, 128))
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=2000)
-    )
+    name = name_field()
+    description = description_field()
     type = fields.String(
         load_default="online",
         validate=validate.OneOf(["online"], error="kscore deploys for online scoring only."),
     )
     deployable_asset_url = fields.String(
         required=True,
+        # [\s\S], not ".": marshmallow matches from the start, the document's pattern is
+        # searched, and "." stops at a newline, so ".*" refused URLs the document allowed.
         validate=validate.Regexp(
-            r".*/published_models/[^/]+/?$",
+            r"[\s\S]*/published_models/[^/]+/?$",
             error="Must be the URL of a published model (.../published_models/<id>).",
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 from celery import Celery
+from flask import Flask
 from flask.testing import FlaskClient
 
 from shared.keys import Keys
@@ -398,6 +400,29 @@ def test_bad_array_bodies_are_422(client: FlaskClient, dense_deployment: dict[st
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     refused = client.post(url, data=pickled.getvalue(), content_type="application/x-npy")
     assert refused.status_code == 422 and "allow_pickle" in refused.get_json()["error"]["message"]
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+
+
+def test_npz_members_that_are_not_arrays_or_inflate_past_the_limit_are_refused(
+    client: FlaskClient, app: Flask, dense_deployment: dict[str, Any]
+) -> None:
+    # Found by schemathesis: a zip holding a text file was a 500 (numpy returns its bytes).
+    not_arrays = io.BytesIO()
+    with zipfile.ZipFile(not_arrays, "w") as archive:
+        archive.writestr("a.txt", "a")
+    # 4 MiB of zeros deflate to a few KiB: the limit counts what the arrays take unpacked.
+    bomb = io.BytesIO()
+    np.savez_compressed(bomb, x=np.zeros((1 << 17, 4), np.float64))
+    svc = app.extensions["kscore"]
+    svc.settings = svc.settings.replace(max_request_bytes=1 << 20)  # this test's app only
+    for path in ("scoring_url", "jobs_url"):
+        url = path_of(dense_deployment[path])
+        response = client.post(url, data=not_arrays.getvalue(), content_type="application/x-npz")
+        assert response.status_code == 422, response.get_json()
+        assert "not a .npy array" in response.get_json()["error"]["message"]
+        response = client.post(url, data=bomb.getvalue(), content_type="application/x-npz")
+        assert response.status_code == 413, response.get_json()
+        assert response.get_json()["error"]["details"]["limit_bytes"] == 1 << 20
     assert client.get("/api/v1/jobs").get_json()["total"] == 0
 
 

@@ -290,6 +290,13 @@ def test_asset_fields_are_validated(wml: Wml) -> None:
         {"name": "d", "type": "batch", "deployable_asset_url": f"{wml.base}/published_models/x"},
     )
     assert_wml_error(batch, 422, "validation_failed")
+    # Found by schemathesis: a URL with a newline before its path matched the document's
+    # pattern but not the schema's regex (422); it now reaches the lookup: no such model.
+    newline = wml.post(
+        f"{wml.base}/deployments",
+        {"name": "d", "deployable_asset_url": f"http://x\n{wml.base}/published_models/x"},
+    )
+    assert_wml_error(newline, 404, "model_not_found")
 
 
 def test_a_model_that_fails_to_load_fails_its_deployment_with_kscores_reason(

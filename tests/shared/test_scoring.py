@@ -157,18 +157,18 @@ def test_array_bodies_are_validated_like_json_rows() -> None:
 
     buffer = io.BytesIO()
     np.save(buffer, np.arange(8, dtype=np.float64).reshape(2, 4))
-    numbers = validate_input(parse_array_body(buffer.getvalue()), DENSE, 100)
+    numbers = validate_input(parse_array_body(buffer.getvalue(), 1 << 20), DENSE, 100)
     assert numbers.rows == 2 and numbers.arrays[0].dtype == np.float32
     buffer = io.BytesIO()
     np.save(buffer, np.array([["a text"], ["another"]]))
-    texts = validate_input(parse_array_body(buffer.getvalue()), TEXT, 100)
+    texts = validate_input(parse_array_body(buffer.getvalue(), 1 << 20), TEXT, 100)
     assert texts.arrays[0].dtype == object and texts.arrays[0].tolist() == [["a text"], ["another"]]
     buffer = io.BytesIO()
     np.savez(buffer, b=np.zeros((2, 2)), a=np.ones((2, 3)))
-    multi = validate_input(parse_array_body(buffer.getvalue()), MULTI, 100)
+    multi = validate_input(parse_array_body(buffer.getvalue(), 1 << 20), MULTI, 100)
     assert [a.shape for a in multi.arrays] == [(2, 3), (2, 2)]  # model order, not file order
     with pytest.raises(PayloadTooLarge):
-        validate_input(parse_array_body(buffer.getvalue()), MULTI, 1)
+        validate_input(parse_array_body(buffer.getvalue(), 1 << 20), MULTI, 1)
 
 
 def test_result_fragments_are_compressed_once_worth_it() -> None:
