@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,10 +52,10 @@ ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
 DEFAULT_MAX_EXTRACTED_BYTES = 1024**3
 
 # How a tar may be compressed (WML clients sent all of these under .tgz), by detect_kind.
-_TAR_OPENERS: dict[str, Any] = {
-    "gzip": gzip.GzipFile,
-    "bzip2": bz2.BZ2File,
-    "xz": lzma.LZMAFile,
+_TAR_OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]] | None] = {
+    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    "bzip2": lambda raw: bz2.BZ2File(raw, "rb"),
+    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),
     "tar": None,
 }
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
@@ -230,7 +230,7 @@ def _extract_from_tar(
     opener = _TAR_OPENERS[kind]
     try:
         with path.open("rb") as raw:
-            stream = opener(fileobj=raw, mode="rb") if opener is not None else raw
+            stream = opener(raw) if opener is not None else raw
             with stream:
                 bounded = _BoundedStream(stream, _tar_limit(path, kind), filename)
                 with tarfile.open(fileobj=bounded, mode="r:") as tar:
