@@ -396,9 +396,10 @@ def keras_zip_bomb(directory: Path, marker: Path) -> Path:
     """A .keras whose model.weights.h5 member is 64 MiB of deflated zeros."""
     source = kf.keras3_keras_file(directory)
     path = directory / "bomb.keras"
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(
-        path, "w", compression=zipfile.ZIP_DEFLATED
-    ) as zout:
+    with (
+        zipfile.ZipFile(source) as zin,
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zout,
+    ):
         for item in zin.infolist():
             if item.filename == "model.weights.h5":
                 _deflated_zeros_member(zout, item.filename)
@@ -638,5 +639,3 @@ CORPUS = [
     _unsupported(truncated_keras),
     _unsupported(truncated_tar_gz),
 ]
-
-

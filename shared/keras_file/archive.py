@@ -21,9 +21,9 @@ import shutil
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from shared.errors import PayloadTooLarge, UnsupportedModelFile
 from shared.keras_file import safety
@@ -52,12 +52,7 @@ ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
 DEFAULT_MAX_EXTRACTED_BYTES = 1024**3
 
 # How a tar may be compressed (WML clients sent all of these under .tgz), by detect_kind.
-_TAR_OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]] | None] = {
-    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    "bzip2": lambda raw: bz2.BZ2File(raw, "rb"),
-    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),
-    "tar": None,
-}
+_TAR_KINDS = ("gzip", "bzip2", "xz", "tar")
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
 
@@ -78,7 +73,7 @@ def extract_model_file(
         return path, filename
     if lowered.endswith((".tar.gz", ".tgz")):
         kind = detect_kind(path)
-        if kind not in _TAR_OPENERS:
+        if kind not in _TAR_KINDS:
             raise wrong_kind(filename, kind, "a tar archive")
         return _extract_from_tar(path, kind, filename, workdir, max_bytes)
     if lowered.endswith(".zip"):
@@ -167,7 +162,7 @@ class _BoundedStream(io.RawIOBase):
     memory whole), so the cap sits under it, on the decompressed bytes.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int, filename: str) -> None:
+    def __init__(self, stream: io.BufferedIOBase | BinaryIO, limit: int, filename: str) -> None:
         super().__init__()
         self._stream = stream
         self._limit = limit
@@ -224,17 +219,25 @@ def _tar_limit(path: Path, kind: str) -> int:
     )
 
 
+def _decompressed(raw: BinaryIO, kind: str) -> io.BufferedIOBase | BinaryIO:
+    """``raw`` read through the decompressor ``kind`` names (closed by the caller's ``with``)."""
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, "rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw, "rb")
+    return raw
+
+
 def _extract_from_tar(
     path: Path, kind: str, filename: str, workdir: Path, max_bytes: int
 ) -> tuple[Path, str]:
-    opener = _TAR_OPENERS[kind]
     try:
-        with path.open("rb") as raw:
-            stream = opener(raw) if opener is not None else raw
-            with stream:
-                bounded = _BoundedStream(stream, _tar_limit(path, kind), filename)
-                with tarfile.open(fileobj=bounded, mode="r:") as tar:
-                    return _extract_tar_member(tar, filename, workdir, max_bytes)
+        with path.open("rb") as raw, _decompressed(raw, kind) as stream:
+            bounded = _BoundedStream(stream, _tar_limit(path, kind), filename)
+            with tarfile.open(fileobj=bounded, mode="r:") as tar:
+                return _extract_tar_member(tar, filename, workdir, max_bytes)
     except _READ_ERRORS as exc:
         raise UnsupportedModelFile(
             f"{filename} is not a readable tar archive ({type(exc).__name__}: {exc}); it is "
