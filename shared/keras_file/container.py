@@ -24,14 +24,19 @@ config's size and nesting. The API runs this at upload and the worker again befo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import shutil
 import stat
+import struct
+import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import h5py
 
@@ -322,7 +327,7 @@ def _read_keras_zip(path: Path, filename: str) -> RawModel:
             _read_zip_text(zf, "metadata.json", filename) if "metadata.json" in names else None
         )
         if "model.weights.h5" in names:
-            _check_zipped_hdf5(zf, zf.getinfo("model.weights.h5"), filename)
+            _check_zipped_hdf5(path, zf, zf.getinfo("model.weights.h5"), filename)
         if "model.weights.npz" in names:
             _check_zipped_npz(zf, zf.getinfo("model.weights.npz"), filename)
     config = _parse_json(config_text, "config.json", filename)
@@ -501,17 +506,74 @@ def zip_bomb(filename: str, name: str, declared: int, stored: int) -> UnsafeMode
     )
 
 
-def _check_zipped_hdf5(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> None:
-    """The HDF5 checks on a .keras file's weights, read in place (Keras stores them unzipped)."""
+def _check_zipped_hdf5(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str
+) -> None:
+    """The HDF5 checks on a .keras file's weights (verified against their CRC already)."""
     where = f"{filename} (its {info.filename})"
     try:
-        with zf.open(info) as member, h5py.File(member, "r") as f:
+        with _member_file(path, zf, info) as member, h5py.File(member, "r") as f:
             check_hdf5(f, where)
     except OSError:
         raise UnsupportedModelFile(
             f"{where} is not a readable HDF5 file; the file is truncated or damaged.",
             details={"filename": filename, "member": info.filename},
         ) from None
+
+
+@contextlib.contextmanager
+def _member_file(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> Iterator[io.RawIOBase | IO[bytes]]:
+    """A seekable file of the member's bytes for h5py.
+
+    zipfile's own member file seeks backwards by reading again from the member's start, which
+    h5py's many small seeks turn into a quadratic read. Keras stores its members uncompressed:
+    those are read in place, through a window on the zip file; others are unpacked once into
+    an anonymous temporary file (their size was capped and verified before).
+    """
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        with path.open("rb") as raw:
+            raw.seek(info.header_offset)
+            header = raw.read(30)
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            start = info.header_offset + 30 + name_length + extra_length
+            yield _Window(raw, start, info.compress_size)
+        return
+    with tempfile.TemporaryFile() as copy, zf.open(info) as member:
+        shutil.copyfileobj(member, copy, 1024 * 1024)
+        copy.seek(0)
+        yield copy
+
+
+class _Window(io.RawIOBase):
+    """``size`` bytes of ``raw`` from ``start``, as a file of their own (read-only)."""
+
+    def __init__(self, raw: IO[bytes], start: int, size: int) -> None:
+        super().__init__()
+        self._raw, self._start, self._size, self._position = raw, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._size - self._position))
+        self._raw.seek(self._start + self._position)
+        data = self._raw.read(count)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
 
 
 def _check_zipped_npz(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> None:

@@ -221,3 +221,25 @@ def _h5_with(directory: Path, config: Any) -> Path:
     from tests.shared.keras_file.helpers import h5_with_config
 
     return h5_with_config(directory, config, keras_version="2.21.0")
+
+
+def test_deflated_keras_weights_are_checked_too(built: Built, tmp_path: Path) -> None:
+    # Keras stores members uncompressed; a user who zipped the file again deflated them.
+    source = built(kf.keras3_keras_file)
+    path = tmp_path / "deflated.keras"
+    with (
+        zipfile.ZipFile(source) as zin,
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zout,
+    ):
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+    assert inspect(path).outputs[0].activation == "softmax"
+    linked = hm.keras_weights_external_link(tmp_path, tmp_path / "m")
+    deflated = tmp_path / "linked_deflated.keras"
+    with (
+        zipfile.ZipFile(linked) as zin,
+        zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as zout,
+    ):
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+    assert refusal(deflated).details["reason"] == "hdf5_external_link"
