@@ -56,8 +56,10 @@ def inspect_model_file(path: Path, filename: str) -> ModelInfo:
 
     Returns its format, Keras version, backend, class, inputs (shapes with a None batch
     dimension), outputs (names, activations; shapes None until a worker loads the model) and
-    layer classes. Raises UnsupportedModelFile (400) for a file that is not a Keras model and
-    UnsafeModel (422) for one that names code a loader would run.
+    layer classes. Raises UnsupportedModelFile (400) for a file that is not a Keras model,
+    UnsafeModelFile (422) for one whose structure breaks the caps of ``safety`` (links out of
+    the file, bombs, a config too large or deep) and UnsafeModel (422) for one that names code
+    a loader would run.
     """
     raw = read_raw_model(path, filename)
     check_config_safe(raw.config, stored_weights=raw.stored_weights, **raw.other_configs)

@@ -148,7 +148,10 @@ def read_raw_model(path: Path, filename: str) -> RawModel:
 
     Returns its configs, Keras version and backend as stored. Raises UnsupportedModelFile
     (400) for an empty file, a file that is neither HDF5 nor zip, an extension that
-    contradicts the content, weights without a model, or a config that is not JSON.
+    contradicts the content, a truncated or damaged file, weights without a model, or a config
+    that is not JSON; UnsafeModelFile (422) for a structure past the rules and caps of
+    :mod:`shared.keras_file.safety` (links out of the file, bombs, unexpected members, a config
+    too large or too deep).
     """
     kind = detect_kind(path)
     extension = _model_extension(filename)
