@@ -162,6 +162,16 @@ class UnsafeModel(DomainError):
     code = "unsafe_model"
 
 
+class UnsafeModelFile(UnsafeModel):
+    """The model file's structure is hostile: links out of the file, an archive member with an
+    unsafe name or type, a decompression or shape bomb, a config nested or sized past the caps.
+
+    ``details["reason"]`` names the rule (e.g. ``hdf5_external_link``, ``zip_bomb``).
+    """
+
+    code = "unsafe_model_file"
+
+
 class ScoringInputInvalid(DomainError):
     """Rows do not match the deployment's input signature."""
 

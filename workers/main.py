@@ -7,8 +7,12 @@ import logging
 from shared.errors import SettingsError
 from shared.queueing import make_celery
 from shared.settings import Settings
+from workers.model_loader import legacy_keras_refusal
 from workers.tasks import register_tasks
 
+if refusal := legacy_keras_refusal():
+    # Before anything else: the variable changes which Keras every loader in this process runs.
+    raise SystemExit(f"kscore: the worker will not start: {refusal}")
 try:
     settings = Settings.from_env()
 except SettingsError as exc:

@@ -17,6 +17,13 @@ Which Keras reads a file depends on which Keras wrote it:
 Calls go through one ``tf.function`` per model with the batch dimension left open, in pieces
 of at most ``direct_call_max_rows`` rows: no ``model.predict()`` overhead, no retracing.
 
+Every loader call here passes ``compile=False`` and ``safe_mode=True`` (or runs inside
+``SafeModeScope(True)``) and never ``custom_objects``; ``tests/workers/test_model_loader.py``
+reads this module's source to hold it so. ``TF_USE_LEGACY_KERAS`` makes ``tf.keras`` (and what
+some loaders import through it) a different Keras, so a worker refuses to start with it set
+(``workers.main``) and refuses to load with it set. After loading, the warm-up prediction on
+zero rows must give finite outputs of the shapes the model declares, else the deployment fails.
+
 TensorFlow, keras and tf_keras are imported inside functions only: this module is imported
 by the Celery app before the worker forks, and TensorFlow must not be loaded before fork.
 """
@@ -28,7 +35,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,10 +71,29 @@ def choose_loader(info: ModelInfo) -> Loader:
     return "tf_keras"
 
 
+#: The environment variable that swaps the Keras behind ``tf.keras`` for tf_keras.
+LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+def legacy_keras_refusal(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this process must not load models (``TF_USE_LEGACY_KERAS`` is set), or None."""
+    env = os.environ if environ is None else environ
+    if LEGACY_KERAS_VARIABLE not in env:
+        return None
+    return (
+        f"{LEGACY_KERAS_VARIABLE} is set (to {env[LEGACY_KERAS_VARIABLE]!r}); it swaps the "
+        "Keras that TensorFlow and the model loaders use. Unset it: kscore picks the Keras "
+        "for each model file itself."
+    )
+
+
 def load_model(path: Path, filename: str, *, direct_call_max_rows: int = 1024) -> LoadedModel:
     """Check, load and wrap a bare model file (.h5/.hdf5/.keras) for prediction."""
     if direct_call_max_rows < 1:
         raise ValueError("direct_call_max_rows must be at least 1")
+    refusal = legacy_keras_refusal()
+    if refusal:
+        raise UnsupportedModelFile(f"This worker cannot load models: {refusal}")
     # Inspection runs the safety check on the stored configs before any loader sees the file;
     # the check runs again below on the exact config a loader builds from.
     info = inspect_model_file(path, filename)
@@ -173,13 +199,56 @@ class LoadedModel:
             else:
                 rows.append(np.zeros(shape, dtype=spec.dtype.as_numpy_dtype))
         try:
-            self.predict(rows)
+            outputs = self.predict(rows)
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             # Tracing or running the graph failed: the model loads but cannot be served here.
             raise UnsupportedModelFile(
                 f"The model loaded but could not run on a zero row: {_one_line(exc)}",
                 details={"loader": self.loader},
             ) from exc
+        self._check_warm_up(outputs)
+
+    def _check_warm_up(self, outputs: list[np.ndarray]) -> None:
+        """Refuse a model whose zero-row prediction is not finite, or not the shape it declares.
+
+        A damaged or crafted file can load and still answer NaN, infinities, or arrays of
+        another shape than its outputs declare; either would reach clients as scores.
+        """
+        declared = [_batch_free_shape(t.shape) for t in getattr(self.model, "outputs", None) or []]
+        names = [s.name for s in self.output_specs]
+        if declared and len(declared) != len(outputs):
+            raise self._warm_up_refusal(
+                "output_count",
+                f"it declares {len(declared)} output(s) but its prediction gave {len(outputs)}",
+            )
+        for index, array in enumerate(outputs):
+            name = names[index] if index < len(names) else f"output {index}"
+            shape = declared[index] if index < len(declared) else None
+            got = list(array.shape)
+            if not got or got[0] != 1:
+                raise self._warm_up_refusal(
+                    "output_shape", f"output {name!r} gave shape {got} for one row"
+                )
+            if shape is not None and (
+                len(shape) != len(got)
+                or any(d is not None and d != g for d, g in zip(shape[1:], got[1:], strict=True))
+            ):
+                raise self._warm_up_refusal(
+                    "output_shape",
+                    f"output {name!r} declares shape {shape} but gave {got} for one row",
+                )
+            if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+                raise self._warm_up_refusal(
+                    "non_finite_output",
+                    f"output {name!r} gave non-finite values (NaN or infinity) for a zero row",
+                )
+
+    def _warm_up_refusal(self, reason: str, what: str) -> UnsupportedModelFile:
+        return UnsupportedModelFile(
+            f"The model loaded but its warm-up prediction failed the check: {what}. Its "
+            "weights may be damaged; check the model in Keras and save it again.",
+            details={"loader": self.loader, "reason": reason},
+        )
 
     def output_signature(self) -> list[TensorSpec]:
         """Each output as Keras reports it for the loaded model, in the order predict() gives.
@@ -343,8 +412,12 @@ def _load_tf_keras_h5(path: Path, config: Any, info: ModelInfo) -> Any:
     name GPU-only layers, and it runs a Lambda's bytecode from an .h5 even in safe mode.
     """
     import tf_keras
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    model = tf_keras.models.model_from_config(config)
+    # model_from_config takes no safe_mode; the scope makes tf_keras refuse any Lambda
+    # bytecode it meets (the safety check refused those already).
+    with SafeModeScope(True):
+        model = tf_keras.models.model_from_config(config)
     with _named_link(path, "model.h5") as link:
         # Topological loading; tf_keras converts cuDNN (and Keras 1) weight layouts here.
         model.load_weights(str(link))

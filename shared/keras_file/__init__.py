@@ -26,13 +26,12 @@ from shared.keras_file.archive import (
     extract_model_file,
 )
 from shared.keras_file.container import (
-    MAX_CONFIG_BYTES,
     MODEL_EXTENSIONS,
     detect_kind,
     read_model_config,
     read_raw_model,
 )
-from shared.keras_file.safety import check_config_safe, find_unsafe_layers
+from shared.keras_file.safety import MAX_CONFIG_BYTES, check_config_safe, find_unsafe_layers
 from shared.keras_file.signature import ModelInfo, TensorSpec, describe
 
 __all__ = [
@@ -57,8 +56,10 @@ def inspect_model_file(path: Path, filename: str) -> ModelInfo:
 
     Returns its format, Keras version, backend, class, inputs (shapes with a None batch
     dimension), outputs (names, activations; shapes None until a worker loads the model) and
-    layer classes. Raises UnsupportedModelFile (400) for a file that is not a Keras model and
-    UnsafeModel (422) for one that names code a loader would run.
+    layer classes. Raises UnsupportedModelFile (400) for a file that is not a Keras model,
+    UnsafeModelFile (422) for one whose structure breaks the caps of ``safety`` (links out of
+    the file, bombs, a config too large or deep) and UnsafeModel (422) for one that names code
+    a loader would run.
     """
     raw = read_raw_model(path, filename)
     check_config_safe(raw.config, stored_weights=raw.stored_weights, **raw.other_configs)

@@ -1,31 +1,59 @@
 """Unpack an upload that is an archive (.tar.gz, .tgz, .zip) holding one Keras model file.
 
-WML users uploaded models so. The archive is a stranger's file too: members are listed up to
-:data:`MAX_ARCHIVE_MEMBERS`, exactly one model file must be present (macOS litter aside), its
-path must be relative without ``..``, it must be a regular file (no links), not encrypted, and
-its bytes are copied under a size limit into a file named by its base name only.
+WML users uploaded models so. The archive is a stranger's file too, so before one byte is
+extracted: its kind is checked by magic bytes (a ``.zip`` must be a zip; a ``.tgz`` a tar,
+gzip-, bzip2-, xz-compressed or plain), and every member against the rules and caps of
+:mod:`shared.keras_file.safety`: at most ``MAX_ARCHIVE_MEMBERS``, names relative without
+``..``, regular files and directories only (no links, no devices), not encrypted, sizes and
+compression ratios under the caps; a tar is decompressed through a counter that stops at the
+cap, so a bomb costs a bounded read. Exactly one model file must be present (macOS litter
+aside); its bytes are copied under a size limit into a file named by its base name only.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import posixpath
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from shared.errors import PayloadTooLarge, UnsupportedModelFile
-from shared.keras_file.container import MODEL_EXTENSIONS
+from shared.keras_file import safety
+from shared.keras_file.container import (
+    MODEL_EXTENSIONS,
+    check_zip_members,
+    detect_kind,
+    too_many_members,
+    unsafe_member_name,
+    unsafe_member_path,
+    wrong_kind,
+)
+from shared.keras_file.safety import MAX_ARCHIVE_MEMBERS, refuse_file
+
+__all__ = [
+    "ARCHIVE_EXTENSIONS",
+    "DEFAULT_MAX_EXTRACTED_BYTES",
+    "MAX_ARCHIVE_MEMBERS",
+    "extract_model_file",
+]
 
 #: Extensions of an archive that holds one model file.
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
 
 #: Largest model member extracted from an archive when the caller gives no limit.
 DEFAULT_MAX_EXTRACTED_BYTES = 1024**3
-#: Members listed in an archive before giving up (a model archive has a handful).
-MAX_ARCHIVE_MEMBERS = 10_000
+
+# How a tar may be compressed (WML clients sent all of these under .tgz), by detect_kind.
+_TAR_KINDS = ("gzip", "bzip2", "xz", "tar")
+_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
 
 def extract_model_file(
@@ -33,18 +61,25 @@ def extract_model_file(
 ) -> tuple[Path, str]:
     """The model file inside an upload: ``path`` itself, or the one member of an archive.
 
-    ``filename`` is the upload's name (its extension decides); a member is copied into
-    ``workdir`` under its base name, at most ``max_bytes`` bytes. Returns the model file's
-    path and name. Raises UnsupportedModelFile (400) for another extension, a damaged
-    archive, none or several model files, an unsafe, linked or encrypted member, or too many
-    members; PayloadTooLarge (413) past ``max_bytes``.
+    ``filename`` is the upload's name (its extension decides, once the magic bytes agree); a
+    member is copied into ``workdir`` under its base name, at most ``max_bytes`` bytes.
+    Returns the model file's path and name. Raises UnsupportedModelFile (400) for another
+    extension, content that contradicts the extension, a damaged archive, none or several
+    model files; UnsafeModelFile (422) for an unsafe, linked, encrypted or oversized member,
+    too many members or a decompression bomb; PayloadTooLarge (413) past ``max_bytes``.
     """
     lowered = filename.lower()
     if lowered.endswith(MODEL_EXTENSIONS):
         return path, filename
     if lowered.endswith((".tar.gz", ".tgz")):
-        return _extract_from_tar(path, filename, workdir, max_bytes)
+        kind = detect_kind(path)
+        if kind not in _TAR_KINDS:
+            raise wrong_kind(filename, kind, "a tar archive")
+        return _extract_from_tar(path, kind, filename, workdir, max_bytes)
     if lowered.endswith(".zip"):
+        kind = detect_kind(path)
+        if kind != "zip":
+            raise wrong_kind(filename, kind, "a zip archive")
         return _extract_from_zip(path, filename, workdir, max_bytes)
     raise UnsupportedModelFile(
         f"{filename!r} is not a file kscore accepts: upload a Keras model file "
@@ -64,13 +99,6 @@ def _is_junk(name: str) -> bool:
 
 def _is_model_name(name: str) -> bool:
     return name.lower().endswith(MODEL_EXTENSIONS) and not _is_junk(name)
-
-
-def _unsafe_member_name(name: str) -> bool:
-    normalized = name.replace("\\", "/")
-    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
-        return True
-    return ".." in normalized.split("/")
 
 
 def _listing(names: list[str]) -> str:
@@ -97,12 +125,8 @@ def _pick_member(names: list[str], filename: str) -> str:
             details=details,
         )
     member = models[0]
-    if _unsafe_member_name(member):
-        raise UnsupportedModelFile(
-            f"{filename}: the member {member!r} has an unsafe path (absolute or with '..'). "
-            "Archive the model file under a plain relative name.",
-            details=details,
-        )
+    if unsafe_member_name(member):
+        raise unsafe_member_path(filename, member)
     return member
 
 
@@ -131,47 +155,148 @@ def _copy_bounded(source: IO[bytes], target: Path, max_bytes: int, filename: str
         raise
 
 
-def _extract_from_tar(path: Path, filename: str, workdir: Path, max_bytes: int) -> tuple[Path, str]:
+class _BoundedStream(io.RawIOBase):
+    """A decompressed stream that refuses to read or seek past ``limit`` bytes.
+
+    tarfile reads whatever sizes the headers declare (a pax header of a terabyte is read into
+    memory whole), so the cap sits under it, on the decompressed bytes.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase | BinaryIO, limit: int, filename: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._limit = limit
+        self._filename = filename
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._stream.tell() + offset
+        if whence == io.SEEK_END or target > self._limit:
+            raise self._bomb()
+        return self._stream.seek(target)
+
+    def read(self, size: int | None = -1) -> bytes:
+        position = self._stream.tell()
+        room = self._limit - position + 1
+        wanted = room if size is None or size < 0 else min(size, room)
+        data = self._stream.read(wanted)
+        if position + len(data) > self._limit:
+            raise self._bomb()
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _bomb(self) -> Exception:
+        return refuse_file(
+            "tar_bomb",
+            f"{self._filename} unpacks to more than {self._limit} bytes (over "
+            f"{safety.MAX_COMPRESSION_RATIO} times its size, or past "
+            f"{safety.MAX_UNPACKED_BYTES} bytes); refused as a decompression bomb.",
+            self._filename,
+            limit=self._limit,
+        )
+
+
+def _tar_limit(path: Path, kind: str) -> int:
+    """How many bytes a tar upload may unpack to: its size if plain, else the ratio cap."""
+    size = path.stat().st_size
+    if kind == "tar":
+        return size
+    return min(
+        safety.MAX_UNPACKED_BYTES,
+        max(safety.MIN_BOMB_BYTES, safety.MAX_COMPRESSION_RATIO * size),
+    )
+
+
+def _decompressed(raw: BinaryIO, kind: str) -> io.BufferedIOBase | BinaryIO:
+    """``raw`` read through the decompressor ``kind`` names (closed by the caller's ``with``)."""
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, "rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw, "rb")
+    return raw
+
+
+def _extract_from_tar(
+    path: Path, kind: str, filename: str, workdir: Path, max_bytes: int
+) -> tuple[Path, str]:
     try:
-        with tarfile.open(path, "r:*") as tar:
-            members: list[tarfile.TarInfo] = []
-            for info in _bounded(tar, filename):
-                if not info.isdir():
-                    members.append(info)
-            by_name = {info.name: info for info in members}
-            member = by_name[_pick_member([info.name for info in members], filename)]
-            if not member.isfile():
-                raise UnsupportedModelFile(
-                    f"{filename}: the member {member.name!r} is a link, not a file. Archive "
-                    "the model file itself.",
-                    details={"filename": filename},
-                )
-            if member.size > max_bytes:
-                raise _too_large(filename, max_bytes)
-            source = tar.extractfile(member)
-            if source is None:
-                raise UnsupportedModelFile(
-                    f"{filename}: the member {member.name!r} cannot be read.",
-                    details={"filename": filename},
-                )
-            target = _target(workdir, member.name)
-            with source:
-                _copy_bounded(source, target, max_bytes, filename)
-            return target, target.name
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        with path.open("rb") as raw, _decompressed(raw, kind) as stream:
+            bounded = _BoundedStream(stream, _tar_limit(path, kind), filename)
+            with tarfile.open(fileobj=bounded, mode="r:") as tar:
+                return _extract_tar_member(tar, filename, workdir, max_bytes)
+    except _READ_ERRORS as exc:
         raise UnsupportedModelFile(
-            f"{filename} is not a readable .tar.gz archive ({type(exc).__name__}: {exc}).",
+            f"{filename} is not a readable tar archive ({type(exc).__name__}: {exc}); it is "
+            "truncated or damaged.",
             details={"filename": filename},
         ) from None
 
 
-def _bounded(tar: tarfile.TarFile, filename: str) -> Iterator[tarfile.TarInfo]:
+def _extract_tar_member(
+    tar: tarfile.TarFile, filename: str, workdir: Path, max_bytes: int
+) -> tuple[Path, str]:
+    members = [info for info in _checked_tar_members(tar, filename) if not info.isdir()]
+    by_name = {info.name: info for info in members}
+    member = by_name[_pick_member([info.name for info in members], filename)]
+    if member.size > max_bytes:
+        raise _too_large(filename, max_bytes)
+    source = tar.extractfile(member)
+    if source is None:
+        raise UnsupportedModelFile(
+            f"{filename}: the member {member.name!r} cannot be read.",
+            details={"filename": filename},
+        )
+    target = _target(workdir, member.name)
+    with source:
+        _copy_bounded(source, target, max_bytes, filename)
+    return target, target.name
+
+
+def _checked_tar_members(tar: tarfile.TarFile, filename: str) -> Iterator[tarfile.TarInfo]:
+    """Every member, once it passed the rules: count, name, type (no links or devices), size."""
+    total = 0
     for count, info in enumerate(tar, start=1):
-        if count > MAX_ARCHIVE_MEMBERS:
-            raise UnsupportedModelFile(
-                f"{filename} has more than {MAX_ARCHIVE_MEMBERS} members; a model archive "
-                "should hold the model file and little else.",
-                details={"filename": filename},
+        if count > safety.MAX_ARCHIVE_MEMBERS:
+            raise too_many_members(filename)
+        if unsafe_member_name(info.name):
+            raise unsafe_member_path(filename, info.name)
+        if not (info.isreg() or info.isdir()) or info.issparse():
+            what = (
+                "a link"
+                if info.issym() or info.islnk()
+                else "a device"
+                if info.isdev()
+                else "not a regular file"
+            )
+            raise refuse_file(
+                "archive_member_type",
+                f"{filename}: the member {info.name!r} is {what}, not a file. Archive the model "
+                "file itself.",
+                filename,
+                member=info.name,
+            )
+        total += info.size
+        if total > safety.MAX_UNPACKED_BYTES:
+            raise refuse_file(
+                "archive_too_large",
+                f"{filename}: its members declare more than {safety.MAX_UNPACKED_BYTES} bytes "
+                "unpacked; kscore does not unpack that much.",
+                filename,
+                limit=safety.MAX_UNPACKED_BYTES,
             )
         yield info
 
@@ -187,40 +312,24 @@ def _too_large(filename: str, max_bytes: int) -> PayloadTooLarge:
 def _extract_from_zip(path: Path, filename: str, workdir: Path, max_bytes: int) -> tuple[Path, str]:
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_ARCHIVE_MEMBERS:
-                raise UnsupportedModelFile(
-                    f"{filename} has more than {MAX_ARCHIVE_MEMBERS} members; a model archive "
-                    "should hold the model file and little else.",
-                    details={"filename": filename},
-                )
+            infos = check_zip_members(zf, filename)
             names = [info.filename for info in infos if not info.is_dir()]
             if "config.json" in names:
                 # A Keras 3 .keras file renamed to .zip (WML users uploaded them so): the
-                # upload is the model; loaders need the .keras extension.
+                # upload is the model (the container checks it as one); loaders need the
+                # .keras extension.
                 return _as_keras_file(path, filename, workdir, max_bytes)
             info = zf.getinfo(_pick_member(names, filename))
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise UnsupportedModelFile(
-                    f"{filename}: the member {info.filename!r} is a symbolic link, not a file. "
-                    "Archive the model file itself.",
-                    details={"filename": filename},
-                )
-            if info.flag_bits & 0x1:
-                raise UnsupportedModelFile(
-                    f"{filename}: the member {info.filename!r} is encrypted; upload an "
-                    "unencrypted archive.",
-                    details={"filename": filename},
-                )
             if info.file_size > max_bytes:
                 raise _too_large(filename, max_bytes)
             target = _target(workdir, info.filename)
             with zf.open(info) as source:
                 _copy_bounded(source, target, max_bytes, filename)
             return target, target.name
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, ValueError) as exc:
         raise UnsupportedModelFile(
-            f"{filename} is not a readable .zip archive ({type(exc).__name__}: {exc}).",
+            f"{filename} is not a readable .zip archive ({type(exc).__name__}: {exc}); it is "
+            "truncated or damaged.",
             details={"filename": filename},
         ) from None
 

@@ -25,7 +25,14 @@ Refused (``UnsafeModel``, naming each layer and why):
 Outside the architecture (``training_config``, ``compile_config``) only serialized code is
 refused: tf_keras itself writes its optimizer as ``Custom>Adam``.
 
-The allow-lists are data below; the walk over the config follows them.
+The allow-lists are data below; the walk over the config follows them, with an explicit
+stack (no recursion), so a config nested past the caps is refused instead of crashing it.
+
+The caps below bound what a model file may hold before anything parses or loads it: members
+of an archive, compression ratios, HDF5 links and declared dataset sizes, the config's size and
+nesting. ``container`` and ``archive`` enforce them (at upload and again in the worker);
+a file past a cap is refused with ``UnsafeModelFile`` (422 ``unsafe_model_file``), whose
+``details["reason"]`` names the rule.
 """
 
 from __future__ import annotations
@@ -38,12 +45,77 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import UnsafeModel
+from shared.errors import UnsafeModel, UnsafeModelFile
 from shared.keras_file.operations import (
     KERAS3_OPERATIONS,
     REFUSED_TF_PREFIXES,
     TF_OPERATION_LAYERS,
 )
+
+# --- caps -----------------------------------------------------------------------------------
+# Read at call time (``safety.MAX_...``), so tests can lower them.
+
+#: Largest model config (JSON text) read from a file: real ones are kilobytes to a few MiB.
+MAX_CONFIG_BYTES = 16 * 1024**2
+#: Deepest JSON nesting of a model config: two models nested in a wrapper reach about 16.
+MAX_CONFIG_DEPTH = 100
+#: Members of an uploaded archive or a .keras zip (a model has a handful, plus its assets).
+MAX_ARCHIVE_MEMBERS = 1_000
+#: Largest ratio of a compressed member's declared size to its stored size (Keras's own
+#: loader uses 100), counted only above :data:`MIN_BOMB_BYTES`.
+MAX_COMPRESSION_RATIO = 100
+#: Bytes the members of an archive or a .keras zip may declare together, unpacked.
+MAX_UNPACKED_BYTES = 4 * 1024**3
+#: Members, datasets and compressed tars smaller than this are never bombs.
+MIN_BOMB_BYTES = 1024**2
+#: HDF5 links (groups and datasets) walked in one file, and how deep groups may nest.
+MAX_HDF5_LINKS = 100_000
+MAX_HDF5_DEPTH = 64
+#: Bytes all datasets of one HDF5 file may declare (shape x item size): a shape bomb declares
+#: terabytes in a file of kilobytes.
+MAX_HDF5_DECLARED_BYTES = 4 * 1024**3
+#: How many times the bytes it stores a dataset may declare (above :data:`MIN_BOMB_BYTES`);
+#: Keras writes weights uncompressed, so its files declare what they store.
+MAX_HDF5_EXPANSION = 100
+#: HDF5 filters a dataset may use: deflate, shuffle, fletcher32, szip, nbit, scaleoffset.
+#: Any other filter id makes HDF5 look for a plugin library on disk.
+BUILTIN_HDF5_FILTERS = frozenset({1, 2, 3, 4, 5, 6})
+
+
+def refuse_file(reason: str, message: str, filename: str, **details: Any) -> UnsafeModelFile:
+    """The error for a file that breaks a structural rule: ``reason`` is its stable name."""
+    return UnsafeModelFile(message, details={"filename": filename, "reason": reason, **details})
+
+
+def config_depth(value: Any, limit: int | None = None) -> int:
+    """How deep ``value`` (parsed JSON) nests; stops counting past ``limit`` (no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if limit is not None and deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def check_config_shape(config: Any, what: str, filename: str) -> None:
+    """Raise UnsafeModelFile if a parsed config nests deeper than :data:`MAX_CONFIG_DEPTH`."""
+    limit = MAX_CONFIG_DEPTH
+    if config_depth(config, limit) > limit:
+        raise refuse_file(
+            "config_too_deep",
+            f"{filename}: its {what} nests deeper than {limit} levels; a Keras model's config "
+            "never does. The file was crafted or damaged: save the model again with "
+            "model.save() and upload that file.",
+            filename,
+            limit=limit,
+        )
+
 
 #: Model classes a config may name at the top or nested as a layer.
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -194,7 +266,7 @@ def find_unsafe_layers(
     if isinstance(config, list):  # a bare Sequential layer list
         config = {"class_name": "Sequential", "config": config}
     if isinstance(config, dict):
-        _check_model_entry(config, findings)
+        _walk(config, findings)
         if stored_weights:
             _check_stored_weights(config, stored_weights, findings)
     for part_name, part in (
@@ -276,8 +348,27 @@ def entry_name(entry: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) else "?"
 
 
-def _check_model_entry(entry: Mapping[str, Any], findings: dict[tuple[str, str], _Finding]) -> None:
-    """A top-level or nested model: its class, then every layer in it."""
+def _walk(root: Mapping[str, Any], findings: dict[tuple[str, str], _Finding]) -> None:
+    """Check the model ``root`` and every layer and model nested in it, in config order.
+
+    An explicit stack instead of recursion: nesting is data from the file.
+    """
+    stack: list[Any] = list(reversed(_check_model_entry(root, findings)))
+    while stack:
+        entry = stack.pop()
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+            continue
+        if entry["class_name"] in MODEL_CLASSES:
+            children = _check_model_entry(entry, findings)
+        else:
+            children = _check_layer_entry(entry, findings)
+        stack.extend(reversed(children))
+
+
+def _check_model_entry(
+    entry: Mapping[str, Any], findings: dict[tuple[str, str], _Finding]
+) -> list[Any]:
+    """A top-level or nested model's own findings; returns its layers (to check next)."""
     class_name = str(entry.get("class_name"))
     name = entry_name(entry)
     if class_name not in MODEL_CLASSES:
@@ -296,18 +387,14 @@ def _check_model_entry(entry: Mapping[str, Any], findings: dict[tuple[str, str],
         _add(findings, name, class_name, reason)
     for reason in _call_argument_reasons(entry):
         _add(findings, name, class_name, reason)
-    if isinstance(layers, list):
-        for layer in layers:
-            _check_layer_entry(layer, findings)
+    return list(layers) if isinstance(layers, list) else []
 
 
-def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) -> None:
-    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
-        return
+def _check_layer_entry(
+    entry: dict[str, Any], findings: dict[tuple[str, str], _Finding]
+) -> list[Any]:
+    """A layer's own findings; returns the layers nested in it (wrapped layers, cells)."""
     class_name: str = entry["class_name"]
-    if class_name in MODEL_CLASSES:
-        _check_model_entry(entry, findings)
-        return
     name = entry_name(entry)
     config = entry.get("config")
     module = entry.get("module")
@@ -333,7 +420,7 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
     for reason in _call_argument_reasons(entry):
         _add(findings, name, class_name, reason)
     if not isinstance(config, dict):
-        return
+        return []
     own = {k: v for k, v in config.items() if k not in NESTED_LAYER_KEYS}
     for reason in _code_reasons(own, "config", check_origin=True):
         _add(findings, name, class_name, reason)
@@ -347,10 +434,11 @@ def _check_layer_entry(entry: Any, findings: dict[tuple[str, str], _Finding]) ->
         activation_reason = _activation_reason(key, config.get(key))
         if activation_reason:
             _add(findings, name, class_name, activation_reason)
+    nested: list[Any] = []
     for key in NESTED_LAYER_KEYS:
-        nested = config.get(key)
-        for item in nested if isinstance(nested, list) else [nested]:
-            _check_layer_entry(item, findings)
+        value = config.get(key)
+        nested.extend(value if isinstance(value, list) else [value])
+    return nested
 
 
 def _call_argument_reasons(entry: Mapping[str, Any]) -> Iterator[str]:
@@ -409,11 +497,25 @@ def _check_stored_weights(
     (``attn/w:0`` -> ``w``); Keras 1 names (``dense_1_W``, no ``/``) are not compared, nor
     classes missing from :func:`builtin_weight_names`.
     """
-    config = model.get("config")
-    layers = config if isinstance(config, list) else (config or {}).get("layers")
-    if not isinstance(layers, list):
-        return
     known = builtin_weight_names()
+    # Nested models are queued, not recursed into: nesting is data from the file.
+    pending: list[tuple[Mapping[str, Any], Mapping[str, Sequence[str]]]] = [(model, stored_weights)]
+    while pending:
+        current, weights = pending.pop()
+        config = current.get("config")
+        layers = config if isinstance(config, list) else (config or {}).get("layers")
+        if isinstance(layers, list):
+            _check_layers_weights(layers, weights, known, pending, findings)
+
+
+def _check_layers_weights(
+    layers: list[Any],
+    stored_weights: Mapping[str, Sequence[str]],
+    known: Mapping[str, frozenset[str]],
+    pending: list[tuple[Mapping[str, Any], Mapping[str, Sequence[str]]]],
+    findings: dict[tuple[str, str], _Finding],
+) -> None:
+    """One model's layers for :func:`_check_stored_weights`; nested models go to ``pending``."""
     for layer in layers:
         if not isinstance(layer, dict) or layer.get("module") or layer.get("registered_name"):
             continue  # Keras 3 configs say where a class comes from; checked by the walk
@@ -424,7 +526,7 @@ def _check_stored_weights(
             by_layer: dict[str, list[str]] = {}
             for weight in stored:
                 by_layer.setdefault(weight.split("/", 1)[0], []).append(weight)
-            _check_stored_weights(layer, by_layer, findings)
+            pending.append((layer, by_layer))
             continue
         creator = _weight_creator(layer)
         class_name = creator.get("class_name")

@@ -667,13 +667,33 @@ def test_keras2_file_with_mismatched_weights_names_the_complaint_in_one_line(
     assert "Traceback" not in message
 
 
-def test_keras3_file_with_corrupt_weights_is_unsupported(model_dir: Path, tmp_path: Path) -> None:
+def _keras3_file_with_weights(model_dir: Path, tmp_path: Path, weights: bytes) -> Path:
     source = kf.keras3_keras_file(model_dir)
     path = tmp_path / "corrupt.keras"
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            dst.writestr(item, b"not hdf5" if item.filename.endswith(".h5") else data)
+            dst.writestr(item, weights if item.filename.endswith(".h5") else data)
+    return path
+
+
+def test_keras3_file_with_weights_that_are_not_hdf5_is_refused_before_loading(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    path = _keras3_file_with_weights(model_dir, tmp_path, b"not hdf5")
+    with pytest.raises(UnsupportedModelFile) as caught:
+        load_model(path, path.name)
+    assert "model.weights.h5" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_keras3_file_with_weights_keras_cannot_use_is_unsupported(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.h5"
+    with h5py.File(empty, "w") as f:
+        f.create_group("other")
+    path = _keras3_file_with_weights(model_dir, tmp_path, empty.read_bytes())
     with pytest.raises(UnsupportedModelFile) as caught:
         load_model(path, path.name)
     assert "Keras 3" in caught.value.message

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import PayloadTooLarge, UnsupportedModelFile
+from shared.errors import PayloadTooLarge, UnsafeModelFile, UnsupportedModelFile
 from shared.keras_file import extract_model_file, inspect_model_file
 from tests import keras_files as kf
 from tests.shared.keras_file.helpers import Builder, Built
@@ -71,8 +71,9 @@ def test_path_traversal_is_refused(
     model = built(kf.tf_keras_h5_file).read_bytes()
     suffix = ".zip" if make is kf.zip_of else ".tar.gz"
     archive = make(None, tmp_path, extra_members=[(member, model)], name=f"evil{suffix}")
-    with pytest.raises(UnsupportedModelFile, match="unsafe path"):
+    with pytest.raises(UnsafeModelFile, match="unsafe path") as caught:
         extract_model_file(archive, archive.name, tmp_path / "out")
+    assert caught.value.details["reason"] == "archive_member_path"
     assert not (tmp_path / "evil.h5").exists()
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
@@ -84,7 +85,7 @@ def test_symlink_member_is_refused(tmp_path: Path) -> None:
         info.type = tarfile.SYMTYPE
         info.linkname = "/etc/passwd"
         tar.addfile(info)
-    with pytest.raises(UnsupportedModelFile, match="is a link"):
+    with pytest.raises(UnsafeModelFile, match="is a link"):
         extract_model_file(archive, archive.name, tmp_path / "out")
 
 
@@ -94,7 +95,7 @@ def test_zip_symlink_member_is_refused(tmp_path: Path) -> None:
         info = zipfile.ZipInfo("model.h5")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(UnsupportedModelFile, match="symbolic link"):
+    with pytest.raises(UnsafeModelFile, match="symbolic link"):
         extract_model_file(archive, archive.name, tmp_path / "out")
 
 
@@ -154,7 +155,7 @@ def test_damaged_archives_are_refused(tmp_path: Path, name: str) -> None:
 def test_archive_with_too_many_members_is_refused(
     tmp_path: Path, make: Builder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.keras_file.archive.MAX_ARCHIVE_MEMBERS", 3)
+    monkeypatch.setattr("shared.keras_file.safety.MAX_ARCHIVE_MEMBERS", 3)
     members = [(f"f{i}.txt", b"x") for i in range(4)]
     archive = make(
         None,
@@ -162,5 +163,5 @@ def test_archive_with_too_many_members_is_refused(
         extra_members=members,
         name="many" + (".zip" if make is kf.zip_of else ".tar.gz"),
     )
-    with pytest.raises(UnsupportedModelFile, match="more than 3 members"):
+    with pytest.raises(UnsafeModelFile, match="more than 3 members"):
         extract_model_file(archive, archive.name, tmp_path / "out")

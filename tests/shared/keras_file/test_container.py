@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from shared.errors import UnsupportedModelFile
+from shared.errors import UnsafeModelFile, UnsupportedModelFile
 from shared.keras_file import detect_kind, inspect_model_file, read_model_config
 from shared.keras_file.container import read_raw_model
 from tests import keras_files as kf
@@ -108,7 +108,7 @@ def test_empty_file(built: Built) -> None:
 
 
 def test_zip_without_config_json_is_not_a_keras_file(tmp_path: Path) -> None:
-    path = kf.zip_of(None, tmp_path, extra_members=[("readme.txt", b"hi")], name="model.keras")
+    path = kf.zip_of(None, tmp_path, extra_members=[("metadata.json", b"{}")], name="model.keras")
     with pytest.raises(UnsupportedModelFile, match=r"without config\.json"):
         inspect(path)
 
@@ -141,7 +141,8 @@ def test_detect_kind(built: Built, tmp_path: Path) -> None:
 def test_oversized_config_json_is_refused(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.keras_file.container.MAX_CONFIG_BYTES", 100)
+    monkeypatch.setattr("shared.keras_file.safety.MAX_CONFIG_BYTES", 100)
     path = Path(shutil.copy(built(kf.keras3_keras_file), tmp_path / "big_config.keras"))
-    with pytest.raises(UnsupportedModelFile, match="more than a Keras config ever needs"):
+    with pytest.raises(UnsafeModelFile, match="more than a Keras config ever needs") as caught:
         inspect(path)
+    assert caught.value.details["reason"] == "config_too_large"
