@@ -6,7 +6,7 @@ The API only sends tasks by name; the worker registers the functions under these
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from celery import Celery
 
@@ -27,6 +27,17 @@ def celery_key_prefix(settings: Settings) -> str:
     return f"{settings.key_prefix}:celery:"
 
 
+def broker_url(redis_url: str) -> str:
+    """Kombu's spelling of a one-server ``KSCORE_REDIS_URL``: the same, except a Unix socket
+    (redis-py's ``unix:///path?db=N`` is Kombu's ``redis+socket:///path?virtual_host=N``)."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    query = [("virtual_host" if k == "db" else k, v) for k, v in parse_qsl(parts.query)]
+    tail = f"?{urlencode(query)}" if query else ""
+    return f"redis+socket://{parts.netloc}{parts.path}{tail}"
+
+
 def sentinel_broker_url(target: SentinelTarget) -> str:
     """Kombu's spelling of a sentinel deployment: one ``sentinel://`` URL per sentinel, joined
     by ``;`` (each carries the master's credentials and database; the master's name goes in
@@ -43,7 +54,7 @@ def sentinel_broker_url(target: SentinelTarget) -> str:
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for kscore; builds no connection until first use."""
     sentinel = sentinel_target(settings.redis_url)
-    broker = settings.redis_url if sentinel is None else sentinel_broker_url(sentinel)
+    broker = broker_url(settings.redis_url) if sentinel is None else sentinel_broker_url(sentinel)
     app = Celery("kscore", broker=broker, set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
