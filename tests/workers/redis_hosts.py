@@ -14,24 +14,28 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kscore.localredis import HOST, find_redis_server, free_port
-from kscore.processes import Child, spawn, stop_children, tail_file
+from kscore.processes import Child, spawn, stop_children
 from tests.workers.processes import ROOT
 
 MASTER_NAME = "kscore"
 
 
-def wait_until(check: object, timeout: float, what: str, logs: str = "") -> None:
-    """Poll ``check()`` (a callable) until it is truthy; AssertionError after ``timeout``."""
+def wait_until(check: Callable[[], object], timeout: float, what: str, logs: str = "") -> None:
+    """Poll ``check()`` until it is truthy, a Redis error counting as not yet; AssertionError
+    (with ``logs``) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except redis.RedisError:
             pass
@@ -74,7 +78,7 @@ class SentinelStack:
     def start(self) -> SentinelStack:
         """Start everything; return once the sentinels agree on the master and its replica."""
         self.servers[self.master_port] = self._server("master", self.master_port)
-        wait_until(lambda: self.client(self.master_port).ping(), 10, "the master", self.logs())
+        wait_until(lambda: self.ask(self.master_port, "PING"), 10, "the master", self.logs())
         self.servers[self.replica_port] = self._server(
             "replica", self.replica_port, "--replicaof", HOST, str(self.master_port)
         )
@@ -94,8 +98,8 @@ class SentinelStack:
             )
 
         def settled() -> bool:
-            link = self.client(self.replica_port).info("replication").get("master_link_status")
-            states = [self.client(p).sentinel_master(MASTER_NAME) for p in self.sentinel_ports]
+            link = self.ask(self.replica_port, "INFO", "replication").get("master_link_status")
+            states = [self.ask(p, "SENTINEL MASTER", MASTER_NAME) for p in self.sentinel_ports]
             return link == "up" and all(
                 int(s["num-slaves"]) >= 1 and int(s["num-other-sentinels"]) >= 2 for s in states
             )
@@ -103,17 +107,22 @@ class SentinelStack:
         wait_until(settled, 60, "the sentinels to see the replica and each other", self.logs())
         return self
 
-    def client(self, port: int) -> redis.Redis:
-        """A plain client of one server or sentinel (no retries, short timeouts)."""
-        return redis.Redis(
-            host=HOST, port=port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True
-        )
+    def ask(self, port: int, *command: str) -> Any:
+        """One command to one server or sentinel (no retries, short timeouts)."""
+        client = redis.Redis(
+            host=HOST, port=port, socket_timeout=1, socket_connect_timeout=1,
+            decode_responses=True, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
 
     def master_port_now(self) -> int:
         """The master's port as the first sentinel that answers says."""
         for port in self.sentinel_ports:
             with contextlib.suppress(redis.RedisError):
-                host, master = self.client(port).sentinel_get_master_addr_by_name(MASTER_NAME)
+                _, master = self.ask(port, "SENTINEL GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
                 return int(master)
         raise AssertionError("no sentinel answers")
 
@@ -210,7 +219,3 @@ class Hosts:
             with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
                 ip("netns", "del", ns)
         self._made.clear()
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    return tail_file(path, lines)

@@ -64,9 +64,8 @@ def test_the_stores_and_the_broker_both_ask_the_sentinels() -> None:
     assert options["visibility_timeout"] == settings.visibility_timeout_s
     target = sentinel_target(settings.redis_url)
     assert target is not None
-    assert app.conf.broker_url == sentinel_broker_url(target) == (
-        "sentinel://u:pw@10.0.0.1:26379/3;sentinel://u:pw@10.0.0.2:5000/3"
-    )
+    expected = "sentinel://u:pw@10.0.0.1:26379/3;sentinel://u:pw@10.0.0.2:5000/3"
+    assert app.conf.broker_url == sentinel_broker_url(target) == expected
     assert app.connection_for_write().transport.driver_type == "redis"
 
 

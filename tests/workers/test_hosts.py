@@ -101,7 +101,9 @@ def test_a_job_completes_on_one_host_after_the_others_link_is_cut(
         model_id = stored_dense(services, instance, tmp_path)
         deployment_id = deployed(services, instance, model_id)
         x = np.random.default_rng(13).normal(size=(40_000, 4)).astype(np.float32)
-        job_id = services.submit_job(instance, deployment_id, {"values": x.tolist()}, kind="batch").id
+        job_id = services.submit_job(
+            instance, deployment_id, {"values": x.tolist()}, kind="batch"
+        ).id
 
         def scored(host: Child) -> int:
             return host.log_path.read_text(errors="replace").count("chunk scored")
@@ -118,9 +120,7 @@ def test_a_job_completes_on_one_host_after_the_others_link_is_cut(
             client.smembers(keys.job_done(instance, job_id))
         )
 
-        wait_for(
-            lambda: services.jobs.get(instance, job_id).finished, 180, "the job to end", 0.2
-        )
+        wait_for(lambda: services.jobs.get(instance, job_id).finished, 180, "the job to end", 0.2)
         print(
             f"\nhost cut: the job ended on the other host {time.monotonic() - cut_at:.1f} s "
             f"after the cut (visibility timeout {VISIBILITY_TIMEOUT}; {len(in_flight)} chunk(s) "
