@@ -12,18 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from shared.settings import Settings, sentinel_target
 
 
-# A failover takes the sentinels' down-after time plus an election (a few seconds): commands
-# issued meanwhile wait for the new master instead of failing. Scripts and transactions are
-# safe to repeat (job completion is idempotent; a repeated claim only counts one more start).
+# A failover takes the sentinels' down-after time plus an election (2-4 s with a down-after of
+# 1 s): commands issued meanwhile wait for the new master, about 10 s in all, instead of
+# failing. Scripts and transactions are safe to repeat (job completion is idempotent; a
+# repeated claim only counts one more start).
 def _failover_retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.2, cap=2.0), retries=12)
+    return Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), retries=8)
 
 
 def _options() -> dict[str, Any]:
@@ -45,8 +46,13 @@ def connect_url(url: str) -> redis.Redis:
         return redis.Redis.from_url(url, **_options())
     sentinels = Sentinel(
         list(target.sentinels),
-        # A sentinel that is down must not hold up asking the next one.
-        sentinel_kwargs={"socket_connect_timeout": 1, "socket_timeout": 1},
+        # A sentinel that is down must not hold up asking the next one (no retries of its
+        # own: the connection's retry asks them all again).
+        sentinel_kwargs={
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+            "retry": Retry(NoBackoff(), 0),
+        },
     )
     return sentinels.master_for(
         target.master_name,

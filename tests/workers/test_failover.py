@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from redis.sentinel import SentinelConnectionPool
 
 from api.services import Services
+from kscore.cli import cli
 from shared.errors import SettingsError
 from shared.queueing import make_celery, sentinel_broker_url
 from shared.redis_client import connect
@@ -67,6 +69,15 @@ def test_the_stores_and_the_broker_both_ask_the_sentinels() -> None:
     expected = "sentinel://u:pw@10.0.0.1:26379/3;sentinel://u:pw@10.0.0.2:5000/3"
     assert app.conf.broker_url == sentinel_broker_url(target) == expected
     assert app.connection_for_write().transport.driver_type == "redis"
+
+
+def test_kscore_admin_reads_the_url_as_the_server_does() -> None:
+    env = {"KSCORE_REDIS_URL": None}
+    bad = CliRunner().invoke(
+        cli, ["admin", "list-instances", "--redis-url", "sentinel://h/"], env=env
+    )
+    assert bad.exit_code == 1
+    assert bad.output.startswith("Error: KSCORE_REDIS_URL (--redis-url): a Redis Sentinel URL")
 
 
 @pytest.mark.slow
