@@ -116,6 +116,8 @@ def test_every_job_completes_after_the_master_is_killed_and_a_replica_promoted(
             "jobs to start",
             0.02,
         )
+        unfinished = sum(not services.jobs.get(instance, j).finished for j in jobs)
+        assert unfinished > 0, "every job finished before the kill"
         old_master = stack.kill_master()
         killed_at = time.monotonic()
         # Accepted while the sentinels are still electing: the call waits for the new master.
@@ -133,8 +135,9 @@ def test_every_job_completes_after_the_master_is_killed_and_a_replica_promoted(
 
         wait_for(all_ended, 240, "every accepted job to end", 0.5)
         print(
-            f"\nfailover: replica promoted {promoted_after:.1f} s after the kill; every job "
-            f"ended {time.monotonic() - killed_at:.1f} s after the kill"
+            f"\nfailover: killed with {unfinished} of {len(jobs) - 1} jobs unfinished; replica "
+            f"promoted {promoted_after:.1f} s after the kill; every job ended "
+            f"{time.monotonic() - killed_at:.1f} s after the kill"
         )
         # Nothing accepted is lost: the model, the deployment and every job are there.
         assert services.models.get(instance, model_id).id == model_id
