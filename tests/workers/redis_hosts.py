@@ -145,14 +145,19 @@ class SentinelStack:
 # -- hosts as network namespaces ------------------------------------------------------------
 
 
+def ip_command() -> str:
+    """The ``ip`` program's path (children may get an environment without /usr/sbin)."""
+    return shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "ip"
+
+
 def ip(*args: str) -> None:
     """Run ``ip ARGS``; CalledProcessError (with its stderr) on failure."""
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+    subprocess.run([ip_command(), *args], check=True, capture_output=True, text=True, timeout=30)
 
 
 def netns_unavailable() -> str | None:
     """Why this machine cannot build namespace hosts, or None when it can."""
-    if shutil.which("ip") is None:
+    if ip_command() == "ip":
         return "the `ip` command (Debian package iproute2) is not installed"
     probe = f"ksprobe{uuid.uuid4().hex[:6]}"
     try:
@@ -161,8 +166,9 @@ def netns_unavailable() -> str | None:
         return f"the kernel refuses network namespaces (needs CAP_NET_ADMIN): {exc.stderr.strip()}"
     try:
         ip("-n", probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ip("netns", "exec", probe, "true")  # remounts /sys: refused in some containers
     except subprocess.CalledProcessError as exc:
-        return f"the kernel refuses veth pairs: {exc.stderr.strip()}"
+        return f"the kernel refuses veth pairs or `ip netns exec`: {exc.stderr.strip()}"
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             ip("netns", "del", probe)
@@ -209,7 +215,7 @@ class Hosts:
         """Start ``argv`` inside namespace ``ns`` (``ip netns exec`` execs in place, so the
         child's pid is the program's)."""
         return spawn(
-            name, "worker", ["ip", "netns", "exec", ns, *argv], env=env,
+            name, "worker", [ip_command(), "netns", "exec", ns, *argv], env=env,
             log_path=log_dir / f"{name}.log", cwd=ROOT,
         )  # fmt: skip
 
