@@ -18,7 +18,7 @@ from redis.sentinel import SentinelConnectionPool
 from api.services import Services
 from kscore.cli import cli
 from shared.errors import SettingsError
-from shared.queueing import make_celery, sentinel_broker_url
+from shared.queueing import broker_url, make_celery, sentinel_broker_url
 from shared.redis_client import connect
 from shared.settings import SentinelTarget, Settings, sentinel_target
 from shared.status import DeploymentStatus, JobStatus
@@ -68,6 +68,15 @@ def test_the_stores_and_the_broker_both_ask_the_sentinels() -> None:
     assert target is not None
     expected = "sentinel://u:pw@10.0.0.1:26379/3;sentinel://u:pw@10.0.0.2:5000/3"
     assert app.conf.broker_url == sentinel_broker_url(target) == expected
+    assert app.connection_for_write().transport.driver_type == "redis"
+
+
+def test_a_unix_socket_url_is_spelled_for_kombu() -> None:
+    assert (
+        broker_url("unix:///run/redis.sock?db=2") == "redis+socket:///run/redis.sock?virtual_host=2"
+    )
+    assert broker_url("redis://h:6379/1") == "redis://h:6379/1"
+    app = make_celery(Settings(redis_url="unix:///run/redis.sock?db=2"))
     assert app.connection_for_write().transport.driver_type == "redis"
 
 
