@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from kscore.localredis import HOST, find_redis_server, free_port
-from kscore.processes import Child, spawn, stop_children
+from kscore.processes import Child, Role, spawn, stop_children
 from tests.workers.processes import ROOT
 
 MASTER_NAME = "kscore"
@@ -210,12 +210,18 @@ class Hosts:
         ip("-n", self.redis_ns, "link", "set", self._veth[host - 1], "down")
 
     def spawn(
-        self, ns: str, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path
+        self,
+        ns: str,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        role: Role = "worker",
     ) -> Child:
         """Start ``argv`` inside namespace ``ns`` (``ip netns exec`` execs in place, so the
         child's pid is the program's)."""
         return spawn(
-            name, "worker", [ip_command(), "netns", "exec", ns, *argv], env=env,
+            name, role, [ip_command(), "netns", "exec", ns, *argv], env=env,
             log_path=log_dir / f"{name}.log", cwd=ROOT,
         )  # fmt: skip
 

@@ -67,6 +67,7 @@ def test_a_job_completes_on_one_host_after_the_others_link_is_cut(
              "--appendonly", "no", "--protected-mode", "no", "--dir", str(socket_dir)],
             {},
             tmp_path,
+            role="redis",
         )  # fmt: skip
         children.append(redis_server)
         wait_for(socket.exists, 10, "redis-server in its namespace")
