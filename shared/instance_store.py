@@ -31,6 +31,7 @@ from shared.errors import (
 )
 from shared.json_records import update_json_record
 from shared.keys import INSTANCE_ID, Keys
+from shared.redis_client import connect_url
 from shared.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ class NewInstance:
 def open_instance_store(redis_url: str, key_prefix: str) -> InstanceStore:
     """The instance store of the installation at ``redis_url`` with ``key_prefix`` (for the
     admin commands, which talk to Redis directly)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
-    return InstanceStore(client, Keys(key_prefix))
+    return InstanceStore(connect_url(redis_url), Keys(key_prefix))
 
 
 def new_instance_id() -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from shared.errors import SettingsError
 from shared.keys import INSTANCE_ID
@@ -101,7 +102,7 @@ class Settings:
         """Build settings from ``KSCORE_*`` variables; a bad value raises SettingsError."""
         env = os.environ if environ is None else environ
         parsers: dict[str, Callable[[str], Any]] = {
-            "redis_url": _redis_url,
+            "redis_url": check_redis_url,
             "key_prefix": _key_prefix,
             "data_dir": Path,
             "model_cache_dir": Path,
@@ -149,9 +150,64 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _redis_url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{text!r} must start with redis://, rediss:// or unix://")
+SENTINEL_DEFAULT_PORT = 26379
+_MASTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """The Redis a ``sentinel://`` URL names: whichever server its sentinels call the master
+    of ``master_name`` now."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+
+def sentinel_target(url: str) -> SentinelTarget | None:
+    """What ``sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]`` names
+    (port 26379 by default; the password is the master's and its replicas'); None for a
+    URL of another scheme. Raises ValueError for a malformed one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "sentinel":
+        return None
+    syntax = "sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]"
+    userinfo, at, location = rest.rpartition("@")
+    hosts, _, path = location.partition("/")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        m = _HOST_PORT.match(part.strip())
+        port = int(m.group("port") or SENTINEL_DEFAULT_PORT) if m else 0
+        if not m or not 0 < port < 65536:
+            raise ValueError(f"{part!r} is not a sentinel host[:port] in {syntax}")
+        sentinels.append((m.group("v6") or m.group("host"), port))
+    name, _, db = path.partition("/")
+    if not _MASTER_NAME.fullmatch(name):
+        raise ValueError(f"the master name is missing or not 1-64 of [A-Za-z0-9_.-]: {syntax}")
+    if db and not db.isdigit():
+        raise ValueError(f"the database {db!r} is not a number: {syntax}")
+    return SentinelTarget(tuple(sentinels), name, int(db or 0), username, password)
+
+
+def check_redis_url(text: str) -> str:
+    """``text`` if it is a URL ``KSCORE_REDIS_URL`` takes; ValueError saying what is wrong."""
+    if not text.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise ValueError(f"{text!r} must start with redis://, rediss://, unix:// or sentinel://")
+    try:
+        sentinel_target(text)
+    except ValueError as exc:
+        # The URL may hold a password: name the part that is wrong, not the whole value.
+        raise ValueError(f"a Redis Sentinel URL: {exc}") from None
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,10 @@ def test_sigkilled_pool_process_loses_no_row_and_counts_none_twice(
     assert children, "the prefork worker has no pool processes"
     for child in children:
         child.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
 
     final = wait_finished(client, job["id"], 180)
+    print(f"\npool processes killed: the job ended {time.monotonic() - killed_at:.1f} s later")
     assert_every_row_once(client, final, x)
     # The chunks that were being scored when their processes died ran again.
     attempts = {k: int(v) for k, v in store.hgetall(attempts_key).items()}
@@ -87,9 +90,12 @@ def test_job_survives_its_whole_worker_dying(
     for proc in [*psutil.Process(first.pid).children(), psutil.Process(first.pid)]:
         proc.send_signal(signal.SIGKILL)
     first.wait()
+    killed_at = time.monotonic()
     stalled = client.get(f"/api/v1/jobs/{job['id']}").get_json()
     assert stalled["status"] == "running"
     assert stalled["progress"]["rows_done"] < len(x), "the job finished before the kill"
     workers.start(KSCORE_VISIBILITY_TIMEOUT="3")
     final = wait_finished(client, job["id"], 180)
+    # Includes starting the second worker (TensorFlow, the model) after the kill.
+    print(f"\nworker killed: the job ended {time.monotonic() - killed_at:.1f} s later")
     assert_every_row_once(client, final, x)
