@@ -1,5 +1,7 @@
-"""Each worker process keeps loaded models in a bounded LRU cache keyed by sha256; each
-machine keeps model files in a local directory, fetched from Redis once."""
+"""Each worker process keeps loaded models in a bounded LRU cache keyed by sha256 and file
+name (the name decides how the bytes are read: the bytes of a valid .h5 stored under a .keras
+name are refused, even after the same bytes loaded as .h5); each machine keeps model files in a
+local directory, fetched from Redis once."""
 
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ class ModelCache:
         return len(self._models)
 
     def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._models
+        """Whether some file with these bytes is loaded in this process."""
+        return any(key.startswith(sha256 + "/") for key in self._models)
 
     def local_file(self, sha256: str, filename: str) -> tuple[Path, str]:
         """The model file on this machine (fetching the blob first if needed), unpacked."""
@@ -65,10 +68,11 @@ class ModelCache:
 
     def get(self, sha256: str, filename: str) -> LoadedModel:
         """The loaded model, loading it on first use and evicting the least recently used."""
+        key = f"{sha256}/{Path(filename).name}"
         with self._lock:
-            model = self._models.get(sha256)
+            model = self._models.get(key)
             if model is not None:
-                self._models.move_to_end(sha256)
+                self._models.move_to_end(key)
                 return model
             from workers.model_loader import load_model
 
@@ -81,8 +85,8 @@ class ModelCache:
                 model.loader,
                 time.perf_counter() - started,
             )
-            self._models[sha256] = model
+            self._models[key] = model
             while len(self._models) > self._capacity:
                 evicted, _ = self._models.popitem(last=False)
-                log.info("model evicted sha256=%s", evicted)
+                log.info("model evicted sha256=%s", evicted.split("/", 1)[0])
             return model
