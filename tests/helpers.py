@@ -33,3 +33,23 @@ def store_model(client: FlaskClient, path: Path, name: str = "model") -> dict[st
     )
     assert response.status_code == 201, response.get_json()
     return response.get_json()  # type: ignore[no-any-return]
+
+
+def deploy(client: FlaskClient, model_id: str, name: str = "d") -> dict[str, Any]:
+    """Deploy a stored model; the deployment once it settled (DEPLOY_SUCCESS or DEPLOY_FAILED)."""
+    created = client.post("/api/v1/deployments", json={"model_id": model_id, "name": name})
+    assert created.status_code == 202, created.get_json()
+    href = "/api/v1/deployments/" + created.get_json()["id"]
+
+    def settled() -> dict[str, Any] | None:
+        body = client.get(href).get_json()
+        return None if body["status"] == "DEPLOY_IN_PROGRESS" else body
+
+    return wait_for(settled, what="deployment to settle")  # type: ignore[no-any-return]
+
+
+def deployed(client: FlaskClient, path: Path, name: str = "model") -> dict[str, Any]:
+    """Store and deploy a model file; the deployment, which must reach DEPLOY_SUCCESS."""
+    final = deploy(client, store_model(client, path, name)["id"])
+    assert final["status"] == "DEPLOY_SUCCESS", final
+    return final

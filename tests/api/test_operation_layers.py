@@ -24,7 +24,7 @@ from shared.blob_store import BlobStore
 from shared.keys import Keys
 from shared.settings import Settings
 from tests import keras_ops as ko
-from tests.helpers import wait_for
+from tests.helpers import deploy
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -35,19 +35,6 @@ def upload(client: FlaskClient, path: Path) -> Any:
         data={"file": (io.BytesIO(path.read_bytes()), path.name), "name": "m"},
         content_type="multipart/form-data",
     )
-
-
-def deploy(client: FlaskClient, model_id: str) -> dict[str, Any]:
-    """Deploy a stored model; the deployment once settled (success or failure)."""
-    created = client.post("/api/v1/deployments", json={"model_id": model_id, "name": "d"})
-    assert created.status_code == 202, created.get_json()
-    href = "/api/v1/deployments/" + created.get_json()["id"]
-
-    def settled() -> dict[str, Any] | None:
-        body = client.get(href).get_json()
-        return None if body["status"] == "DEPLOY_IN_PROGRESS" else body
-
-    return wait_for(settled, what="deployment to settle")  # type: ignore[no-any-return]
 
 
 def scores(client: FlaskClient, deployment: dict[str, Any], inputs: list[np.ndarray]) -> Any:

@@ -12,25 +12,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests import keras_kinds as kk
-from tests.helpers import store_model, wait_for
+from tests.helpers import deployed, store_model, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def deployed(client: FlaskClient, path: Path) -> dict[str, Any]:
-    """Store and deploy a model file; the deployment once it settled (it must succeed)."""
-    model = store_model(client, path)
-    created = client.post("/api/v1/deployments", json={"model_id": model["id"], "name": "d"})
-    assert created.status_code == 202, created.get_json()
-    href = "/api/v1/deployments/" + created.get_json()["id"]
-
-    def settled() -> dict[str, Any] | None:
-        body = client.get(href).get_json()
-        return None if body["status"] == "DEPLOY_IN_PROGRESS" else body
-
-    final = wait_for(settled, what="deployment to settle")
-    assert final["status"] == "DEPLOY_SUCCESS", final
-    return final  # type: ignore[no-any-return]
 
 
 def online(client: FlaskClient, deployment: dict[str, Any], **kwargs: Any) -> Any:
