@@ -164,6 +164,20 @@ class DeploymentCreateSchema(Schema):
     description = description_field()
 
 
+class DeploymentPatchSchema(Schema):
+    """A move to another model behind the same scoring URL (name, description optional)."""
+
+    model_id = fields.String(
+        required=True,
+        validate=validate.Length(1, 64),
+        metadata={"description": "A model of this instance whose inputs equal the current one's."},
+    )
+    name = fields.String(validate=[validate.Length(1, 128), NAME_CHARACTERS])
+    description = fields.String(
+        allow_none=True, validate=[validate.Length(max=2000), DESCRIPTION_CHARACTERS]
+    )
+
+
 class DeploymentQuerySchema(PageQuerySchema):
     model_id = fields.String(load_default=None)
 
@@ -181,6 +195,20 @@ _WARNINGS = fields.List(
         "(looked up on every read, while it is pending). Empty otherwise."
     },
 )
+
+
+class PendingModelSchema(Schema):
+    model_id = fields.String(required=True)
+    model_sha256 = fields.String(required=True)
+    requested_at = fields.String(metadata={"description": "ISO 8601, UTC."})
+
+
+class PreviousModelSchema(Schema):
+    model_id = fields.String(required=True)
+    model_sha256 = fields.String(required=True)
+    switched_at = fields.String(
+        metadata={"description": "When answers switched to the current model (ISO 8601, UTC)."}
+    )
 
 
 class DeploymentSchema(Schema):
@@ -205,6 +233,27 @@ class DeploymentSchema(Schema):
     jobs_url = fields.String()
     href = fields.String()
     warnings = _WARNINGS
+    pending_model = fields.Nested(
+        PendingModelSchema,
+        allow_none=True,
+        metadata={
+            "description": "The model a PATCH asked for, while a worker loads it; the current "
+            "model serves until then."
+        },
+    )
+    pending_error = fields.Nested(
+        ErrorBodySchema,
+        allow_none=True,
+        metadata={
+            "description": "Why the last PATCH's model did not load (the current model kept "
+            "serving)."
+        },
+    )
+    previous_model = fields.Nested(
+        PreviousModelSchema,
+        allow_none=True,
+        metadata={"description": "The model served before the last switch."},
+    )
 
 
 class DeploymentListSchema(ModelListSchema):

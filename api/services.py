@@ -113,6 +113,31 @@ class Services:
             raise
         return record
 
+    def move_deployment(
+        self, instance: str, deployment_id: str, model_id: str, changes: dict[str, Any]
+    ) -> DeploymentRecord:
+        """Redeploy behind the same URL: record ``model_id`` as the deployment's pending model
+        (applying ``changes``: name, description) and ask a worker to load and warm it up; the
+        worker then switches the record to it. The current model serves meanwhile.
+
+        Returns the record (``pending_model`` set; unset when ``model_id`` is already
+        current). Raises ModelNotFound, DeploymentNotFound, DeploymentMovePending,
+        DeploymentNotReady, ModelInputsMismatch, and BackendUnavailable when the broker is
+        unreachable (the move is then recorded as failed: ``pending_error``).
+        """
+        model = self.models.get(instance, model_id)
+        record = self.deployments.start_move(instance, deployment_id, model, changes)
+        if record.pending_model is None:
+            return record
+        try:
+            self._send(DEPLOY_MODEL, [instance, record.id], QUEUE_DEPLOY)
+        except BackendUnavailable as exc:
+            # No worker will hear of it: end the move, or every later PATCH would be a 409.
+            error = {"code": "enqueue_failed", "message": exc.message}
+            self.deployments.fail_move(instance, record.id, model.id, error)
+            raise
+        return record
+
     def submit_job(
         self,
         instance: str,

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
 
-from shared.errors import DeploymentNotFound, ModelNotFound
+from shared.errors import (
+    DeploymentMovePending,
+    DeploymentNotFound,
+    DeploymentNotReady,
+    ModelInputsMismatch,
+    ModelNotFound,
+)
 from shared.json_records import update_json_record
 from shared.keys import Keys, is_resource_id
 from shared.model_store import ModelRecord
@@ -39,6 +46,13 @@ class DeploymentRecord:
     error: dict[str, Any] | None
     created_at: float
     updated_at: float
+    # A move (PATCH with a new model_id): the model a worker is loading, ``{"model_id",
+    # "model_sha256", "model_filename", "model_type", "requested_at"}``; why the last move
+    # failed (the current model kept serving); and the model served before the last switch,
+    # ``{"model_id", "model_sha256", "switched_at"}``. Absent from records written before moves.
+    pending_model: dict[str, Any] | None = None
+    pending_error: dict[str, Any] | None = None
+    previous_model: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The record as stored in Redis (JSON text)."""
@@ -50,6 +64,23 @@ class DeploymentRecord:
         data = json.loads(raw)
         data["status"] = DeploymentStatus(data["status"])
         return cls(**data)
+
+
+def input_mismatches(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Why rows that fit inputs ``old`` would not fit inputs ``new`` (names, shapes, dtypes in
+    order); empty when they fit alike."""
+
+    def described(specs: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+        return [(s["name"], list(s["shape"] or []), s["dtype"]) for s in specs]
+
+    before, after = described(old), described(new)
+    if len(before) != len(after):
+        return [f"the deployment's model takes {len(before)} input(s), this model {len(after)}"]
+    return [
+        f"input {i}: {b[0]!r} {b[1]} {b[2]} now, {a[0]!r} {a[1]} {a[2]} in this model"
+        for i, (b, a) in enumerate(zip(before, after, strict=True))
+        if b != a
+    ]
 
 
 class DeploymentStore:
@@ -144,12 +175,13 @@ class DeploymentStore:
         return ready[:limit]
 
     def in_progress(self, per_instance: int = 1000) -> list[DeploymentRecord]:
-        """DEPLOY_IN_PROGRESS deployments of any instance, among each instance's newest
-        ``per_instance``: what a reconciler checks for a lost deploy task."""
+        """DEPLOY_IN_PROGRESS or moving deployments of any instance, among each instance's
+        newest ``per_instance``: what a reconciler checks for a lost deploy task."""
         return [
             record
             for record in self._newest_of_every_instance(per_instance)
             if record.status is DeploymentStatus.DEPLOY_IN_PROGRESS
+            or record.pending_model is not None
         ]
 
     def _newest_of_every_instance(self, per_instance: int) -> list[DeploymentRecord]:
@@ -205,6 +237,178 @@ class DeploymentStore:
             log.info("deployment status deployment_id=%s status=%s", deployment_id, status)
         return updated
 
+    def start_move(
+        self,
+        instance: str,
+        deployment_id: str,
+        model: ModelRecord,
+        changes: dict[str, Any],
+    ) -> DeploymentRecord:
+        """Record ``model`` as the deployment's pending model (and apply ``changes``: ``name``,
+        ``description``), holding the model against DELETE, in one transaction.
+
+        The current model keeps serving until ``switch_model``. The same model as the current
+        one moves nothing: only ``changes`` apply. Returns the updated record. Raises
+        DeploymentNotFound, ModelNotFound, DeploymentMovePending (another move is loading),
+        DeploymentNotReady (the first deploy is still loading) and ModelInputsMismatch.
+        """
+        if not is_resource_id(deployment_id):
+            raise DeploymentNotFound(deployment_id)
+        key = self._keys.deployment(instance, deployment_id)
+        model_key = self._keys.model(instance, model.id)
+
+        def write(pipe: Pipeline) -> DeploymentRecord:
+            raw = pipe.get(key)
+            if raw is None:
+                raise DeploymentNotFound(deployment_id)
+            if not pipe.exists(model_key):
+                raise ModelNotFound(model.id)
+            record = DeploymentRecord.from_json(cast(bytes, raw))
+            if record.pending_model is not None:
+                raise DeploymentMovePending(
+                    f"Deployment {deployment_id} is already moving to model "
+                    f"{record.pending_model['model_id']}; wait until GET shows it current "
+                    "(or a pending_error), then PATCH again.",
+                    details={"pending_model_id": record.pending_model["model_id"]},
+                )
+            if record.status is DeploymentStatus.DEPLOY_IN_PROGRESS:
+                raise DeploymentNotReady(
+                    f"Deployment {deployment_id} is still loading its first model; PATCH it "
+                    "once it is DEPLOY_SUCCESS or DEPLOY_FAILED.",
+                    details={"status": record.status},
+                )
+            mismatches = input_mismatches(record.inputs, model.inputs)
+            if mismatches:
+                raise ModelInputsMismatch(
+                    f"Model {model.id} does not take the rows deployment {deployment_id} "
+                    f"takes ({'; '.join(mismatches)}); a deployment moves only to a model "
+                    "with the same inputs (names, shapes, dtypes). Deploy it separately.",
+                    details={"mismatches": mismatches},
+                )
+            pending = None
+            if model.id != record.model_id:
+                pending = {
+                    "model_id": model.id,
+                    "model_sha256": model.sha256,
+                    "model_filename": model.filename,
+                    "model_type": model.model_type,
+                    "requested_at": now(),
+                }
+            updated = replace(
+                record,
+                **changes,
+                pending_model=pending,
+                pending_error=None if pending else record.pending_error,
+                updated_at=now(),
+            )
+            pipe.multi()
+            pipe.set(key, updated.to_json())
+            if pending is not None:
+                pipe.sadd(self._keys.model_deployments(instance, model.id), deployment_id)
+            return updated
+
+        # redis-py types ``func`` as returning None, ignoring value_from_callable.
+        updated = cast(
+            DeploymentRecord,
+            self._r.transaction(write, key, model_key, value_from_callable=True),  # type: ignore[arg-type]
+        )
+        log.info(
+            "deployment move started deployment_id=%s model_id=%s moving=%s",
+            deployment_id, model.id, updated.pending_model is not None,
+        )  # fmt: skip
+        return updated
+
+    def switch_model(
+        self, instance: str, deployment_id: str, model_id: str, outputs: list[dict[str, Any]]
+    ) -> DeploymentRecord | None:
+        """Make the pending ``model_id`` (loaded and warmed up) the current model, in one
+        write: the next request scores with it. ``outputs`` as ``set_status`` takes them.
+
+        The model served until now becomes ``previous_model`` and loses this deployment's hold.
+        Returns the record; None, writing nothing, when the deployment is gone or no longer
+        moving to ``model_id``.
+        """
+
+        def change(record: DeploymentRecord) -> DeploymentRecord:
+            pending = record.pending_model or {}
+            ts = now()
+            return replace(
+                record,
+                model_id=pending["model_id"],
+                model_sha256=pending["model_sha256"],
+                model_filename=pending["model_filename"],
+                model_type=pending["model_type"],
+                outputs=outputs,
+                status=DeploymentStatus.DEPLOY_SUCCESS,
+                error=None,
+                pending_model=None,
+                pending_error=None,
+                previous_model={
+                    "model_id": record.model_id,
+                    "model_sha256": record.model_sha256,
+                    "switched_at": ts,
+                },
+                updated_at=ts,
+            )
+
+        def release(record: DeploymentRecord, pipe: Pipeline) -> None:
+            pipe.srem(self._keys.model_deployments(instance, record.model_id), deployment_id)
+
+        updated = self._end_move(instance, deployment_id, model_id, change, release)
+        if updated is not None:
+            log.info("deployment switched deployment_id=%s model_id=%s", deployment_id, model_id)
+        return updated
+
+    def fail_move(
+        self, instance: str, deployment_id: str, model_id: str, error: dict[str, Any]
+    ) -> DeploymentRecord | None:
+        """Record why the pending ``model_id`` did not load; the current model keeps serving
+        and the pending model loses this deployment's hold. Returns the record; None when the
+        deployment is gone or no longer moving to ``model_id``."""
+
+        def change(record: DeploymentRecord) -> DeploymentRecord:
+            return replace(record, pending_model=None, pending_error=error, updated_at=now())
+
+        def release(record: DeploymentRecord, pipe: Pipeline) -> None:
+            pipe.srem(self._keys.model_deployments(instance, model_id), deployment_id)
+
+        updated = self._end_move(instance, deployment_id, model_id, change, release)
+        if updated is not None:
+            log.info(
+                "deployment move failed deployment_id=%s model_id=%s code=%s",
+                deployment_id, model_id, error.get("code"),
+            )  # fmt: skip
+        return updated
+
+    def _end_move(
+        self,
+        instance: str,
+        deployment_id: str,
+        model_id: str,
+        change: Callable[[DeploymentRecord], DeploymentRecord],
+        release: Callable[[DeploymentRecord, Pipeline], None],
+    ) -> DeploymentRecord | None:
+        key = self._keys.deployment(instance, deployment_id)
+
+        def write(pipe: Pipeline) -> DeploymentRecord | None:
+            raw = pipe.get(key)
+            if raw is None:
+                return None
+            record = DeploymentRecord.from_json(cast(bytes, raw))
+            if (record.pending_model or {}).get("model_id") != model_id:
+                return None  # a stale task: that move ended already
+            updated = change(record)
+            pipe.multi()
+            pipe.set(key, updated.to_json())
+            release(record, pipe)  # in the same transaction as the record that says so
+            return updated
+
+        # redis-py types ``func`` as returning None, ignoring value_from_callable.
+        return cast(
+            DeploymentRecord | None,
+            self._r.transaction(write, key, value_from_callable=True),  # type: ignore[arg-type]
+        )
+
     def delete(self, instance: str, deployment_id: str) -> DeploymentRecord:
         """Delete a deployment and release its hold on the model.
 
@@ -215,6 +419,9 @@ class DeploymentStore:
             pipe.delete(self._keys.deployment(instance, deployment_id))
             pipe.zrem(self._keys.deployments_index(instance), deployment_id)
             pipe.srem(self._keys.model_deployments(instance, record.model_id), deployment_id)
+            if record.pending_model is not None:
+                pending_id = record.pending_model["model_id"]
+                pipe.srem(self._keys.model_deployments(instance, pending_id), deployment_id)
             pipe.execute()
         log.info("deployment deleted deployment_id=%s", deployment_id)
         return record

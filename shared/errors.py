@@ -131,6 +131,19 @@ class DeploymentNotReady(StateConflict):
     code = "deployment_not_ready"
 
 
+class DeploymentMovePending(StateConflict):
+    """A deployment is already loading the model a previous PATCH asked for."""
+
+    code = "deployment_move_pending"
+
+
+class ModelInputsMismatch(DomainError):
+    """A deployment cannot move to a model whose inputs differ: callers keep their rows."""
+
+    status = 422
+    code = "model_inputs_mismatch"
+
+
 class ModelContentConflict(StateConflict):
     """A WML model asset's content is stored already, or is being stored."""
 

@@ -47,6 +47,18 @@ DENSE_KERNEL = np.array(
 )
 DENSE_BIAS = np.array([0.05, -0.1, 0.2], dtype=np.float32)
 
+#: A second set of weights for the same Dense(3, softmax): a deployment that moves to it.
+DENSE_B_KERNEL = np.array(
+    [
+        [-0.6, 0.3, 0.2],
+        [0.1, -0.7, 0.4],
+        [0.9, 0.2, -0.5],
+        [-0.2, 0.5, 0.3],
+    ],
+    dtype=np.float32,
+)
+DENSE_B_BIAS = np.array([-0.2, 0.3, 0.0], dtype=np.float32)
+
 #: Dense(1, sigmoid) on 4 float inputs (binary classifier).
 SIGMOID_KERNEL = np.array([[0.7], [-0.4], [0.25], [-0.9]], dtype=np.float32)
 SIGMOID_BIAS = np.array([0.1], dtype=np.float32)
@@ -131,6 +143,12 @@ def expected_dense_softmax(x: Any) -> np.ndarray:
     """What every dense builder's model predicts: softmax(x @ DENSE_KERNEL + DENSE_BIAS)."""
     x = np.asarray(x, dtype=np.float64)
     return softmax(x @ DENSE_KERNEL + DENSE_BIAS)
+
+
+def expected_dense_b_softmax(x: Any) -> np.ndarray:
+    """What ``tf_keras_h5_b_file`` predicts: softmax(x @ DENSE_B_KERNEL + DENSE_B_BIAS)."""
+    x = np.asarray(x, dtype=np.float64)
+    return softmax(x @ DENSE_B_KERNEL + DENSE_B_BIAS)
 
 
 def expected_sigmoid(x: Any) -> np.ndarray:
@@ -392,13 +410,22 @@ def custom_layer_keras_file(directory: Path) -> Path:
 
 def tf_keras_h5_file(directory: Path) -> Path:
     """tf_keras functional ``.h5`` compiled with Adam (``Custom>Adam`` in training_config)."""
+    return _tf_keras_dense_h5(directory / "tf_keras_dense.h5", DENSE_KERNEL, DENSE_BIAS)
+
+
+def tf_keras_h5_b_file(directory: Path) -> Path:
+    """``tf_keras_h5_file``'s model with the B weights (``expected_dense_b_softmax``)."""
+    return _tf_keras_dense_h5(directory / "tf_keras_dense_b.h5", DENSE_B_KERNEL, DENSE_B_BIAS)
+
+
+def _tf_keras_dense_h5(path: Path, kernel: np.ndarray, bias: np.ndarray) -> Path:
     tf_keras = _tf_keras()
     x = tf_keras.Input(shape=(4,), name="x")
     probs = tf_keras.layers.Dense(3, activation="softmax", name="probs")(x)
     model = tf_keras.Model(x, probs, name="dense_softmax")
-    model.get_layer("probs").set_weights([DENSE_KERNEL, DENSE_BIAS])
+    model.get_layer("probs").set_weights([kernel, bias])
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    return _save_quietly(model, directory / "tf_keras_dense.h5")
+    return _save_quietly(model, path)
 
 
 def tf_keras_sequential_h5_file(directory: Path) -> Path:

@@ -105,38 +105,55 @@ def _error(exc: BaseException, code: str) -> dict[str, Any]:
 
 
 def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> None:
-    """Load the deployment's model in this worker, warm it up, and record the outcome."""
+    """Load the deployment's model in this worker, warm it up, and record the outcome.
+
+    A deployment that is moving loads its pending model instead: on success the record
+    switches to it in one write, on failure it records ``pending_error`` and the current
+    model keeps serving.
+    """
     rt = holder.get()
     try:
         deployment = rt.deployments.get(instance, deployment_id)
     except DomainError:
         log.info("deployment gone before deploy deployment_id=%s", deployment_id)
         return
+    pending = deployment.pending_model
+    if pending is not None:
+        model_id, sha256 = str(pending["model_id"]), str(pending["model_sha256"])
+        filename = str(pending["model_filename"])
+    else:
+        model_id, sha256 = deployment.model_id, deployment.model_sha256
+        filename = deployment.model_filename
     started = time.perf_counter()
     try:
-        model = rt.models.get(deployment.model_sha256, deployment.model_filename)
+        model = rt.models.get(sha256, filename)
         model.warm_up()
         outputs = [spec.to_dict() for spec in model.output_signature()]
     except redis.RedisError:
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the reason goes to the deployment record and the log
-        log.exception("deploy failed deployment_id=%s", deployment_id)
-        rt.deployments.set_status(
-            instance,
-            deployment_id,
-            DeploymentStatus.DEPLOY_FAILED,
-            _error(exc, "model_load_failed"),
-        )
+        log.exception("deploy failed deployment_id=%s model_id=%s", deployment_id, model_id)
+        error = _error(exc, "model_load_failed")
+        if pending is not None:
+            rt.deployments.fail_move(instance, deployment_id, model_id, error)
+        else:
+            rt.deployments.set_status(
+                instance, deployment_id, DeploymentStatus.DEPLOY_FAILED, error
+            )
         return
     # Output shapes only Keras knows: recorded before the success that clients wait for.
-    rt.model_records.record_outputs(instance, deployment.model_id, outputs)
-    rt.deployments.set_status(
-        instance, deployment_id, DeploymentStatus.DEPLOY_SUCCESS, outputs=outputs
-    )
+    rt.model_records.record_outputs(instance, model_id, outputs)
+    if pending is not None:
+        rt.deployments.switch_model(instance, deployment_id, model_id, outputs)
+    else:
+        rt.deployments.set_status(
+            instance, deployment_id, DeploymentStatus.DEPLOY_SUCCESS, outputs=outputs
+        )
     log.info(
-        "deployed deployment_id=%s sha256=%s seconds=%.3f",
+        "deployed deployment_id=%s sha256=%s moved=%s seconds=%.3f",
         deployment_id,
-        deployment.model_sha256,
+        sha256,
+        pending is not None,
         time.perf_counter() - started,
     )
 

@@ -13,6 +13,7 @@ from api.limits import queue_warnings
 from api.schemas import (
     DeploymentCreateSchema,
     DeploymentListSchema,
+    DeploymentPatchSchema,
     DeploymentQuerySchema,
     DeploymentSchema,
     ErrorSchema,
@@ -44,6 +45,15 @@ JOBS_TAG = ["jobs"]
 
 _job_schema = JobSchema()
 
+MODEL_SHA256_HEADER = "X-Kscore-Model-Sha256"
+MODEL_SHA256 = {
+    MODEL_SHA256_HEADER: {
+        "description": "SHA-256 of the model file that scored these rows (a deployment that "
+        "moves answers with its previous model until the new one is loaded).",
+        "schema": {"type": "string"},
+    }
+}
+
 
 def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) -> dict[str, Any]:
     """The deployment's fields for DeploymentSchema to dump, with absolute URLs, and a warning
@@ -55,8 +65,11 @@ def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) 
         if idle is None:
             idle = services().idle_queues(QUEUE_DEPLOY)
         warnings = queue_warnings(QUEUE_DEPLOY, idle)
+    pending, previous = record.pending_model, record.previous_model
     return {
         **record.__dict__,
+        "pending_model": pending and {**pending, "requested_at": iso(pending["requested_at"])},
+        "previous_model": previous and {**previous, "switched_at": iso(previous["switched_at"])},
         "warnings": warnings,
         "type": "online",
         "created_at": iso(record.created_at),
@@ -122,6 +135,28 @@ def get_deployment(deployment_id: str) -> dict[str, Any]:
     return deployment_resource(services().deployments.get(instance(), deployment_id))
 
 
+@bp.patch("/<deployment_id>")
+@bp.arguments(DeploymentPatchSchema)
+@bp.response(202, DeploymentSchema, description="Moving (or renamed, for the current model_id).")
+@bp.errors(400, 404, 409, 413, 422, 503)
+def move_deployment(data: dict[str, Any], deployment_id: str) -> dict[str, Any]:
+    """Move a deployment to another model
+
+    The same scoring URL, a new model: the current model answers until a worker has loaded and
+    warmed up the new one (`pending_model`), then every following request uses the new one
+    (`previous_model` says what was served before). A model that fails to load leaves the
+    current one serving and says why in `pending_error`. The new model must take the same
+    inputs (names, shapes, dtypes); its outputs may differ.
+    ---
+    Returns the deployment. Raises DeploymentNotFound or ModelNotFound (404),
+    DeploymentMovePending or DeploymentNotReady (409), ModelInputsMismatch (422) and
+    BackendUnavailable (503).
+    """
+    changes: dict[str, Any] = {k: data[k] for k in ("name", "description") if k in data}
+    record = services().move_deployment(instance(), deployment_id, data["model_id"], changes)
+    return deployment_resource(record)
+
+
 @bp.delete("/<deployment_id>")
 @bp.response(204, description="Deleted.")
 @bp.errors(404)
@@ -139,7 +174,12 @@ def delete_deployment(deployment_id: str) -> Response:
 @bp.post("/<deployment_id>/online")
 @bp.arguments(OnlineQuerySchema, location="query")
 @bp.rows_body(ScoringPayloadSchema)
-@bp.response(200, ScoringResultSchema, description="Predictions, one row per input row.")
+@bp.response(
+    200,
+    ScoringResultSchema,
+    description="Predictions, one row per input row.",
+    headers=MODEL_SHA256,
+)
 @bp.alt_response(
     202,
     schema=JobSchema,
@@ -174,7 +214,9 @@ def score_online(
         del body
     outcome = svc.await_online(instance(), job, timeout_s, started)
     if isinstance(outcome, bytes):
-        return Response(outcome, mimetype="application/json")
+        return Response(
+            outcome, mimetype="application/json", headers={MODEL_SHA256_HEADER: job.model_sha256}
+        )
     # A Response, not a dict: the 200 above declares the body the decorator would dump.
     document = _job_schema.dump(job_resource(outcome))
     return jsonify(document), 202, {"Location": document["href"]}
