@@ -410,18 +410,33 @@ class DeploymentStore:
         )
 
     def delete(self, instance: str, deployment_id: str) -> DeploymentRecord:
-        """Delete a deployment and release its hold on the model.
+        """Delete a deployment and release its hold on its model (and on a pending one).
 
         Returns the deleted record. Raises DeploymentNotFound for an unknown id.
         """
-        record = self.get(instance, deployment_id)
-        with self._r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._keys.deployment(instance, deployment_id))
-            pipe.zrem(self._keys.deployments_index(instance), deployment_id)
-            pipe.srem(self._keys.model_deployments(instance, record.model_id), deployment_id)
+        if not is_resource_id(deployment_id):
+            raise DeploymentNotFound(deployment_id)
+        key = self._keys.deployment(instance, deployment_id)
+
+        def remove(pipe: Pipeline) -> DeploymentRecord:
+            # Under WATCH: a move starting or ending meanwhile changes which models it holds.
+            raw = pipe.get(key)
+            if raw is None:
+                raise DeploymentNotFound(deployment_id)
+            record = DeploymentRecord.from_json(cast(bytes, raw))
+            held = {record.model_id}
             if record.pending_model is not None:
-                pending_id = record.pending_model["model_id"]
-                pipe.srem(self._keys.model_deployments(instance, pending_id), deployment_id)
-            pipe.execute()
+                held.add(record.pending_model["model_id"])
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self._keys.deployments_index(instance), deployment_id)
+            for model_id in held:
+                pipe.srem(self._keys.model_deployments(instance, model_id), deployment_id)
+            return record
+
+        record = cast(
+            DeploymentRecord,
+            self._r.transaction(remove, key, value_from_callable=True),  # type: ignore[arg-type]
+        )
         log.info("deployment deleted deployment_id=%s", deployment_id)
         return record

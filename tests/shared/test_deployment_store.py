@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
 
 from shared.blob_store import BlobStore
-from shared.deployment_store import DeploymentRecord, DeploymentStore
-from shared.errors import DeploymentNotFound, ModelInUse, ModelNotFound
+from shared.deployment_store import DeploymentRecord, DeploymentStore, input_mismatches
+from shared.errors import (
+    DeploymentMovePending,
+    DeploymentNotFound,
+    DeploymentNotReady,
+    ModelInputsMismatch,
+    ModelInUse,
+    ModelNotFound,
+)
 from shared.keys import Keys
 from shared.model_store import ModelRecord, ModelStore
 from shared.settings import Settings
@@ -212,3 +220,97 @@ def test_newest_ready_gives_one_deployment_per_model_file_across_instances(
 
     assert [d.id for d in deployments.newest_ready(10)] == [new_a.id, ready_b.id]
     assert [d.id for d in deployments.newest_ready(1)] == [new_a.id]
+
+
+def test_a_move_holds_both_models_then_switches_in_one_write(
+    deployments: DeploymentStore,
+    models: ModelStore,
+    store: ModelStoreHelper,
+    settings: Settings,
+    files: list[Path],
+) -> None:
+    inst = settings.default_instance
+    a, b = store(inst, files[0]), store(inst, files[1])
+    created = deployments.create(inst, a, "dep", None)
+    with pytest.raises(DeploymentNotReady):  # still loading its first model
+        deployments.start_move(inst, created.id, b, {})
+    deployments.set_status(inst, created.id, DeploymentStatus.DEPLOY_SUCCESS)
+
+    moving = deployments.start_move(inst, created.id, b, {"name": "renamed"})
+    assert moving.name == "renamed" and moving.model_id == a.id  # A still serves
+    assert moving.pending_model is not None and moving.pending_model["model_sha256"] == b.sha256
+    assert created.id in {d.id for d in deployments.in_progress()}  # the reconciler watches
+    with pytest.raises(DeploymentMovePending):
+        deployments.start_move(inst, created.id, b, {})
+    for model in (a, b):
+        with pytest.raises(ModelInUse):
+            models.delete(inst, model.id)
+
+    outputs = [{"name": "probs", "shape": [None, 3], "dtype": "float32", "activation": None}]
+    assert deployments.switch_model(inst, created.id, "another-model", outputs) is None  # stale
+    switched = deployments.switch_model(inst, created.id, b.id, outputs)
+    assert switched is not None and deployments.get(inst, created.id) == switched
+    assert (switched.model_id, switched.model_sha256) == (b.id, b.sha256)
+    assert switched.outputs == outputs and switched.pending_model is None
+    assert switched.previous_model is not None
+    assert switched.previous_model["model_id"] == a.id
+    assert deployments.switch_model(inst, created.id, b.id, outputs) is None  # redelivered
+    models.delete(inst, a.id)  # no longer held
+    with pytest.raises(ModelInUse):
+        models.delete(inst, b.id)
+    deployments.delete(inst, created.id)
+    models.delete(inst, b.id)
+
+
+def test_a_failed_move_keeps_the_current_model_and_releases_the_new_one(
+    deployments: DeploymentStore,
+    models: ModelStore,
+    store: ModelStoreHelper,
+    settings: Settings,
+    files: list[Path],
+) -> None:
+    inst = settings.default_instance
+    a, b = store(inst, files[0]), store(inst, files[1])
+    created = deployments.create(inst, a, "dep", None)
+    ready = deployments.set_status(inst, created.id, DeploymentStatus.DEPLOY_SUCCESS)
+    deployments.start_move(inst, created.id, b, {})
+    error = {"code": "model_load_failed", "message": "no"}
+    failed = deployments.fail_move(inst, created.id, b.id, error)
+    assert failed is not None and failed.pending_error == error and failed.pending_model is None
+    assert ready is not None and (failed.model_id, failed.status) == (a.id, ready.status)
+    models.delete(inst, b.id)
+    # Deleting a moving deployment releases both models.
+    c = store(inst, files[1])
+    deployments.start_move(inst, created.id, c, {})
+    deployments.delete(inst, created.id)
+    models.delete(inst, a.id)
+    models.delete(inst, c.id)
+
+
+def test_a_move_needs_the_same_inputs(
+    deployments: DeploymentStore, store: ModelStoreHelper, settings: Settings, files: list[Path]
+) -> None:
+    inst = settings.default_instance
+    a = store(inst, files[0])
+    created = deployments.create(inst, a, "dep", None)
+    deployments.set_status(inst, created.id, DeploymentStatus.DEPLOY_SUCCESS)
+    renamed = replace(a, id=str(uuid.uuid4()), inputs=[{**a.inputs[0], "dtype": "int32"}])
+    with pytest.raises(ModelNotFound):  # not stored
+        deployments.start_move(inst, created.id, renamed, {})
+    b = store(inst, files[1])
+    other = replace(b, inputs=[{**b.inputs[0], "dtype": "int32"}])
+    with pytest.raises(ModelInputsMismatch) as refused:
+        deployments.start_move(inst, created.id, other, {})
+    assert "int32" in refused.value.details["mismatches"][0]
+    assert input_mismatches(a.inputs, a.inputs + a.inputs)
+    assert deployments.get(inst, created.id).pending_model is None
+
+
+def test_records_written_before_moves_still_read() -> None:
+    record = DeploymentRecord.from_json(
+        '{"id": "d", "instance": "i", "name": "n", "description": null, "model_id": "m", '
+        '"model_sha256": "s", "model_filename": "f.h5", "model_type": "keras-2.2.4", '
+        '"inputs": [], "outputs": [], "status": "DEPLOY_SUCCESS", "error": null, '
+        '"created_at": 1.0, "updated_at": 1.0}'
+    )
+    assert (record.pending_model, record.pending_error, record.previous_model) == (None,) * 3
