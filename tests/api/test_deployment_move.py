@@ -132,9 +132,12 @@ def test_online_answers_switch_from_a_to_b_and_none_fails(
     # Sent once GET showed B current: scored by B.
     later = [sha256 for sent, _, sha256, _ in answers if sent > switched_at]
     assert later and set(later) == {b["sha256"]}
-    during = [a for a in answers if patched_at <= a[0] <= switched_at]
+    earlier = [sha256 for sent, _, sha256, _ in answers if sent < patched_at]
+    assert earlier and set(earlier) == {a["sha256"]}
+    during = [sha256 for sent, _, sha256, _ in answers if patched_at <= sent <= switched_at]
     print(  # figures for the record (pytest -s)
         f"\nmove: answers={len(answers)} during_switch={len(during)} "
+        f"(by A {during.count(a['sha256'])}, by B {during.count(b['sha256'])}) "
         f"switch_seconds={switched_at - patched_at:.2f} failures=0"
     )
 
