@@ -57,11 +57,11 @@ MODEL_SHA256 = {
 
 def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) -> dict[str, Any]:
     """The deployment's fields for DeploymentSchema to dump, with absolute URLs, and a warning
-    while it waits for a worker on the deploy queue (``idle``: the idle queues, looked up if
+    while it (or its move) waits for a worker on the deploy queue (``idle``: the idle queues, looked up if
     None)."""
     href = url(f"/api/v1/deployments/{record.id}")
     warnings: list[dict[str, Any]] = []
-    if record.status == DeploymentStatus.DEPLOY_IN_PROGRESS:
+    if record.status == DeploymentStatus.DEPLOY_IN_PROGRESS or record.pending_model is not None:
         if idle is None:
             idle = services().idle_queues(QUEUE_DEPLOY)
         warnings = queue_warnings(QUEUE_DEPLOY, idle)
