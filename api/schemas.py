@@ -294,6 +294,27 @@ class JobSubmitQuerySchema(Schema):
     )
 
 
+class IdempotencyHeaderSchema(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        load_default=None,
+        validate=[
+            validate.Length(min=1, max=255),
+            FullMatch(r"^[\x20-\x7e]*$", error="Use printable ASCII characters only."),
+        ],
+        metadata={
+            "description": (
+                "A key of your choice (e.g. a UUID) that makes this request safe to retry: "
+                "the same key with the same request, within KSCORE_IDEMPOTENCY_WINDOW (24 h), "
+                "answers the job the first request created (Idempotency-Replayed: true) and "
+                "scores the rows once; with another body it is a 422 "
+                "idempotency_key_reused; while the first request is still being accepted, a "
+                "409 idempotency_key_in_use. A request refused with 4xx leaves the key unused."
+            )
+        },
+    )
+
+
 class OnlineQuerySchema(Schema):
     timeout = fields.Float(
         load_default=None,

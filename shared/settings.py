@@ -91,6 +91,8 @@ class Settings:
     max_queued_rows: int = 5_000_000
     max_queued_jobs: int = 1_000
     rate_limit: str = "50/second;2000/minute"
+    # How long an Idempotency-Key returns the job it created (at most the job's retention).
+    idempotency_window_s: float = 86400.0
 
     @property
     def local_model_dir(self) -> Path:
@@ -131,6 +133,7 @@ class Settings:
             "max_queued_rows": _non_negative_int,
             "max_queued_jobs": _non_negative_int,
             "rate_limit": _rate_limit,
+            "idempotency_window_s": parse_duration,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
