@@ -255,7 +255,10 @@ class Services:
         try:
             job = submit()
         except BaseException:
-            self.idempotency.release(held)
+            try:
+                self.idempotency.release(held)
+            except redis.RedisError as exc:  # the lease frees the key by itself
+                log.warning("idempotency key not released instance=%s error=%s", instance, exc)
             raise
         ttl_s = min(self.settings.idempotency_window_s, job.expires_at - job.created_at)
         self.idempotency.settle(held, job.id, ttl_s)
