@@ -275,7 +275,23 @@ class ScoringPayloadSchema(Schema):
         return data
 
 
+def _callback_url_field(where: str) -> fields.String:
+    return fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=2048),
+        metadata={
+            "description": (
+                f"{where}POST the job's document here when it ends, signed as Standard "
+                "Webhooks do (webhook-id, webhook-timestamp, webhook-signature) with the "
+                "instance's secret (`kscore admin webhook-secret`). The host must be allowed "
+                "by KSCORE_WEBHOOK_ALLOW (422 callback_not_allowed otherwise)."
+            )
+        },
+    )
+
+
 class JobCreateSchema(ScoringPayloadSchema):
+    callback_url = _callback_url_field("")
     retention_days = JsonNumber(
         load_default=None,
         allow_none=True,
@@ -287,6 +303,7 @@ class JobCreateSchema(ScoringPayloadSchema):
 
 
 class JobSubmitQuerySchema(Schema):
+    callback_url = _callback_url_field("With a .npy/.npz body: ")
     retention_days = fields.Float(
         load_default=None,
         validate=validate.Range(min=0.001, max=365),
@@ -348,6 +365,15 @@ class ProgressSchema(Schema):
     rows_total = fields.Integer()
 
 
+class WebhookDeliverySchema(Schema):
+    attempt = fields.Integer(metadata={"description": "1 for the first try."})
+    at = fields.String(metadata={"description": "When it was sent (ISO 8601, UTC)."})
+    status_code = fields.Integer(
+        allow_none=True, metadata={"description": "The receiver's HTTP status; null if none."}
+    )
+    error = fields.String(allow_none=True, metadata={"description": "Why it failed, if it did."})
+
+
 class JobSchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(metadata={"description": '"batch" or "online".'})
@@ -367,6 +393,14 @@ class JobSchema(Schema):
     href = fields.String()
     result_url = fields.String()
     warnings = _WARNINGS
+    callback_url = fields.String(
+        allow_none=True,
+        metadata={"description": "Where this document is POSTed, signed, when the job ends."},
+    )
+    webhook_deliveries = fields.List(
+        fields.Nested(WebhookDeliverySchema),
+        metadata={"description": "Each attempt to deliver the callback, oldest first."},
+    )
 
 
 class JobListSchema(ModelListSchema):

@@ -42,6 +42,7 @@ from shared.queueing import (
 from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
+from shared.webhooks import check_callback_url
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,13 @@ class Services:
         kind: str,
         retention_s: float | None = None,
         result_shape: ResultShape = ResultShape.WML_V3,
+        callback_url: str | None = None,
+        base_url: str = "",
     ) -> JobRecord:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
+
+        ``callback_url`` receives the job's document (URLs under ``base_url``) when it ends;
+        CallbackNotAllowed (422) when KSCORE_WEBHOOK_ALLOW does not allow it.
 
         Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
         NoWorker for online rows when no worker consumes the online queue (a batch job is
@@ -169,6 +175,8 @@ class Services:
                 details={"queue": queue},
             )
         settings = self.settings
+        if callback_url is not None:
+            check_callback_url(callback_url, settings.webhook_allow)
         scoring_input = validate_input(
             payload,
             deployment.inputs,
@@ -201,6 +209,8 @@ class Services:
             result_shape=result_shape,
             max_queued_rows=settings.max_queued_rows,
             max_queued_jobs=settings.max_queued_jobs,
+            callback_url=callback_url,
+            base_url=base_url,
         )
         try:
             for index in range(job.chunks):

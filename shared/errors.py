@@ -192,6 +192,12 @@ class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
 
 
+class CallbackNotAllowed(ValidationFailed):
+    """A callback URL that is malformed or outside KSCORE_WEBHOOK_ALLOW."""
+
+    code = "callback_not_allowed"
+
+
 class ScoringFailed(DomainError):
     """An online request's job failed in the worker; the message says why."""
 

@@ -8,7 +8,15 @@ from typing import Any
 
 from flask import Response, current_app, jsonify
 
-from api.context import gc_paused, idempotent_request, instance, page, services, url
+from api.context import (
+    base_url,
+    gc_paused,
+    idempotent_request,
+    instance,
+    page,
+    services,
+    url,
+)
 from api.contract import LOCATION, REPLAYED, Blueprint, RowsBody
 from api.limits import queue_warnings
 from api.schemas import (
@@ -231,19 +239,20 @@ def submit_job(
 
     Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
     `input_data`). `retention_days` comes in the JSON body, or in the query with a .npy/.npz
-    body. With an `Idempotency-Key`, a repeat answers the job the first request created.
+    body, as does `callback_url` (the job's document is POSTed there, signed, when it ends).
+    With an `Idempotency-Key`, a repeat answers the job the first request created.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady or IdempotencyKeyInUse (409), PayloadTooLarge (413),
-    ScoringInputInvalid or IdempotencyKeyReused (422) and BackendUnavailable (503; the job is
+    ScoringInputInvalid, IdempotencyKeyReused or CallbackNotAllowed (422) and BackendUnavailable (503; the job is
     failed with enqueue_failed).
     """
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
         body = rows.read()
-        retention_days = body.pop("retention_days", None) if isinstance(body, dict) else None
-        if retention_days is None:
-            retention_days = args["retention_days"]
+        options = body if isinstance(body, dict) else {}
+        retention_days = options.pop("retention_days", None) or args["retention_days"]
+        callback_url = options.pop("callback_url", None) or args["callback_url"]
         job, replayed = svc.submit_once(
             instance(),
             idempotent_request(headers["idempotency_key"]),
@@ -255,6 +264,8 @@ def submit_job(
                 kind="batch",
                 retention_s=retention_days * 86400.0 if retention_days else None,
                 result_shape=result_shape_of(body),
+                callback_url=callback_url,
+                base_url=base_url(),
             ),
         )
         del body
