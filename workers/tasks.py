@@ -19,7 +19,7 @@ from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentStore
-from shared.errors import DomainError
+from shared.errors import DomainError, JobNotFound
 from shared.instance_store import InstanceStore
 from shared.job_store import JobStore
 from shared.keys import Keys
@@ -205,7 +205,11 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
 def _ended(holder: RuntimeHolder, instance: str, job_id: str) -> None:
     """This task's Lua script ended the job: send its callback, if it has one."""
     rt = holder.get()
-    send_callback(rt.jobs, holder.app, rt.jobs.get(instance, job_id))
+    try:
+        record = rt.jobs.get(instance, job_id)
+    except JobNotFound:  # an online job whose answer was delivered and deleted already
+        return
+    send_callback(rt.jobs, holder.app, record)
 
 
 def preload_models(holder: RuntimeHolder) -> None:
