@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import Any, cast
 from flask import current_app, request
 
 from api.auth import current_instance
-from api.services import Services
+from api.services import IdempotentRequest, Services
 from shared.errors import PayloadTooLarge
 
 
@@ -47,6 +48,38 @@ def check_body_size() -> None:
             "(KSCORE_MAX_REQUEST_BYTES); split the rows into several jobs.",
             details={"limit_bytes": limit},
         )
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_BODY_SHA256 = "kscore.body_sha256"
+
+
+def note_body(body: bytes) -> None:
+    """Remember the body's SHA-256 for an Idempotency-Key's fingerprint (only when one is
+    sent: the body itself is not kept, so it is freed as soon as it is parsed)."""
+    if IDEMPOTENCY_KEY in request.headers:
+        request.environ[_BODY_SHA256] = hashlib.sha256(body).hexdigest()
+
+
+def idempotent_request(key: str | None, *ignored_query: str) -> IdempotentRequest | None:
+    """The request's Idempotency-Key and fingerprint (method, path, query but
+    ``ignored_query``, media type, body), after its body was read; None without a key."""
+    if key is None:
+        return None
+    query = sorted(
+        (name, value)
+        for name, values in request.args.lists()
+        if name not in ignored_query
+        for value in values
+    )
+    parts = [
+        request.method,
+        request.path,
+        repr(query),
+        request.mimetype,
+        str(request.environ.get(_BODY_SHA256, "")),
+    ]
+    return IdempotentRequest(key, hashlib.sha256("\n".join(parts).encode()).hexdigest())
 
 
 _gc_lock = threading.Lock()

@@ -25,7 +25,7 @@ from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.exceptions import BadRequest
 from werkzeug.formparser import FormDataParser
 
-from api.context import check_body_size, services
+from api.context import check_body_size, note_body, services
 from api.schemas import ErrorSchema
 from shared.errors import MalformedRequest
 from shared.scoring import ArrayPayload, parse_array_body
@@ -48,6 +48,15 @@ ERROR_DESCRIPTIONS = {
 
 # Documents the header of a response that created something (201/202).
 LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
+
+# Documents the header of an answer given again for a repeated Idempotency-Key.
+REPLAYED = {
+    "Idempotency-Replayed": {
+        "description": "`true` when this answers an earlier request with the same "
+        "Idempotency-Key (its job, not a new one); absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 # The bodies numpy writes itself; application/octet-stream is sniffed for either.
 ARRAY_MIMETYPES = ("application/x-npy", "application/x-npz", "application/octet-stream")
@@ -111,7 +120,9 @@ class Parser(FlaskParser):
             )
         # cache=False: the request keeps no reference to the body or the parsed rows, so they
         # are freed as soon as the view drops them (see api.context.gc_paused).
-        return parse_json_object(req.get_data(cache=False))
+        body = req.get_data(cache=False)
+        note_body(body)
+        return parse_json_object(body)
 
     def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
         """Form fields and files of a multipart body, as one mapping."""
@@ -176,7 +187,9 @@ class RowsBody:
         if request.mimetype in ARRAY_MIMETYPES:
             check_body_size()
             limit = services().settings.max_request_bytes
-            return parse_array_body(request.get_data(cache=False), limit)
+            body = request.get_data(cache=False)
+            note_body(body)
+            return parse_array_body(body, limit)
         return cast(dict[str, Any], Blueprint.ARGUMENTS_PARSER.parse(self.schema, location="json"))
 
 

@@ -324,7 +324,23 @@ class ScoringPayloadSchema(Schema):
         return data
 
 
+def _callback_url_field(where: str) -> fields.String:
+    return fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=2048),
+        metadata={
+            "description": (
+                f"{where}POST the job's document here when it ends, signed as Standard "
+                "Webhooks do (webhook-id, webhook-timestamp, webhook-signature) with the "
+                "instance's secret (`kscore admin webhook-secret`). The host must be allowed "
+                "by KSCORE_WEBHOOK_ALLOW (422 callback_not_allowed otherwise)."
+            )
+        },
+    )
+
+
 class JobCreateSchema(ScoringPayloadSchema):
+    callback_url = _callback_url_field("")
     retention_days = JsonNumber(
         load_default=None,
         allow_none=True,
@@ -336,10 +352,32 @@ class JobCreateSchema(ScoringPayloadSchema):
 
 
 class JobSubmitQuerySchema(Schema):
+    callback_url = _callback_url_field("With a .npy/.npz body: ")
     retention_days = fields.Float(
         load_default=None,
         validate=validate.Range(min=0.001, max=365),
         metadata={"description": "With a .npy/.npz body: keep the job this long (days)."},
+    )
+
+
+class IdempotencyHeaderSchema(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        load_default=None,
+        validate=[
+            validate.Length(min=1, max=255),
+            FullMatch(r"^[\x20-\x7e]*$", error="Use printable ASCII characters only."),
+        ],
+        metadata={
+            "description": (
+                "A key of your choice (e.g. a UUID) that makes this request safe to retry: "
+                "the same key with the same request, within KSCORE_IDEMPOTENCY_WINDOW (24 h), "
+                "answers the job the first request created (Idempotency-Replayed: true) and "
+                "scores the rows once; with another body it is a 422 "
+                "idempotency_key_reused; while the first request is still being accepted, a "
+                "409 idempotency_key_in_use. A request refused with 4xx leaves the key unused."
+            )
+        },
     )
 
 
@@ -376,6 +414,15 @@ class ProgressSchema(Schema):
     rows_total = fields.Integer()
 
 
+class WebhookDeliverySchema(Schema):
+    attempt = fields.Integer(metadata={"description": "1 for the first try."})
+    at = fields.String(metadata={"description": "When it was sent (ISO 8601, UTC)."})
+    status_code = fields.Integer(
+        allow_none=True, metadata={"description": "The receiver's HTTP status; null if none."}
+    )
+    error = fields.String(allow_none=True, metadata={"description": "Why it failed, if it did."})
+
+
 class JobSchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(metadata={"description": '"batch" or "online".'})
@@ -395,6 +442,14 @@ class JobSchema(Schema):
     href = fields.String()
     result_url = fields.String()
     warnings = _WARNINGS
+    callback_url = fields.String(
+        allow_none=True,
+        metadata={"description": "Where this document is POSTed, signed, when the job ends."},
+    )
+    webhook_deliveries = fields.List(
+        fields.Nested(WebhookDeliverySchema),
+        metadata={"description": "Each attempt to deliver the callback, oldest first."},
+    )
 
 
 class JobListSchema(ModelListSchema):

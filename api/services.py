@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,14 @@ from shared.deployment_store import DeploymentRecord, DeploymentStore
 from shared.errors import (
     BackendUnavailable,
     DeploymentNotReady,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     NoWorker,
     PayloadTooLarge,
     ScoringFailed,
     ScoringInputInvalid,
 )
+from shared.idempotency_store import Claim, IdempotencyStore
 from shared.instance_store import InstanceStore
 from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
@@ -38,11 +42,26 @@ from shared.queueing import (
 from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
+from shared.webhooks import check_callback_url
 
 log = logging.getLogger(__name__)
 
 # An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
 ONLINE_JOB_RETENTION_S = 86400.0
+
+# A request repeating an Idempotency-Key waits this long for the first to create its job.
+IDEMPOTENCY_WAIT_S = 10.0
+# A claimed key frees itself after this, should its request die before creating the job
+# (storing a million-row job takes seconds, not minutes).
+IDEMPOTENCY_LEASE_S = 300.0
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """An ``Idempotency-Key`` and the fingerprint of the request that carried it."""
+
+    key: str
+    fingerprint: str
 
 
 @dataclass
@@ -57,6 +76,7 @@ class Services:
     jobs: JobStore
     instances: InstanceStore
     celery: Celery
+    idempotency: IdempotencyStore
     _token_secret: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -73,6 +93,7 @@ class Services:
             jobs=JobStore(client, keys),
             instances=InstanceStore(client, keys),
             celery=make_celery(settings),
+            idempotency=IdempotencyStore(client, keys),
         )
 
     def token_secret(self) -> str:
@@ -147,8 +168,13 @@ class Services:
         kind: str,
         retention_s: float | None = None,
         result_shape: ResultShape = ResultShape.WML_V3,
+        callback_url: str | None = None,
+        base_url: str = "",
     ) -> JobRecord:
         """Validate rows against the deployment, store them as chunks, and queue the chunks.
+
+        ``callback_url`` receives the job's document (URLs under ``base_url``) when it ends;
+        CallbackNotAllowed (422) when KSCORE_WEBHOOK_ALLOW does not allow it.
 
         Returns the job, queued. Raises DeploymentNotFound, DeploymentNotReady,
         NoWorker for online rows when no worker consumes the online queue (a batch job is
@@ -174,6 +200,8 @@ class Services:
                 details={"queue": queue},
             )
         settings = self.settings
+        if callback_url is not None:
+            check_callback_url(callback_url, settings.webhook_allow)
         scoring_input = validate_input(
             payload,
             deployment.inputs,
@@ -206,6 +234,8 @@ class Services:
             result_shape=result_shape,
             max_queued_rows=settings.max_queued_rows,
             max_queued_jobs=settings.max_queued_jobs,
+            callback_url=callback_url,
+            base_url=base_url,
         )
         try:
             for index in range(job.chunks):
@@ -219,6 +249,55 @@ class Services:
             )
             raise
         return job
+
+    def submit_once(
+        self,
+        instance: str,
+        request: IdempotentRequest | None,
+        submit: Callable[[], JobRecord],
+    ) -> tuple[JobRecord, bool]:
+        """Run ``submit`` once per Idempotency-Key: the first request with the key creates the
+        job, later ones (within KSCORE_IDEMPOTENCY_WINDOW) get that job again.
+
+        Returns the job and whether it was replayed. Requests arriving while the first is still
+        creating wait up to IDEMPOTENCY_WAIT_S for it. Raises IdempotencyKeyReused (422) for
+        the key with another fingerprint, IdempotencyKeyInUse (409) when the first request
+        takes longer, JobNotFound when the key's job was deleted, and whatever ``submit``
+        raises (the key is then released, so a corrected request can use it).
+        """
+        if request is None:
+            return submit(), False
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
+        while True:
+            held = self.idempotency.claim(
+                instance, request.key, request.fingerprint, IDEMPOTENCY_LEASE_S
+            )
+            if isinstance(held, Claim):
+                break
+            if held.fingerprint != request.fingerprint:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key came with another request (a different body, "
+                    "deployment or query); send a new key for a new request.",
+                )
+            if held.job_id is not None:
+                return self.jobs.get(instance, held.job_id), True
+            if time.monotonic() > deadline:
+                raise IdempotencyKeyInUse(
+                    "A request with this Idempotency-Key is still being accepted; retry it "
+                    "in a few seconds to get its job.",
+                )
+            time.sleep(0.02)
+        try:
+            job = submit()
+        except BaseException:
+            try:
+                self.idempotency.release(held)
+            except redis.RedisError as exc:  # the lease frees the key by itself
+                log.warning("idempotency key not released instance=%s error=%s", instance, exc)
+            raise
+        ttl_s = min(self.settings.idempotency_window_s, job.expires_at - job.created_at)
+        self.idempotency.settle(held, job.id, ttl_s)
+        return job, False
 
     def submit_online(
         self,
@@ -241,20 +320,28 @@ class Services:
         )
 
     def await_online(
-        self, instance: str, job: JobRecord, timeout_s: float, started: float
+        self,
+        instance: str,
+        job: JobRecord,
+        timeout_s: float,
+        started: float,
+        *,
+        keep: bool = False,
     ) -> bytes | JobRecord:
         """Wait up to ``timeout_s`` for an online job (from ``submit_online``).
 
         ``started`` is the request's ``time.perf_counter()``, for the latency histogram.
         Returns the result body ``{"fields", "values"}`` (the job is deleted: its caller never
-        saw its id), or the job still running. Raises ScoringInputInvalid when the model
+        saw its id, unless ``keep``: an Idempotency-Key may ask for it again), or the job still
+        running. Raises ScoringInputInvalid when the model
         refused the rows, ScoringFailed when the job failed otherwise.
         """
         self.jobs.wait(instance, job.id, timeout_s)
         job = self.jobs.get(instance, job.id)
         if job.status == JobStatus.COMPLETED:
             body = b"".join(self.jobs.iter_result(job))
-            self.jobs.delete(job)
+            if not keep:
+                self.jobs.delete(job)
             observe_latency(self.redis_client, self.keys, time.perf_counter() - started)
             return body
         if job.finished:

@@ -240,6 +240,24 @@ def create_key(
     click.echo(f"  {issued.api_key}")
 
 
+@admin.command("webhook-secret")
+@click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_target_options
+@click.pass_context
+def webhook_secret(
+    ctx: click.Context, instance_id: str, as_json: bool, redis_url: str | None, data_dir: Path
+) -> None:
+    """Print the secret that signs INSTANCE_ID's job callbacks (made on first use)."""
+    target = _target(ctx, redis_url, data_dir)
+    with _errors(target.redis_url):
+        secret = target.store.webhook_secret(instance_id)
+    if as_json:
+        echo_json({"instance_id": instance_id, "webhook_secret": secret})
+        return
+    click.echo(secret)
+
+
 @admin.command("list-keys")
 @click.argument("instance_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")

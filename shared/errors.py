@@ -127,6 +127,12 @@ class JobAlreadyFinished(StateConflict):
     code = "job_already_finished"
 
 
+class IdempotencyKeyInUse(StateConflict):
+    """Another request with this Idempotency-Key is still creating its job."""
+
+    code = "idempotency_key_in_use"
+
+
 class DeploymentNotReady(StateConflict):
     code = "deployment_not_ready"
 
@@ -190,6 +196,19 @@ class ScoringInputInvalid(DomainError):
 
     status = 422
     code = "invalid_scoring_input"
+
+
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key sent again with another request body or target."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class CallbackNotAllowed(ValidationFailed):
+    """A callback URL that is malformed or outside KSCORE_WEBHOOK_ALLOW."""
+
+    code = "callback_not_allowed"
 
 
 class ScoringFailed(DomainError):

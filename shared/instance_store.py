@@ -33,6 +33,7 @@ from shared.json_records import update_json_record
 from shared.keys import INSTANCE_ID, Keys
 from shared.redis_client import connect_url
 from shared.timeutil import now
+from shared.webhooks import new_secret
 
 log = logging.getLogger(__name__)
 
@@ -404,4 +405,16 @@ class InstanceStore:
         """The installation's token signing secret, made once and shared through Redis."""
         key = self._keys.token_secret()
         self._r.set(key, secrets.token_urlsafe(48), nx=True)
+        return cast(bytes, self._r.get(key)).decode()
+
+    # the webhook signing secret
+
+    def webhook_secret(self, instance_id: str) -> str:
+        """The instance's webhook signing secret (``whsec_...``), made on first use.
+
+        Raises InstanceNotFound for an unknown instance.
+        """
+        self.get(instance_id)  # InstanceNotFound
+        key = self._keys.webhook_secret(instance_id)
+        self._r.set(key, new_secret(), nx=True)
         return cast(bytes, self._r.get(key)).decode()

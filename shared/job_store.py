@@ -60,6 +60,9 @@ class JobRecord:
     fields: list[str]
     output_names: list[str]
     result_shape: ResultShape = ResultShape.WML_V3
+    # Where the job's document is POSTed when it ends, and the base of its URLs there.
+    callback_url: str | None = None
+    base_url: str = ""
 
     @property
     def finished(self) -> bool:
@@ -102,6 +105,8 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         fields=json.loads(_f(raw, "fields") or "[]"),
         output_names=json.loads(_f(raw, "output_names") or "[]"),
         result_shape=ResultShape(_f(raw, "result_shape") or ResultShape.WML_V3),
+        callback_url=_f(raw, "callback_url") or None,
+        base_url=_f(raw, "base_url") or "",
     )
 
 
@@ -157,6 +162,8 @@ class JobStore:
         result_shape: ResultShape = ResultShape.WML_V3,
         max_queued_rows: int = 0,
         max_queued_jobs: int = 0,
+        callback_url: str | None = None,
+        base_url: str = "",
     ) -> JobRecord:
         """Write a queued job and its input chunks in one step, before any enqueue.
 
@@ -189,6 +196,8 @@ class JobStore:
             "output_names": json.dumps(output_names),
             "result_shape": result_shape.value,
         }
+        if callback_url:
+            mapping.update(callback_url=callback_url, base_url=base_url)
         # One script, not a MULTI: the limits are checked and the job written atomically,
         # so concurrent submissions through several API processes cannot pass them together.
         pairs = [str(part) for item in mapping.items() for part in item]
@@ -340,6 +349,7 @@ class JobStore:
             self._keys.job_done(inst, job_id),
             self._keys.job_attempts(inst, job_id),
             self._keys.job_notify(inst, job_id),
+            self._keys.job_webhook(inst, job_id),
             *(self._keys.job_output(inst, job_id, n) for n in range(record.chunks)),
             *(self._keys.job_input(inst, job_id, n) for n in range(record.chunks)),
         ]
@@ -444,6 +454,36 @@ class JobStore:
             ],
         )
         return FinishOutcome(_text(result))
+
+    def claim_webhook(self, record: JobRecord) -> bool:
+        """True exactly once for a finished job with a callback: whoever gets it sends the
+        delivery task (the worker that ended the job, else the reconciler)."""
+        if not record.callback_url or not record.finished:
+            return False
+        return bool(self._r.hsetnx(self._keys.job(record.instance, record.id), "webhook", 1))
+
+    def unclaim_webhook(self, record: JobRecord) -> None:
+        """Undo :meth:`claim_webhook` when the task could not be sent (the reconciler tries)."""
+        self._r.hdel(self._keys.job(record.instance, record.id), "webhook")
+
+    def log_webhook(self, record: JobRecord, attempt: dict[str, Any]) -> None:
+        """Append one delivery attempt to the job's log (kept as long as the job)."""
+        key = self._keys.job_webhook(record.instance, record.id)
+        ttl_ms = self._r.pttl(self._keys.job(record.instance, record.id))
+        with self._r.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, json.dumps(attempt))
+            if isinstance(ttl_ms, int) and ttl_ms > 0:
+                pipe.pexpire(key, ttl_ms)
+            pipe.execute()
+
+    def webhook_log(self, record: JobRecord) -> list[dict[str, Any]]:
+        """The delivery attempts of the job's callback, oldest first."""
+        if not record.callback_url:
+            return []
+        raw = cast(
+            list[bytes], self._r.lrange(self._keys.job_webhook(record.instance, record.id), 0, -1)
+        )
+        return [json.loads(entry) for entry in raw]
 
     def wait(self, instance: str, job_id: str, timeout_s: float) -> bool:
         """Block until the job finishes or ``timeout_s`` seconds pass; True if it finished."""

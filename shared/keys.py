@@ -97,6 +97,17 @@ class Keys:
     def job(self, instance: str, job_id: str) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}"
 
+    def idempotency(self, instance: str, key_sha256: str) -> str:
+        """What an ``Idempotency-Key`` (by its SHA-256, so any text makes a safe key name) holds."""
+        return f"{self.prefix}:i:{instance}:idempotency:{key_sha256}"
+
+    def webhook_secret(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:webhook_secret"
+
+    def job_webhook(self, instance: str, job_id: str) -> str:
+        """The delivery log of the job's callback (list of JSON attempts)."""
+        return f"{self.prefix}:i:{instance}:job:{job_id}:webhook"
+
     def jobs_index(self, instance: str) -> str:
         return f"{self.prefix}:i:{instance}:jobs"
 

@@ -14,6 +14,7 @@ from shared.settings import SentinelTarget, Settings, sentinel_target
 
 DEPLOY_MODEL = "kscore.deploy_model"
 SCORE_CHUNK = "kscore.score_chunk"
+DELIVER_WEBHOOK = "kscore.deliver_webhook"
 
 QUEUE_ONLINE = "online"
 QUEUE_DEPLOY = "deploy"

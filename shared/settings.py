@@ -91,6 +91,12 @@ class Settings:
     max_queued_rows: int = 5_000_000
     max_queued_jobs: int = 1_000
     rate_limit: str = "50/second;2000/minute"
+    # How long an Idempotency-Key returns the job it created (at most the job's retention).
+    idempotency_window_s: float = 86400.0
+    # Where job callbacks may go: host patterns and CIDRs (none: no callback is accepted).
+    webhook_allow: tuple[str, ...] = ()
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 30.0
 
     @property
     def local_model_dir(self) -> Path:
@@ -131,6 +137,10 @@ class Settings:
             "max_queued_rows": _non_negative_int,
             "max_queued_jobs": _non_negative_int,
             "rate_limit": _rate_limit,
+            "idempotency_window_s": parse_duration,
+            "webhook_allow": _webhook_allow,
+            "webhook_max_attempts": _positive_int,
+            "webhook_backoff_s": parse_duration,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
@@ -252,6 +262,12 @@ def _token_ttl(text: str) -> float:
     if seconds < 3600:
         raise ValueError(f"{text!r} is under 1h; WML clients need tokens valid well past 30m")
     return seconds
+
+
+def _webhook_allow(text: str) -> tuple[str, ...]:
+    from shared.webhooks import parse_allow_list  # the rule's one parser
+
+    return parse_allow_list(text)
 
 
 def _rate_limit(text: str) -> str:

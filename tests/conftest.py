@@ -51,6 +51,9 @@ def base_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> S
         visibility_timeout_s=30.0,
         # Tests poll every 50 ms from many threads; tests/api/test_backpressure.py sets limits.
         rate_limit="off",
+        # Job callbacks to the tests' own receivers on loopback, retried within a second.
+        webhook_allow=("127.0.0.0/8",),
+        webhook_backoff_s=0.2,
     )
 
 

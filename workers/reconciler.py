@@ -45,6 +45,7 @@ from shared.queueing import (
     celery_key_prefix,
 )
 from shared.settings import Settings
+from workers.callbacks import send_callback
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ class Reconciler:
                 self._jobs.forget_active(instance, job_id)
                 continue
             if record.finished:
+                # A job canceled through the API, failed at enqueue, or whose worker died
+                # between ending it and queueing its callback: the callback is sent here.
+                send_callback(self._jobs, self._celery, record)
                 self._jobs.forget_active(instance, job_id)
                 continue
             report.active_jobs += 1

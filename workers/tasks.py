@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import Celery, bootsteps
+from celery import Celery, Task, bootsteps
 from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentStore
-from shared.errors import DomainError
+from shared.errors import DomainError, JobNotFound
+from shared.instance_store import InstanceStore
 from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.metrics import beat
 from shared.model_store import ModelStore
-from shared.queueing import DEPLOY_MODEL, SCORE_CHUNK
+from shared.queueing import DELIVER_WEBHOOK, DEPLOY_MODEL, SCORE_CHUNK
 from shared.redis_client import connect
 from shared.scoring import (
     ResultShape,
@@ -35,7 +36,8 @@ from shared.scoring import (
     tensor_rows,
 )
 from shared.settings import Settings
-from shared.status import ClaimOutcome, DeploymentStatus, JobStatus
+from shared.status import ClaimOutcome, CompleteOutcome, DeploymentStatus, FinishOutcome, JobStatus
+from workers.callbacks import deliver, send_callback
 from workers.model_cache import ModelCache
 from workers.reconciler import Reconciler, ReconcilerThread
 
@@ -54,6 +56,7 @@ class Runtime:
     jobs: JobStore
     models: ModelCache
     model_records: ModelStore
+    instances: InstanceStore
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -76,14 +79,16 @@ class Runtime:
                 settings.direct_call_max_rows,
             ),
             model_records=ModelStore(client, keys, blobs),
+            instances=InstanceStore(client, keys),
         )
 
 
 class RuntimeHolder:
     """Builds the Runtime lazily in the process that uses it, so nothing crosses a fork."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
+        self.app = app  # to send a job's callback task when a task ends the job
         self._pid = -1
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
@@ -164,11 +169,13 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
     claim = rt.jobs.claim_chunk(instance, job_id, chunk, rt.settings.chunk_max_attempts)
     if claim is not ClaimOutcome.RUN:
         log.info("chunk skipped job_id=%s chunk=%d claim=%s", job_id, chunk, claim)
+        if claim is ClaimOutcome.ATTEMPTS_EXHAUSTED:
+            _ended(holder, instance, job_id)
         return
     job = rt.jobs.get(instance, job_id)
     data = rt.jobs.read_input(instance, job_id, chunk)
     if data is None:
-        rt.jobs.finish(
+        ended = rt.jobs.finish(
             instance,
             job_id,
             JobStatus.FAILED,
@@ -177,6 +184,8 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
                 "message": f"The input rows of chunk {chunk} are gone from Redis (evicted?); resubmit the job.",
             },
         )
+        if ended is FinishOutcome.FINISHED:
+            _ended(holder, instance, job_id)
         return
     started = time.perf_counter()
     try:
@@ -192,7 +201,9 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback
         log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
-        rt.jobs.finish(instance, job_id, JobStatus.FAILED, _error(exc, "scoring_failed"))
+        ended = rt.jobs.finish(instance, job_id, JobStatus.FAILED, _error(exc, "scoring_failed"))
+        if ended is FinishOutcome.FINISHED:
+            _ended(holder, instance, job_id)
         return
     rows = len(outputs[0]) if outputs else 0
     outcome = rt.jobs.complete_chunk(instance, job_id, chunk, rows, payload)
@@ -204,6 +215,18 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         time.perf_counter() - started,
         outcome,
     )
+    if outcome is CompleteOutcome.JOB_COMPLETED:
+        _ended(holder, instance, job_id)
+
+
+def _ended(holder: RuntimeHolder, instance: str, job_id: str) -> None:
+    """This task's Lua script ended the job: send its callback, if it has one."""
+    rt = holder.get()
+    try:
+        record = rt.jobs.get(instance, job_id)
+    except JobNotFound:  # an online job whose answer was delivered and deleted already
+        return
+    send_callback(rt.jobs, holder.app, record)
 
 
 def preload_models(holder: RuntimeHolder) -> None:
@@ -234,7 +257,7 @@ def preload_models(holder: RuntimeHolder) -> None:
 
 def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     """Register kscore's tasks on ``app`` under the names the API sends."""
-    holder = RuntimeHolder(settings)
+    holder = RuntimeHolder(settings, app)
 
     # Redis blips are retried soon; if even the retry cannot be sent, the unacknowledged
     # message comes back after the visibility timeout (task_acks_on_failure_or_timeout=False).
@@ -247,6 +270,11 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
     @app.task(name=SCORE_CHUNK, **retry)
     def score_chunk_task(instance: str, job_id: str, chunk: int) -> None:
         score_chunk(holder, instance, job_id, chunk)
+
+    @app.task(name=DELIVER_WEBHOOK, bind=True, **retry)
+    def deliver_webhook_task(self: Task, instance: str, job_id: str) -> None:
+        rt = holder.get()
+        deliver(self, settings, rt.jobs, rt.instances, instance, job_id)
 
     app.steps["consumer"].add(_heartbeat_step(settings))
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from flask import Response, current_app, jsonify
 
-from api.context import gc_paused, instance, page, services, url
-from api.contract import LOCATION, Blueprint, RowsBody
+from api.context import (
+    base_url,
+    gc_paused,
+    idempotent_request,
+    instance,
+    page,
+    services,
+    url,
+)
+from api.contract import LOCATION, REPLAYED, Blueprint, RowsBody
 from api.limits import queue_warnings
 from api.schemas import (
     DeploymentCreateSchema,
@@ -17,6 +26,7 @@ from api.schemas import (
     DeploymentQuerySchema,
     DeploymentSchema,
     ErrorSchema,
+    IdempotencyHeaderSchema,
     JobCreateSchema,
     JobListSchema,
     JobQuerySchema,
@@ -53,6 +63,8 @@ MODEL_SHA256 = {
         "schema": {"type": "string"},
     }
 }
+# An answer given again for a repeated Idempotency-Key says so.
+_REPLAYED_HEADERS = {"Idempotency-Replayed": "true"}
 
 
 def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) -> dict[str, Any]:
@@ -173,24 +185,25 @@ def delete_deployment(deployment_id: str) -> Response:
 
 @bp.post("/<deployment_id>/online")
 @bp.arguments(OnlineQuerySchema, location="query")
+@bp.arguments(IdempotencyHeaderSchema, location="headers")
 @bp.rows_body(ScoringPayloadSchema)
 @bp.response(
     200,
     ScoringResultSchema,
     description="Predictions, one row per input row.",
-    headers=MODEL_SHA256,
+    headers={**MODEL_SHA256, **REPLAYED},
 )
 @bp.alt_response(
     202,
     schema=JobSchema,
     description="Still running: poll the job in Location.",
-    headers=LOCATION,
+    headers={**LOCATION, **REPLAYED},
     success=True,
 )
 @bp.alt_response(500, schema=ErrorSchema, description="The model failed on these rows.")
 @bp.errors(400, 404, 409, 413, 422, 429, 503)
 def score_online(
-    args: dict[str, Any], rows: RowsBody, deployment_id: str
+    args: dict[str, Any], headers: dict[str, Any], rows: RowsBody, deployment_id: str
 ) -> Response | tuple[Response, int, dict[str, str]]:
     """Score rows online
 
@@ -198,11 +211,13 @@ def score_online(
     answered as {"predictions": [{"fields", "values"}]}). Multi-input models: each row lists
     one entry per input in model order, or send {"inputs": {name: rows}}. Multi-output models:
     each field of a row is an object keyed by output name. Waits up to `timeout` seconds (default
-    KSCORE_ONLINE_TIMEOUT), then answers 202 with the job.
+    KSCORE_ONLINE_TIMEOUT), then answers 202 with the job. With an `Idempotency-Key`, the rows
+    are scored once: a repeat answers the same predictions (or waits for them).
     ---
     Returns the predictions, or the job (202) past the timeout. Raises DeploymentNotFound
-    (404), DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422, also
-    when the model itself refuses the rows) and ScoringFailed (500).
+    (404), DeploymentNotReady or IdempotencyKeyInUse (409), PayloadTooLarge (413),
+    ScoringInputInvalid or IdempotencyKeyReused (422, also when the model itself refuses the
+    rows) and ScoringFailed (500).
     """
     started = time.perf_counter()
     svc = services()
@@ -210,16 +225,26 @@ def score_online(
     timeout_s = min(timeout_s, svc.settings.max_online_timeout_s)
     with gc_paused():  # the parsed rows are dropped before the collector runs again
         body = rows.read()
-        job = svc.submit_online(instance(), deployment_id, body, result_shape_of(body))
+        # `timeout` only says how long this request waits: a retry may change it.
+        once = idempotent_request(headers["idempotency_key"], "timeout")
+        job, replayed = svc.submit_once(
+            instance(),
+            once,
+            partial(svc.submit_online, instance(), deployment_id, body, result_shape_of(body)),
+        )
         del body
-    outcome = svc.await_online(instance(), job, timeout_s, started)
+    # With a key the answered job is kept: a retry of this request must find it.
+    outcome = svc.await_online(instance(), job, timeout_s, started, keep=once is not None)
+    extra = _REPLAYED_HEADERS if replayed else {}
     if isinstance(outcome, bytes):
         return Response(
-            outcome, mimetype="application/json", headers={MODEL_SHA256_HEADER: job.model_sha256}
+            outcome,
+            mimetype="application/json",
+            headers={MODEL_SHA256_HEADER: job.model_sha256, **extra},
         )
     # A Response, not a dict: the 200 above declares the body the decorator would dump.
     document = _job_schema.dump(job_resource(outcome))
-    return jsonify(document), 202, {"Location": document["href"]}
+    return jsonify(document), 202, {"Location": document["href"], **extra}
 
 
 @bp.get("/<deployment_id>/jobs", tags=JOBS_TAG)
@@ -239,36 +264,51 @@ def list_deployment_jobs(args: dict[str, Any], deployment_id: str) -> dict[str, 
 
 @bp.post("/<deployment_id>/jobs", tags=JOBS_TAG)
 @bp.arguments(JobSubmitQuerySchema, location="query")
+@bp.arguments(IdempotencyHeaderSchema, location="headers")
 @bp.rows_body(JobCreateSchema)
-@bp.response(202, JobSchema, description="Queued; Location is the job.", headers=LOCATION)
+@bp.response(
+    202,
+    JobSchema,
+    description="Queued; Location is the job.",
+    headers={**LOCATION, **REPLAYED},
+)
 @bp.errors(400, 404, 409, 413, 422, 429, 503)
 def submit_job(
-    args: dict[str, Any], rows: RowsBody, deployment_id: str
+    args: dict[str, Any], headers: dict[str, Any], rows: RowsBody, deployment_id: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Submit a batch job
 
     Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
     `input_data`). `retention_days` comes in the JSON body, or in the query with a .npy/.npz
-    body.
+    body, as does `callback_url` (the job's document is POSTed there, signed, when it ends).
+    With an `Idempotency-Key`, a repeat answers the job the first request created.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
-    DeploymentNotReady (409), PayloadTooLarge (413), ScoringInputInvalid (422) and
-    BackendUnavailable (503; the job is failed with enqueue_failed).
+    DeploymentNotReady or IdempotencyKeyInUse (409), PayloadTooLarge (413),
+    ScoringInputInvalid, IdempotencyKeyReused or CallbackNotAllowed (422) and BackendUnavailable (503; the job is
+    failed with enqueue_failed).
     """
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
         body = rows.read()
-        retention_days = body.pop("retention_days", None) if isinstance(body, dict) else None
-        if retention_days is None:
-            retention_days = args["retention_days"]
-        job = svc.submit_job(
+        options = body if isinstance(body, dict) else {}
+        retention_days = options.pop("retention_days", None) or args["retention_days"]
+        callback_url = options.pop("callback_url", None) or args["callback_url"]
+        job, replayed = svc.submit_once(
             instance(),
-            deployment_id,
-            body,
-            kind="batch",
-            retention_s=retention_days * 86400.0 if retention_days else None,
-            result_shape=result_shape_of(body),
+            idempotent_request(headers["idempotency_key"]),
+            partial(
+                svc.submit_job,
+                instance(),
+                deployment_id,
+                body,
+                kind="batch",
+                retention_s=retention_days * 86400.0 if retention_days else None,
+                result_shape=result_shape_of(body),
+                callback_url=callback_url,
+                base_url=base_url(),
+            ),
         )
         del body
     document = job_resource(job)
-    return document, {"Location": document["href"]}
+    return document, {"Location": document["href"], **(_REPLAYED_HEADERS if replayed else {})}

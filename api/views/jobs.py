@@ -6,15 +6,15 @@ from typing import Any
 
 from flask import Response, current_app
 
-from api.context import instance, page, services, url
+from api.context import base_url, instance, page, services
 from api.contract import Blueprint
 from api.limits import job_queue, queue_warnings
 from api.schemas import JobListSchema, JobQuerySchema, JobSchema, ScoringResultSchema
 from shared.errors import JobAlreadyFinished, JobNotFinished
+from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
 from shared.status import FinishOutcome, JobStatus
-from shared.timeutil import iso
 
 bp = Blueprint(
     "jobs",
@@ -27,22 +27,11 @@ bp = Blueprint(
 def job_resource(record: JobRecord, idle: set[str] | None = None) -> dict[str, Any]:
     """The job's fields for JobSchema to dump, with absolute URLs, and a warning while no
     worker consumes the queue it waits in (``idle``: the idle queues, looked up if None)."""
-    href = url(f"/api/v1/jobs/{record.id}")
     warnings: list[dict[str, Any]] = []
     if not record.finished:
         queue = job_queue(record)
         warnings = queue_warnings(queue, services().idle_queues(queue) if idle is None else idle)
-    return {
-        **record.__dict__,
-        "warnings": warnings,
-        "progress": {"rows_done": record.rows_done, "rows_total": record.rows_total},
-        "created_at": iso(record.created_at),
-        "started_at": iso(record.started_at),
-        "finished_at": iso(record.finished_at),
-        "expires_at": iso(record.expires_at),
-        "href": href,
-        "result_url": href + "/result",
-    }
+    return job_document(record, base_url(), warnings, services().jobs.webhook_log(record))
 
 
 def jobs_page(

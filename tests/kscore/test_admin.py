@@ -200,3 +200,12 @@ def test_local_credentials_are_made_once_private_and_repaired(
     assert store.instance_for_password(repaired["username"], repaired["password"]) == (
         settings.default_instance
     )
+
+
+def test_webhook_secret_is_made_once_and_read_again(admin: Admin) -> None:
+    iid = admin.json("create-instance", "--name", "hooks")["instance_id"]
+    first = admin.json("webhook-secret", iid)
+    assert first["instance_id"] == iid and first["webhook_secret"].startswith("whsec_")
+    assert admin.run("webhook-secret", iid).output.strip() == first["webhook_secret"]
+    missing = admin.run("webhook-secret", "nosuch", ok=False)
+    assert missing.exit_code == 1 and "instance_not_found" in missing.output
