@@ -25,13 +25,14 @@ from shared.keras_file.archive import (
     MAX_ARCHIVE_MEMBERS,
     extract_model_file,
 )
+from shared.keras_file.caps import MAX_CONFIG_BYTES
 from shared.keras_file.container import (
     MODEL_EXTENSIONS,
     detect_kind,
     read_model_config,
     read_raw_model,
 )
-from shared.keras_file.safety import MAX_CONFIG_BYTES, check_config_safe, find_unsafe_layers
+from shared.keras_file.safety import check_config_safe, find_unsafe_layers
 from shared.keras_file.signature import ModelInfo, TensorSpec, describe
 
 __all__ = [

@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from shared.errors import PayloadTooLarge, UnsupportedModelFile
-from shared.keras_file import safety
-from shared.keras_file.container import (
-    MODEL_EXTENSIONS,
+from shared.keras_file import caps
+from shared.keras_file.caps import MAX_ARCHIVE_MEMBERS, refuse_file
+from shared.keras_file.container import MODEL_EXTENSIONS, detect_kind, wrong_kind
+from shared.keras_file.structure import (
     check_zip_members,
-    detect_kind,
     too_many_members,
     unsafe_member_name,
     unsafe_member_path,
-    wrong_kind,
 )
-from shared.keras_file.safety import MAX_ARCHIVE_MEMBERS, refuse_file
 
 __all__ = [
     "ARCHIVE_EXTENSIONS",
@@ -201,8 +199,8 @@ class _BoundedStream(io.RawIOBase):
         return refuse_file(
             "tar_bomb",
             f"{self._filename} unpacks to more than {self._limit} bytes (over "
-            f"{safety.MAX_COMPRESSION_RATIO} times its size, or past "
-            f"{safety.MAX_UNPACKED_BYTES} bytes); refused as a decompression bomb.",
+            f"{caps.MAX_COMPRESSION_RATIO} times its size, or past "
+            f"{caps.MAX_UNPACKED_BYTES} bytes); refused as a decompression bomb.",
             self._filename,
             limit=self._limit,
         )
@@ -214,8 +212,8 @@ def _tar_limit(path: Path, kind: str) -> int:
     if kind == "tar":
         return size
     return min(
-        safety.MAX_UNPACKED_BYTES,
-        max(safety.MIN_BOMB_BYTES, safety.MAX_COMPRESSION_RATIO * size),
+        caps.MAX_UNPACKED_BYTES,
+        max(caps.MIN_BOMB_BYTES, caps.MAX_COMPRESSION_RATIO * size),
     )
 
 
@@ -270,7 +268,7 @@ def _checked_tar_members(tar: tarfile.TarFile, filename: str) -> Iterator[tarfil
     """Every member, once it passed the rules: count, name, type (no links or devices), size."""
     total = 0
     for count, info in enumerate(tar, start=1):
-        if count > safety.MAX_ARCHIVE_MEMBERS:
+        if count > caps.MAX_ARCHIVE_MEMBERS:
             raise too_many_members(filename)
         if unsafe_member_name(info.name):
             raise unsafe_member_path(filename, info.name)
@@ -290,13 +288,13 @@ def _checked_tar_members(tar: tarfile.TarFile, filename: str) -> Iterator[tarfil
                 member=info.name,
             )
         total += info.size
-        if total > safety.MAX_UNPACKED_BYTES:
+        if total > caps.MAX_UNPACKED_BYTES:
             raise refuse_file(
                 "archive_too_large",
-                f"{filename}: its members declare more than {safety.MAX_UNPACKED_BYTES} bytes "
+                f"{filename}: its members declare more than {caps.MAX_UNPACKED_BYTES} bytes "
                 "unpacked; kscore does not unpack that much.",
                 filename,
-                limit=safety.MAX_UNPACKED_BYTES,
+                limit=caps.MAX_UNPACKED_BYTES,
             )
         yield info
 

@@ -155,7 +155,7 @@ def test_damaged_archives_are_refused(tmp_path: Path, name: str) -> None:
 def test_archive_with_too_many_members_is_refused(
     tmp_path: Path, make: Builder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.keras_file.safety.MAX_ARCHIVE_MEMBERS", 3)
+    monkeypatch.setattr("shared.keras_file.caps.MAX_ARCHIVE_MEMBERS", 3)
     members = [(f"f{i}.txt", b"x") for i in range(4)]
     archive = make(
         None,

@@ -141,7 +141,7 @@ def test_detect_kind(built: Built, tmp_path: Path) -> None:
 def test_oversized_config_json_is_refused(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.keras_file.safety.MAX_CONFIG_BYTES", 100)
+    monkeypatch.setattr("shared.keras_file.caps.MAX_CONFIG_BYTES", 100)
     path = Path(shutil.copy(built(kf.keras3_keras_file), tmp_path / "big_config.keras"))
     with pytest.raises(UnsafeModelFile, match="more than a Keras config ever needs") as caught:
         inspect(path)

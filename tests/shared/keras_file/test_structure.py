@@ -18,11 +18,11 @@ import pytest
 
 from shared.errors import UnsafeModel, UnsafeModelFile, UnsupportedModelFile
 from shared.keras_file import (
+    caps,
     detect_kind,
     extract_model_file,
     find_unsafe_layers,
     inspect_model_file,
-    safety,
 )
 from tests import hostile_models as hm
 from tests import keras_files as kf
@@ -133,7 +133,7 @@ def test_hdf5_caps(
     value: int,
     reason: str,
 ) -> None:
-    monkeypatch.setattr(safety, cap, value)
+    monkeypatch.setattr(caps, cap, value)
     assert refusal(built(kf.tf_keras_h5_file)).details["reason"] == reason
 
 
@@ -173,12 +173,12 @@ def test_a_member_whose_bytes_fail_their_crc_is_damaged(built: Built, tmp_path: 
 
 
 def test_keras_member_cap(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(safety, "MAX_ARCHIVE_MEMBERS", 2)
+    monkeypatch.setattr(caps, "MAX_ARCHIVE_MEMBERS", 2)
     assert refusal(built(kf.keras3_keras_file)).details["reason"] == "archive_too_many_members"
 
 
 def test_unpacked_size_cap(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(safety, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(caps, "MAX_UNPACKED_BYTES", 1000)
     assert refusal(built(kf.keras3_keras_file)).details["reason"] == "archive_too_large"
     archive = kf.tar_gz_of(built(kf.tf_keras_h5_file), tmp_path)
     assert refusal(archive).details["reason"] in ("archive_too_large", "tar_bomb")
@@ -191,11 +191,11 @@ def test_a_config_at_the_depth_cap_is_read_and_one_past_it_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = kf.json.loads(kf.json.dumps(_dense_config()))
-    depth = safety.config_depth(config)
-    monkeypatch.setattr(safety, "MAX_CONFIG_DEPTH", depth)
+    depth = caps.config_depth(config)
+    monkeypatch.setattr(caps, "MAX_CONFIG_DEPTH", depth)
     (tmp_path / "ok").mkdir()
     inspect(_h5_with(tmp_path / "ok", config))
-    monkeypatch.setattr(safety, "MAX_CONFIG_DEPTH", depth - 1)
+    monkeypatch.setattr(caps, "MAX_CONFIG_DEPTH", depth - 1)
     (tmp_path / "deep").mkdir()
     assert refusal(_h5_with(tmp_path / "deep", config)).details["reason"] == "config_too_deep"
 
@@ -206,7 +206,7 @@ def test_the_safety_walk_takes_any_depth_without_recursing() -> None:
         nested = {"class_name": "Sequential", "config": {"name": f"s{level}", "layers": [nested]}}
     (finding,) = find_unsafe_layers(nested)
     assert (finding["name"], finding["class_name"]) == ("deepest", "Lambda")
-    assert safety.config_depth(nested, limit=100) == 101
+    assert caps.config_depth(nested, limit=100) == 101
 
 
 def _dense_config() -> dict[str, Any]:
