@@ -32,7 +32,7 @@ test-deps:
 	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } || true
 
-# The part of the suite that starts no extra process stacks (under a minute): for development.
+# The part of the suite that starts no extra process stacks (under two minutes): for development.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
