@@ -54,6 +54,7 @@ __all__ = [
     "Supervisor",
     "api_command",
     "child_env",
+    "flower_command",
     "free_port",
     "missing_server_modules",
     "port_in_use",
@@ -65,7 +66,7 @@ __all__ = [
 # and a long batch job never starves them (shared.queueing.ALL_QUEUES, which this mirrors).
 DEFAULT_QUEUES = "online,deploy,batch"
 SERVER_EXTRAS_HINT = "Install the server extras: pip install 'kscore[server]'"
-_STOP_ORDER: tuple[Role, ...] = ("api", "worker", "redis")
+_STOP_ORDER: tuple[Role, ...] = ("api", "flower", "worker", "redis")
 
 
 # -- commands and environment --------------------------------------------------------------
@@ -125,6 +126,18 @@ def api_command(host: str = "127.0.0.1", port: int = 8080, workers: int = 2) -> 
         "--timeout", "120",
         "--access-logfile", "-",
         "api.wsgi:app",
+    ]  # fmt: skip
+
+
+def flower_command(port: int = 5555, host: str = "127.0.0.1") -> list[str]:
+    """The argv that runs Flower (Celery's dashboard) for kscore's broker on ``host:port``.
+
+    Its basic auth comes from ``FLOWER_BASIC_AUTH`` in the child's environment (Flower reads
+    its options from ``FLOWER_*`` variables), so the password never shows in ``ps``.
+    """
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.main", "flower",
+        f"--address={host}", f"--port={port}",
     ]  # fmt: skip
 
 
@@ -208,6 +221,14 @@ class Supervisor:
     ) -> Child:
         """Start the API under gunicorn on ``host:port``; the child (see :meth:`wait_ready`)."""
         return self._start(name, "api", api_command(host, port, workers), None)
+
+    def start_flower(self, port: int = 5555, *, basic_auth: str, host: str = "127.0.0.1") -> Child:
+        """Start Flower on ``host:port`` (loopback by default) with HTTP basic auth
+        ``user:password``; the child (not waited for)."""
+        if ":" not in basic_auth:
+            raise DevStackError("Flower's basic auth must be user:password.")
+        env = {"FLOWER_BASIC_AUTH": basic_auth}
+        return self._start("flower", "flower", flower_command(port, host), env)
 
     def _start(
         self, name: str, role: Role, argv: list[str], env: Mapping[str, str] | None

@@ -35,7 +35,7 @@ __all__ = [
 
 STOP_GRACE_SECONDS = 10.0
 
-Role = Literal["redis", "worker", "api"]
+Role = Literal["redis", "worker", "api", "flower"]
 
 
 class DevStackError(RuntimeError):

@@ -7,11 +7,13 @@ supervisor until Ctrl-C; the other two replace this process with the part they r
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -50,6 +52,8 @@ class UpOptions:
     redis_url: str | None = None
     data_dir: Path = Path(".kscore")
     startup_timeout: float = 120.0
+    flower: bool = False
+    flower_port: int = 5555
 
 
 class _Signals:
@@ -129,6 +133,14 @@ def run_up(
             f"Port {options.port} on {options.host} is already in use (is kscore already "
             "running?). Stop it or pick another port with --port."
         )
+    if options.flower:
+        if missing_server_modules("flower"):
+            raise DevStackError(f"kscore up --flower needs flower. {SERVER_EXTRAS_HINT}")
+        if port_in_use(FLOWER_HOST, options.flower_port):
+            raise DevStackError(
+                f"Port {options.flower_port} on {FLOWER_HOST} is already in use; pick another "
+                "port for Flower with --flower-port."
+            )
     data_dir = options.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -152,6 +164,10 @@ def run_up(
             credentials, fresh = _local_credentials(redis_url, data_dir, url)
             for _ in range(options.workers):
                 stack.start_worker()
+            flower_auth = None
+            if options.flower:
+                flower_auth = flower_basic_auth(data_dir, os.environ)
+                stack.start_flower(options.flower_port, basic_auth=flower_auth[0], host=FLOWER_HOST)
             stack.start_api(options.host, options.port, workers=API_PROCESSES)
             try:
                 # Ready means a worker consumes (/readyz), not just that the API answers.
@@ -172,6 +188,11 @@ def run_up(
                 say(f"  redis: {redis_url} (local, files in {stack.redis.data_dir})")
             else:
                 say(f"  redis: {redis_url}")
+            if flower_auth is not None:
+                say(
+                    f"  flower: http://{FLOWER_HOST}:{options.flower_port} (basic auth: "
+                    f"{flower_auth[1]})"
+                )
             names = ", ".join(f"{c.name}.log" for c in stack.children if c.role != "redis")
             say(f"  logs:  {logs}/ ({names}; redis.log beside the Redis files)")
             say(
@@ -203,6 +224,32 @@ def run_up(
             stack.stop(hurry=lambda: signals.count > max(asked, 1))
             stack_file.unlink(missing_ok=True)
             lock.close()
+
+
+FLOWER_HOST = "127.0.0.1"  # kscore up's Flower listens on loopback only
+FLOWER_FILE = "flower.json"
+FLOWER_AUTH_ENV = "KSCORE_FLOWER_BASIC_AUTH"
+
+
+def flower_basic_auth(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, str]:
+    """Flower's ``user:password`` for ``kscore up --flower`` and where it comes from:
+    ``KSCORE_FLOWER_BASIC_AUTH`` when set, else the one kept in ``<data_dir>/flower.json``
+    (made on first use: user ``kscore``, a random password; the file is private)."""
+    given = environ.get(FLOWER_AUTH_ENV, "").strip()
+    if given:
+        user, sep, password = given.partition(":")
+        if not (user and sep and password):
+            raise DevStackError(f"{FLOWER_AUTH_ENV} must be user:password.")
+        return given, f"from {FLOWER_AUTH_ENV}"
+    path = data_dir / FLOWER_FILE
+    try:
+        stored = json.loads(path.read_text())
+        auth = f"{stored['username']}:{stored['password']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        auth = f"kscore:{secrets.token_urlsafe(18)}"
+        user, _, password = auth.partition(":")
+        write_private_json(path, {"username": user, "password": password})
+    return auth, f"user and password in {path}"
 
 
 def _local_credentials(redis_url: str, data_dir: Path, url: str) -> tuple[Path, bool]:
@@ -352,6 +399,19 @@ def api(host: str, port: int, workers: int, redis_url: str | None) -> None:
     show_default=True,
     help="Seconds to wait for the API to answer /healthz.",
 )
+@click.option(
+    "--flower",
+    is_flag=True,
+    help="Also run Flower (Celery's dashboard) on 127.0.0.1, with basic auth from "
+    "KSCORE_FLOWER_BASIC_AUTH (user:password) or a password kept in DATA_DIR/flower.json.",
+)
+@click.option(
+    "--flower-port",
+    type=click.IntRange(1, 65535),
+    default=5555,
+    show_default=True,
+    help="Port Flower binds (with --flower).",
+)
 def up(
     host: str,
     port: int,
@@ -359,6 +419,8 @@ def up(
     redis_url: str | None,
     data_dir: Path,
     startup_timeout: float,
+    flower: bool,
+    flower_port: int,
 ) -> None:
     """Run Redis, workers and the API together (development).
 
@@ -366,7 +428,9 @@ def up(
     the workers and the API goes to log files in DATA_DIR/logs. Ctrl-C stops the API, then the
     workers, then Redis.
     """
-    options = UpOptions(host, port, workers, redis_url, data_dir, startup_timeout)
+    options = UpOptions(
+        host, port, workers, redis_url, data_dir, startup_timeout, flower, flower_port
+    )
     try:
         code = run_up(options)
     except DevStackError as exc:

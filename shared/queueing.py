@@ -89,6 +89,9 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=QUEUE_BATCH,
         task_routes={DEPLOY_MODEL: {"queue": QUEUE_DEPLOY}},
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events (received, started, succeeded, ...) and the client's task-sent event, so
+        # Flower shows every task: published on Redis pub/sub, nothing in kscore reads them.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     return app
