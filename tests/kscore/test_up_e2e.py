@@ -368,3 +368,77 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         assert first.poll() is None  # the first one is untouched
     finally:
         _kill_tree(first)
+
+
+# A stand-in worker app with one task, configured as shared.queueing configures kscore's: task
+# events on, so Flower sees what the worker does.
+FAKE_WORKER_WITH_TASK = """
+import os
+
+from celery import Celery
+
+app = Celery("fake", broker=os.environ["KSCORE_REDIS_URL"])
+app.conf.update(worker_send_task_events=True, task_send_sent_event=True, task_ignore_result=True)
+
+
+@app.task(name="fake.add")
+def add(a, b):
+    return a + b
+"""
+
+
+@pytest.mark.slow
+def test_up_flower_answers_with_auth_only_and_shows_a_task(tmp_path: Path) -> None:
+    _fake_project(tmp_path, FAKE_WORKER_WITH_TASK)
+    port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSCORE_")}
+    env["KSCORE_FLOWER_BASIC_AUTH"] = "ops:s3cret-flower"
+    process = subprocess.Popen(
+        [*KSCORE, "up", "--port", str(port), "--flower", "--flower-port", str(flower_port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        process_group=0,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        output = _read_until(lines, "Press Ctrl-C", timeout=90)
+        assert any(f"flower: http://127.0.0.1:{flower_port}" in line for line in output)
+        redis_line = next(line for line in output if "redis:" in line)
+        redis_url = redis_line.split("redis:", 1)[1].split()[0]
+        base = f"http://127.0.0.1:{flower_port}"
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{base}/api/workers", timeout=2).status_code == 401
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 60, "Flower to answer")
+        assert httpx.get(f"{base}/api/tasks", auth=("ops", "wrong")).status_code == 401
+        auth = ("ops", "s3cret-flower")
+        assert httpx.get(f"{base}/api/tasks", auth=auth).status_code == 200
+
+        from celery import Celery
+
+        sender = Celery("sender", broker=redis_url, set_as_current=False)
+        sender.conf.task_send_sent_event = True
+        sender.send_task("fake.add", args=(2, 3), queue="batch")
+
+        def task_seen() -> bool:
+            tasks = httpx.get(f"{base}/api/tasks", auth=auth, timeout=5).json()
+            return any(
+                t.get("name") == "fake.add" and t.get("state") == "SUCCESS" for t in tasks.values()
+            )
+
+        wait_for(task_seen, 60, "the task to show up in Flower as SUCCESS", 0.5)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert not _port_open(flower_port)
+    finally:
+        _kill_tree(process)
