@@ -424,7 +424,8 @@ def up(
 ) -> None:
     """Run Redis, workers and the API together (development).
 
-    Without --redis-url a local redis-server keeps its data (AOF) in DATA_DIR/redis. Output of
+    Without --redis-url a local redis-server keeps its data (AOF) in DATA_DIR/redis. With --flower,
+    Flower runs on 127.0.0.1:--flower-port with basic auth. Output of
     the workers and the API goes to log files in DATA_DIR/logs. Ctrl-C stops the API, then the
     workers, then Redis.
     """
