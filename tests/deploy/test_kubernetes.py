@@ -6,6 +6,7 @@ the keys Celery really writes."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,9 @@ def test_the_scaled_object_has_kedas_fields_and_targets_the_worker() -> None:
 
 def test_celery_writes_each_queue_to_the_list_keda_watches(settings: Settings) -> None:
     """What the KEDA trigger relies on: a waiting task is one entry of the Redis list
-    ``<key_prefix>:celery:<queue>`` (checked with the test session's prefix)."""
+    ``<key_prefix>:celery:<queue>`` (with a prefix of its own: no worker of the session takes
+    the message before it is counted)."""
+    settings = settings.replace(key_prefix=f"kedatest-{uuid.uuid4().hex[:8]}")
     app = make_celery(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
