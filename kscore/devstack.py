@@ -11,7 +11,7 @@ tests' worker subprocesses.
 
 Each child runs in its own process group with stdout and stderr in ``<log_dir>/<name>.log``, so a
 Ctrl-C in the terminal reaches only the owner, which stops them in order: the API first (no new
-work), then the workers, then Redis. A child that dies is reported as :class:`ChildExited`,
+work), then Flower (``kscore up --flower``), then the workers, then Redis. A child that dies is reported as :class:`ChildExited`,
 with the tail of its log.
 
 Nothing of the server is imported; redis-py (part of the server extras that running the stack

@@ -3,14 +3,16 @@ them in, what it says when one dies, and what it does to one that ignores SIGTER
 
 from __future__ import annotations
 
+import stat
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from kscore.devstack import ChildExited, Supervisor
+from kscore.devstack import ChildExited, DevStackError, Supervisor, flower_command
 from kscore.processes import Role, spawn
+from kscore.up import flower_basic_auth
 
 # Says it is up, then on SIGTERM appends its name to a file and exits.
 POLITE = """
@@ -97,3 +99,37 @@ def test_wait_ready_stops_at_a_dead_child(tmp_path: Path) -> None:
         _add(stack, "api", "api", script="raise SystemExit(1)")
         with pytest.raises(ChildExited, match="api exited with code 1"):
             stack.wait_ready("http://127.0.0.1:9", timeout=30)
+
+
+def test_flower_stops_after_the_api_and_before_the_workers(tmp_path: Path) -> None:
+    record = tmp_path / "stopped.txt"
+    stack = Supervisor(tmp_path)
+    _add(stack, "redis", "redis", str(record))
+    _add(stack, "worker1", "worker", str(record))
+    _add(stack, "flower", "flower", str(record))
+    _add(stack, "api", "api", str(record))
+    _wait_logged(stack, "up")
+    stack.stop()
+    assert record.read_text().split() == ["api", "flower", "worker1", "redis"]
+
+
+def test_flower_binds_loopback_and_takes_its_auth_from_the_environment(tmp_path: Path) -> None:
+    command = flower_command(5599)
+    assert command[-3:] == ["flower", "--address=127.0.0.1", "--port=5599"]
+    assert not any("auth" in part for part in command)  # not in `ps`
+    stack = Supervisor(tmp_path)
+    with pytest.raises(DevStackError, match="user:password"):
+        stack.start_flower(5599, basic_auth="no-colon")
+
+
+def test_flower_basic_auth_from_the_setting_or_kept_in_the_data_dir(tmp_path: Path) -> None:
+    given = flower_basic_auth(tmp_path, {"KSCORE_FLOWER_BASIC_AUTH": "ops:pw"})
+    assert given == ("ops:pw", "from KSCORE_FLOWER_BASIC_AUTH")
+    assert not (tmp_path / "flower.json").exists()
+    with pytest.raises(DevStackError, match="user:password"):
+        flower_basic_auth(tmp_path, {"KSCORE_FLOWER_BASIC_AUTH": "ops:"})
+    made, where = flower_basic_auth(tmp_path, {})
+    user, _, password = made.partition(":")
+    assert user == "kscore" and len(password) >= 24 and "flower.json" in where
+    assert stat.S_IMODE((tmp_path / "flower.json").stat().st_mode) == 0o600
+    assert flower_basic_auth(tmp_path, {})[0] == made  # the same on the next start
