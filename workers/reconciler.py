@@ -109,14 +109,28 @@ class Reconciler:
         return bool(self._lead(keys=[self._keys.reconciler_lease()], args=[self._name, lease_ms]))
 
     def in_flight(self) -> set[Task]:
-        """Every task waiting in kscore's queues or held unacknowledged by a worker."""
+        """Every task waiting in kscore's queues or held unacknowledged by a worker.
+
+        An unacknowledged message older than the visibility timeout does not count: its worker
+        lost it (seen after a Redis restart: the worker reconnected and never ran the message
+        it had taken, and Kombu did not put it back), so it is sent again; if Kombu restores it
+        too, the duplicate is dropped at claim time.
+        """
         found: set[Task] = set()
         for queue in ALL_QUEUES:
             for raw in self._pages(self._prefix + queue):
                 task = task_of(raw)
                 if task is not None:
                     found.add(task)
-        for raw in cast(list[bytes], self._r.hvals(self._prefix + "unacked")):
+        fresh_since = time.time() - self._settings.visibility_timeout_s
+        tags = cast(
+            list[bytes],
+            self._r.zrangebyscore(self._prefix + "unacked_index", fresh_since, "+inf"),
+        )
+        held = (
+            cast(list[bytes | None], self._r.hmget(self._prefix + "unacked", tags)) if tags else []
+        )
+        for raw in (h for h in held if h is not None):
             try:
                 task = task_of(json.dumps(json.loads(raw)[0]).encode())
             except (ValueError, TypeError, IndexError):
