@@ -397,7 +397,7 @@ def api(host: str, port: int, workers: int, redis_url: str | None) -> None:
     type=click.FloatRange(min=1),
     default=120.0,
     show_default=True,
-    help="Seconds to wait for the API to answer /healthz.",
+    help="Seconds to wait until the API answers and a worker consumes (/readyz).",
 )
 @click.option(
     "--flower",
