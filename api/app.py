@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from api import auth, limits
+from api import auth, console, limits
 from api.contract import KscoreRequest, build_api
 from api.inference import document_inference, inference_error, is_inference_path
 from api.services import Services
@@ -55,6 +55,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
     limits.install(app)  # wraps the views registered above
+    console.install(app)  # pages for people, after the limits: they are not metered calls
     # After build_api: these replace flask-smorest's own HTTPException handler.
     _register_error_handlers(app)
     return app

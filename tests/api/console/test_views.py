@@ -1,0 +1,204 @@
+"""The console without a browser (Flask's test client): sign-in, the cookie, CSRF, isolation,
+and the pages over a real Redis (and, where they score, the session's real worker)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shared.instance_store import NewInstance
+from shared.settings import Settings
+from tests import keras_files as kf
+from tests.conftest import instance_store
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str = "/console/sign-in") -> str:
+    """The CSRF token of the form on ``path``."""
+    page = client.get(path)
+    match = TOKEN.search(page.get_data(as_text=True))
+    assert match, page.get_data(as_text=True)
+    return match.group(1)
+
+
+def sign_in(client: FlaskClient, api_key: str) -> None:
+    response = client.post(
+        "/console/sign-in", data={"api_key": api_key, "csrf_token": csrf_token(client)}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"] == "/console/models"
+
+
+@pytest.fixture
+def browser(app: Flask) -> FlaskClient:
+    """A test client that keeps cookies, as a browser does, and sends no Authorization."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def dense_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return kf.tf_keras_h5_file(tmp_path_factory.mktemp("console"))
+
+
+def test_pages_need_a_session(browser: FlaskClient) -> None:
+    response = browser.get("/console/models")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/console/sign-in?next=")
+    polled = browser.get("/console/jobs/table", headers={"HX-Request": "true"})
+    assert polled.status_code == 401
+    assert polled.headers["HX-Redirect"] == "/console/sign-in"
+
+
+def test_a_bad_key_is_refused_with_a_message(browser: FlaskClient, instance: NewInstance) -> None:
+    response = browser.post(
+        "/console/sign-in", data={"api_key": "not-a-key", "csrf_token": csrf_token(browser)}
+    )
+    assert response.status_code == 401
+    page = response.get_data(as_text=True)
+    assert 'role="alert"' in page and "That API key is unknown or revoked." in page
+    assert browser.get("/console/models").status_code == 302  # still signed out
+
+
+def test_the_session_cookie_is_httponly_lax_and_scoped_to_the_console(
+    browser: FlaskClient, instance: NewInstance
+) -> None:
+    csrf = csrf_token(browser)
+    response = browser.post(
+        "/console/sign-in", data={"api_key": instance.key.api_key, "csrf_token": csrf}
+    )
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("kscore_console=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http here
+    assert instance.key.api_key not in cookie  # the cookie holds a token, not the key
+    assert browser.get("/console/models").status_code == 200
+    over_https = browser.get("/console/models", base_url="https://kscore.test")
+    assert "Secure" in over_https.headers.get("Set-Cookie", "Secure")  # refreshed when set
+
+
+def test_secure_cookie_over_https(app: Flask, instance: NewInstance) -> None:
+    browser = app.test_client()
+    base = "https://kscore.test"
+    page = browser.get("/console/sign-in", base_url=base)
+    token = TOKEN.search(page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    response = browser.post(
+        "/console/sign-in",
+        base_url=base,
+        data={"api_key": instance.key.api_key, "csrf_token": token},
+        headers={"Referer": base + "/console/sign-in"},
+    )
+    assert response.status_code == 302
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_a_form_without_the_csrf_token_is_refused(
+    browser: FlaskClient, instance: NewInstance
+) -> None:
+    refused = browser.post("/console/sign-in", data={"api_key": instance.key.api_key})
+    assert refused.status_code == 400
+    assert "security token is missing or no longer valid" in refused.get_data(as_text=True)
+    sign_in(browser, instance.key.api_key)
+    upload = browser.post(
+        "/console/models",
+        data={"file": (io.BytesIO(b"x"), "m.h5"), "name": "m"},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 400
+    assert browser.post("/console/sign-out").status_code == 400
+    assert browser.get("/console/models").status_code == 200  # still signed in
+
+
+def test_the_json_api_takes_no_csrf_token_and_no_cookie(
+    browser: FlaskClient, instance: NewInstance, dense_h5: Path
+) -> None:
+    sign_in(browser, instance.key.api_key)
+    # The console's cookie is no credential for the API...
+    assert browser.get("/api/v1/models").status_code == 401
+    # ...and the API's form posts need no CSRF token.
+    response = browser.post(
+        "/api/v1/models",
+        data={"file": (io.BytesIO(dense_h5.read_bytes()), dense_h5.name), "name": "api"},
+        content_type="multipart/form-data",
+        headers={"Authorization": f"Bearer {instance.key.api_key}"},
+    )
+    assert response.status_code == 201, response.get_json()
+    assert "Set-Cookie" not in response.headers
+
+
+def test_sign_out_ends_the_session(browser: FlaskClient, instance: NewInstance) -> None:
+    sign_in(browser, instance.key.api_key)
+    token = csrf_token(browser, "/console/models")
+    response = browser.post("/console/sign-out", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert browser.get("/console/models").status_code == 302
+
+
+def test_one_instance_does_not_see_another_ones_models(
+    app: Flask,
+    browser: FlaskClient,
+    instance: NewInstance,
+    settings: Settings,
+    redis_client: redis.Redis,
+    dense_h5: Path,
+) -> None:
+    sign_in(browser, instance.key.api_key)
+    token = csrf_token(browser, "/console/models")
+    stored = browser.post(
+        "/console/models",
+        data={
+            "file": (io.BytesIO(dense_h5.read_bytes()), dense_h5.name),
+            "name": "mine",
+            "csrf_token": token,
+        },
+        content_type="multipart/form-data",
+    )
+    assert stored.status_code == 302, stored.get_data(as_text=True)
+    model_path = stored.headers["Location"]
+    page = browser.get(model_path).get_data(as_text=True)
+    assert "Model mine" in page and "(batch, 4)" in page and "float32" in page
+    other = instance_store(settings, redis_client).create(
+        settings.default_instance + "-other", settings.default_instance + "-other"
+    )
+    stranger = app.test_client()
+    sign_in(stranger, other.key.api_key)
+    assert "mine" not in stranger.get("/console/models").get_data(as_text=True)
+    refused = stranger.get(model_path)
+    assert refused.status_code == 404
+    assert "No model with id" in refused.get_data(as_text=True)
+
+
+def test_upload_refusal_shows_the_envelope_message(
+    browser: FlaskClient, instance: NewInstance
+) -> None:
+    sign_in(browser, instance.key.api_key)
+    token = csrf_token(browser, "/console/models")
+    response = browser.post(
+        "/console/models",
+        data={"file": (io.BytesIO(b"not a model"), "m.txt"), "name": "m", "csrf_token": token},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code in (400, 422)
+    page = response.get_data(as_text=True)
+    assert 'role="alert"' in page
+
+
+def test_pages_carry_landmarks_skip_link_and_security_headers(
+    browser: FlaskClient, instance: NewInstance
+) -> None:
+    sign_in(browser, instance.key.api_key)
+    for path in ("/console/models", "/console/deployments", "/console/jobs"):
+        response = browser.get(path)
+        page = response.get_data(as_text=True)
+        assert response.status_code == 200, path
+        assert 'href="#main"' in page and '<main id="main"' in page and "<nav" in page
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    htmx = browser.get("/console/static/htmx.min.js")
+    assert htmx.status_code == 200 and b"htmx 2.0.11" in htmx.data
+    htmx.close()
