@@ -42,6 +42,7 @@ from api.schemas import (
 )
 from shared.deployment_store import DeploymentRecord
 from shared.errors import (
+    DeploymentNotFound,
     DomainError,
     JobAlreadyFinished,
     JobNotFinished,
@@ -546,8 +547,15 @@ def _jobs_context() -> dict[str, Any]:
     svc = services()
     offset = max(request.args.get("offset", 0, type=int) or 0, 0)
     records, total = svc.jobs.page(instance(), PAGE_SIZE, offset, deployment_id=None, status=None)
+    names: dict[str, str | None] = {}
+    for deployment_id in {j.deployment_id for j in records}:
+        try:
+            names[deployment_id] = svc.deployments.get(instance(), deployment_id).name
+        except DeploymentNotFound:
+            names[deployment_id] = None
     return {
         "jobs": records,
+        "deployment_names": names,
         "total": total,
         "offset": offset,
         "page_size": PAGE_SIZE,
