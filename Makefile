@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-deps test-fast lint format bench clean
+.PHONY: install run test test-deps test-fast test-browser lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,19 @@ test: $(STAMP) lint test-deps
 # tests/workers/test_hosts.py builds worker hosts from network namespaces with `ip` (Debian's
 # iproute2): installed here when missing and we are root with apt-get; otherwise (or where the
 # kernel refuses namespaces) that test skips and says why.
+# tests/api/console/test_browser.py drives Debian's chromium through chromium-driver (selenium):
+# installed the same way; without them that test skips and says which is missing.
 test-deps:
 	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } || true
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+		&& apt-get install -y -qq chromium chromium-driver >/dev/null; } || true
+
+# The web console in headless Chromium (part of `make test`); screenshots land in
+# tests/api/console/screenshots/.
+test-browser: $(STAMP) test-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/api/console
 
 # The part of the suite that starts no extra process stacks (under two minutes): for development.
 test-fast: $(STAMP)

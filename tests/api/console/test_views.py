@@ -3,7 +3,9 @@ and the pages over a real Redis (and, where they score, the session's real worke
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 from pathlib import Path
 
@@ -202,3 +204,129 @@ def test_pages_carry_landmarks_skip_link_and_security_headers(
     htmx = browser.get("/console/static/htmx.min.js")
     assert htmx.status_code == 200 and b"htmx 2.0.11" in htmx.data
     htmx.close()
+
+
+def test_sign_in_goes_back_only_to_console_pages(
+    browser: FlaskClient, instance: NewInstance
+) -> None:
+    for target, lands in (
+        ("/console/jobs", "/console/jobs"),
+        ("https://evil.test/console/jobs", "/console/models"),
+        ("//evil.test/console/", "/console/models"),
+        ("/api/v1/models", "/console/models"),
+    ):
+        browser.delete_cookie("kscore_console", path="/console")
+        response = browser.post(
+            "/console/sign-in",
+            data={
+                "api_key": instance.key.api_key,
+                "next": target,
+                "csrf_token": csrf_token(browser),
+            },
+        )
+        assert response.headers["Location"] == lands, target
+
+
+@pytest.mark.usefixtures("worker")
+def test_deploy_score_submit_download_through_the_console(
+    app: Flask, browser: FlaskClient, instance: NewInstance, dense_h5: Path
+) -> None:
+    import numpy as np
+
+    from tests.helpers import wait_for
+
+    sign_in(browser, instance.key.api_key)
+    token = csrf_token(browser, "/console/models")
+    stored = browser.post(
+        "/console/models",
+        data={
+            "file": (io.BytesIO(dense_h5.read_bytes()), dense_h5.name),
+            "name": "d",
+            "csrf_token": token,
+        },
+        content_type="multipart/form-data",
+    )
+    model_id = stored.headers["Location"].rsplit("/", 1)[1]
+    created = browser.post(
+        "/console/deployments", data={"model_id": model_id, "name": "dep", "csrf_token": token}
+    )
+    assert created.status_code == 302, created.get_data(as_text=True)
+    page = created.headers["Location"]
+    deployment_id = page.rsplit("/", 1)[1]
+    wait_for(
+        lambda: "DEPLOY_SUCCESS" in browser.get(page + "/status").get_data(as_text=True),
+        what="DEPLOY_SUCCESS",
+    )
+    listing = browser.get("/console/deployments").get_data(as_text=True)
+    assert "DEPLOY_SUCCESS" in listing and f"/console/models/{model_id}" in listing
+
+    # Try it, as htmx sends it: the fragment, with the numbers of the model.
+    x = [[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    answer = browser.post(
+        page + "/try",
+        data={"rows": json.dumps(x), "csrf_token": token},
+        headers={"HX-Request": "true"},
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    fragment = answer.get_data(as_text=True)
+    assert "<html" not in fragment and 'id="try-table"' in fragment
+    raw = json.loads(
+        html.unescape(re.search(r'<pre id="try-raw">(.*?)</pre>', fragment, re.S).group(1))
+    )  # type: ignore[union-attr]
+    np.testing.assert_allclose(
+        [r[0] for r in raw["values"]], kf.expected_dense_softmax(np.array(x)), rtol=1e-5
+    )
+    # Without htmx: the whole page, with the answer in it.
+    whole = browser.post(
+        page + "/try", data={"rows": json.dumps({"values": x}), "csrf_token": token}
+    )
+    assert whole.status_code == 200 and "<html" in whole.get_data(as_text=True)
+    # Errors carry the API's message and status.
+    for rows, status, words in (
+        ("[[1, 2, 3]]", 422, "Row 0 has shape [3]"),
+        ("[[1, 2", 400, "not valid JSON"),
+        ("", 422, "Paste the rows"),
+        ('{"rows": []}', 422, "invalid fields: rows"),
+    ):
+        refused = browser.post(
+            page + "/try", data={"rows": rows, "csrf_token": token}, headers={"HX-Request": "true"}
+        )
+        assert refused.status_code == status, (rows, refused.get_data(as_text=True))
+        assert words in refused.get_data(as_text=True), rows
+
+    # A job from a file; its progress fragment polls until it is complete; then the result.
+    submitted = browser.post(
+        page + "/jobs",
+        data={
+            "rows_file": (io.BytesIO(json.dumps(x * 60).encode()), "rows.json"),
+            "csrf_token": token,
+        },
+        content_type="multipart/form-data",
+    )
+    assert submitted.status_code == 302, submitted.get_data(as_text=True)
+    job_page = submitted.headers["Location"]
+    job_id = job_page.rsplit("/", 1)[1]
+    wait_for(
+        lambda: 'data-percent="100"' in browser.get(job_page + "/progress").get_data(as_text=True),
+        what="the job to complete",
+    )
+    final = browser.get(job_page + "/progress").get_data(as_text=True)
+    assert "hx-trigger" not in final  # polling stops with the job
+    result = browser.get(job_page + "/result")
+    assert (
+        result.headers["Content-Disposition"] == f'attachment; filename="kscore-job-{job_id}.json"'
+    )
+    assert len(result.get_json()["values"]) == 120
+    jobs = browser.get("/console/jobs").get_data(as_text=True)
+    assert job_id[:8] in jobs and ">dep<" in jobs
+    again = browser.post(job_page + "/cancel", data={"csrf_token": token})
+    assert again.status_code == 409
+    assert "already finished (completed)" in again.get_data(as_text=True)
+
+    # The model cannot go while it is deployed: the message, on the model's page.
+    in_use = browser.post(f"/console/models/{model_id}/delete", data={"csrf_token": token})
+    assert in_use.status_code == 409 and 'role="alert"' in in_use.get_data(as_text=True)
+    gone = browser.post(f"/console/deployments/{deployment_id}/delete", data={"csrf_token": token})
+    assert gone.status_code == 302
+    deleted = browser.post(f"/console/models/{model_id}/delete", data={"csrf_token": token})
+    assert deleted.headers["Location"] == "/console/models"
