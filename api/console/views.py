@@ -129,7 +129,10 @@ def _to_sign_in() -> BaseResponse:
     if request.headers.get("HX-Request"):
         # htmx follows HX-Redirect with a full page load.
         return Response(status=401, headers={"HX-Redirect": url_for(".sign_in")})
-    target = request.full_path if request.method == "GET" else None
+    target = None
+    if request.method == "GET":
+        query = request.query_string.decode("latin-1")
+        target = request.path + ("?" + query if query else "")
     return redirect(url_for(".sign_in", next=target))
 
 
