@@ -55,7 +55,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
     limits.install(app)  # wraps the views registered above
-    console.install(app)  # pages for people, after the limits: they are not metered calls
+    console.install(app)  # after the limits: it meters only its actions, not its polling
     # After build_api: these replace flask-smorest's own HTTPException handler.
     _register_error_handlers(app)
     return app

@@ -72,14 +72,23 @@ def install(app: Flask) -> None:
     )
     limiter.init_app(app)
     app.extensions["kscore_limiter"] = limiter
+    meter(app, list(app.view_functions))
+
+
+def meter(app: Flask, endpoints: list[str]) -> None:
+    """Count these views against the caller's instance's rate limit (the one ``install`` sets),
+    for views registered after it (the console's actions); nothing when KSCORE_RATE_LIMIT=off."""
+    limiter: Limiter | None = app.extensions.get("kscore_limiter")
+    if limiter is None:
+        return
     limited = limiter.shared_limit(
-        svc.settings.rate_limit,
+        app.extensions["kscore"].settings.rate_limit,
         scope=_SCOPE,
         exempt_when=_anonymous,
         on_breach=_refuse,
     )
-    for endpoint, view in list(app.view_functions.items()):
-        app.view_functions[endpoint] = cast(Any, limited(view))
+    for endpoint in endpoints:
+        app.view_functions[endpoint] = cast(Any, limited(app.view_functions[endpoint]))
 
 
 def queue_warnings(queue: str, idle: set[str]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
+from api import limits
 from api.console.session import ConsoleSessionInterface
 
 csrf = CSRFProtect()
@@ -21,10 +22,11 @@ csrf = CSRFProtect()
 def install(app: Flask) -> None:
     """Serve the console on ``app``: its blueprint, its session cookie and CSRF checks.
 
-    Register it after ``api.limits.install``: the console polls job progress every second,
-    and its requests are not the API calls the rate limit meters.
+    Register it after ``api.limits.install``: the console polls job progress every second, so
+    only its actions (``METERED``) count against the instance's rate limit, as the API calls
+    they stand for do.
     """
-    from api.console.views import bp
+    from api.console.views import METERED, bp
 
     # CSRFProtect checks nothing by itself; the console's hook calls csrf.protect().
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
@@ -34,3 +36,4 @@ def install(app: Flask) -> None:
     app.session_interface = ConsoleSessionInterface()
     csrf.init_app(app)
     app.register_blueprint(bp)
+    limits.meter(app, [f"{bp.name}.{view}" for view in METERED])

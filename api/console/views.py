@@ -68,6 +68,18 @@ bp = Blueprint(
 )
 
 PAGE_SIZE = 50
+# The views that act as an API call does, counted against KSCORE_RATE_LIMIT; the pages and
+# the fragments htmx polls are not.
+METERED = (
+    "upload_model",
+    "delete_model",
+    "create_deployment",
+    "delete_deployment",
+    "try_deployment",
+    "submit_job",
+    "cancel_job",
+    "job_result",
+)
 # What a page may load and run: its own files only (htmx is configured not to eval or inject
 # styles), and no framing.
 _SECURITY_HEADERS = {
@@ -146,8 +158,11 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> tuple[str, int]:
-    return _error_page(exc.status, exc.message)
+def _domain_error(exc: DomainError) -> tuple[str, int, dict[str, str]]:
+    page, status = _error_page(exc.status, exc.message)
+    # Not WWW-Authenticate: a browser would answer it with a password dialog.
+    headers = {k: v for k, v in exc.headers.items() if k != "WWW-Authenticate"}
+    return page, status, headers
 
 
 @bp.errorhandler(HTTPException)

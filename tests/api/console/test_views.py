@@ -330,3 +330,24 @@ def test_deploy_score_submit_download_through_the_console(
     assert gone.status_code == 302
     deleted = browser.post(f"/console/models/{model_id}/delete", data={"csrf_token": token})
     assert deleted.headers["Location"] == "/console/models"
+
+
+def test_actions_count_against_the_rate_limit_and_polling_does_not(
+    settings: Settings, redis_client: redis.Redis, instance: NewInstance
+) -> None:
+    from api.app import create_app
+
+    app = create_app(settings.replace(rate_limit="3/minute"), redis_client)
+    browser = app.test_client()
+    sign_in(browser, instance.key.api_key)
+    token = csrf_token(browser, "/console/models")
+    for _ in range(5):
+        assert browser.get("/console/jobs/table").status_code == 200
+    statuses = [
+        browser.post("/console/deployments/nope/try", data={"rows": "[[1]]", "csrf_token": token})
+        for _ in range(4)
+    ]
+    assert [r.status_code for r in statuses] == [404, 404, 404, 429]
+    assert "KSCORE_RATE_LIMIT" in statuses[-1].get_data(as_text=True)
+    assert int(statuses[-1].headers["Retry-After"]) > 0
+    assert browser.get("/console/jobs").status_code == 200
