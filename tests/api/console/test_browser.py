@@ -34,6 +34,7 @@ from selenium.common.exceptions import (  # noqa: E402
     WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -43,6 +44,15 @@ SCREENSHOTS = Path(os.environ.get("KSCORE_SCREENSHOTS", Path(__file__).parent / 
 # A job of this many rows in chunks of CHUNK_ROWS: enough chunks that the bar is seen moving.
 JOB_ROWS = 12_000
 CHUNK_ROWS = 5
+
+
+# The visible form controls that no <label> names (by for= or by nesting) and no aria-label.
+_UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.type !== 'hidden')
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+  .map(el => el.outerHTML.slice(0, 80));
+"""
 
 
 def _browser_paths() -> tuple[str, str] | str:
@@ -164,6 +174,12 @@ class Console:
         selector is in the DOM."""
         for css in required:
             assert self.driver.find_elements(By.CSS_SELECTOR, css), f"{name}: no {css}"
+        unlabelled = self.driver.execute_script(_UNLABELLED)
+        assert unlabelled == [], f"{name}: form controls without a label: {unlabelled}"
+        overflow = self.driver.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, f"{name}: {overflow}px wider than a 1366x768 laptop's window"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         if full_page:
@@ -204,6 +220,13 @@ def test_console_in_chromium(
     console.wait(lambda d: d.current_url.endswith("/console/models"), what="the models page")
     cookie = browser.get_cookie("kscore_console")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    # The first Tab reaches the skip link, which moves the focus to the main content.
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    skip = browser.switch_to.active_element
+    assert skip.get_attribute("class") == "skip-link" and skip.is_displayed()
+    skip.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
 
     # Upload the model; its page shows the signature.
     console.element("#model-file").send_keys(str(dense_h5))
