@@ -12,8 +12,8 @@ from openapi_spec_validator import validate
 
 from api.inference import is_inference_path
 from api.wml.errors import is_wml_path
-from tests.api.test_routes_documented import EXCLUDED_PREFIXES
 from shared.status import DeploymentStatus, JobStatus
+from tests.api.test_routes_documented import EXCLUDED_PREFIXES
 
 
 def test_document_is_valid_openapi_3(client: FlaskClient) -> None:
