@@ -91,10 +91,8 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-_SIGN_IN_REFUSED = (
-    "That API key is unknown or revoked. `kscore up` writes one to <data dir>/credentials.json; "
-    "`kscore admin create-key` makes more."
-)
+# The page says where keys come from, just above the message.
+_SIGN_IN_REFUSED = "That API key is unknown or revoked: check it, or make a new one."
 
 
 # --- hooks ------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_a_bad_key_is_refused_with_a_message(browser: FlaskClient, instance: New
     )
     assert response.status_code == 401
     page = response.get_data(as_text=True)
-    assert 'role="alert"' in page and "That API key is unknown or revoked." in page
+    assert 'role="alert"' in page and "That API key is unknown or revoked" in page
     assert browser.get("/console/models").status_code == 302  # still signed out
 
 
