@@ -321,6 +321,22 @@ def test_deploy_score_submit_download_through_the_console(
     assert again.status_code == 409
     assert "already finished (completed)" in again.get_data(as_text=True)
 
+    # A running job is canceled from its page: it stops between chunks.
+    many = browser.post(
+        page + "/jobs",
+        data={
+            "rows_file": (io.BytesIO(json.dumps(x * 15_000).encode()), "many.json"),
+            "csrf_token": token,
+        },
+        content_type="multipart/form-data",
+    )
+    many_page = many.headers["Location"]
+    canceled = browser.post(many_page + "/cancel", data={"csrf_token": token})
+    assert canceled.headers["Location"] == many_page
+    after = browser.get(many_page).get_data(as_text=True)
+    assert "canceled" in after and "Download the result" not in after
+    assert "hx-trigger" not in after  # nothing left to poll
+
     # The model cannot go while it is deployed: the message, on the model's page.
     in_use = browser.post(f"/console/models/{model_id}/delete", data={"csrf_token": token})
     assert in_use.status_code == 409 and 'role="alert"' in in_use.get_data(as_text=True)
