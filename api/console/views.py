@@ -471,8 +471,17 @@ def try_deployment(deployment_id: str) -> tuple[str, int]:
     answer = json.loads(outcome)
     table = answer["predictions"][0] if "predictions" in answer else answer
     return _try_answer(
-        deployment_id, 200, table=table, raw=json.dumps(answer, indent=2), sha256=job.model_sha256
+        deployment_id, 200, table=table, raw=_raw_json(answer), sha256=job.model_sha256
     )
+
+
+def _raw_json(answer: dict[str, Any]) -> str:
+    """The answer as JSON with one row per line (readable, and still the exact numbers)."""
+    if set(answer) != {"fields", "values"} or not answer["values"]:
+        return json.dumps(answer, indent=1)
+    rows = ",\n  ".join(json.dumps(row) for row in answer["values"])
+    fields = json.dumps(answer["fields"])
+    return f'{{"fields": {fields},\n "values": [\n  {rows}\n ]}}'
 
 
 def _try_answer(deployment_id: str, status: int, **result: Any) -> tuple[str, int]:
