@@ -381,3 +381,16 @@ def test_secure_cookie_when_the_public_url_is_https(
     )
     assert response.status_code == 302
     assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_auth_disabled_on_loopback_needs_no_sign_in(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    from api.app import create_app
+
+    app = create_app(settings.replace(auth="disabled"), redis_client)
+    local = app.test_client()  # the test client's SERVER_NAME is localhost
+    assert local.get("/console/models").status_code == 200
+    remote = app.test_client()
+    remote.environ_base["SERVER_NAME"] = "10.0.0.5"
+    assert remote.get("/console/models", base_url="http://10.0.0.5").status_code == 302
