@@ -7,18 +7,18 @@ scored with ``model(x)`` and answered in the same WML documents as kscore's onli
     POST /score/<model name>   {"values": [row, ...]}
     200 {"fields": ["prediction", "prediction_classes", "probability"], "values": [...]}
 
-The models are the ``<name>.keras`` files in ``BENCH_PEER_MODELS`` (a directory), each loaded
-on its first request in each gunicorn process, never before the fork (TensorFlow hangs in
-forked children). Started by :func:`peer_command` under kscore's supervisor.
+The models are the ``<name>.keras`` files in ``BENCH_PEER_MODELS`` (a directory), loaded when
+each gunicorn process builds the app: gunicorn (without ``--preload``) calls
+``create_app()`` in the process after the fork, so TensorFlow never crosses a fork (it hangs in
+forked children), and no request pays for a load. Started by :func:`peer_command` under
+kscore's supervisor.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flask import Flask, Response, jsonify, request
@@ -33,21 +33,14 @@ PEER_PROCESSES = 2
 def create_app(models_dir: str | None = None) -> Flask:
     """The peer app serving the ``.keras`` files in ``models_dir`` (default: $BENCH_PEER_MODELS).
 
-    Unknown model names answer 404; a body without ``values`` or with rows of the wrong shape
+    Raises KeyError without a directory. Unknown model names answer 404; a body without ``values`` or with rows of the wrong shape
     answers 400 with the reason.
     """
+    import keras
+
     directory = Path(models_dir or os.environ[MODELS_ENV])
+    models = {path.stem: keras.models.load_model(path) for path in directory.glob("*.keras")}
     app = Flask("bench.peer")
-    models: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def model_for(name: str) -> Any:
-        with lock:
-            if name not in models:
-                import keras
-
-                models[name] = keras.models.load_model(directory / f"{name}.keras")
-            return models[name]
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -55,12 +48,12 @@ def create_app(models_dir: str | None = None) -> Flask:
 
     @app.post("/score/<name>")
     def score(name: str) -> Response | tuple[Response, int]:
-        if not name.isidentifier() or not (directory / f"{name}.keras").is_file():
+        model = models.get(name)
+        if model is None:
             return jsonify({"error": f"no model {name!r}"}), 404
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("values"), list):
             return jsonify({"error": 'expected {"values": [row, ...]}'}), 400
-        model = model_for(name)
         try:
             x = np.asarray(body["values"], dtype=np.float32)
             output = model(x, training=False).numpy()

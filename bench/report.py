@@ -42,17 +42,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def add_ratios(rows: Sequence[Row]) -> None:
-    """Set ``x_limit`` (throughput over the limit's rows/s) on every measured row but the
-    limit's, and ``x_peer`` (over the peer's req/s with as many clients) on online rows, with
-    the p50 and p99 ratios to the peer in ``data``; the 1-client rows also get their p50 over
-    the limit's 1-row p50."""
+    """Set ``x_limit`` (throughput over the limit's rows/s) on job rows, and ``x_peer`` (over
+    the peer's req/s with as many clients) on kscore's online rows, with the p50 and p99 ratios
+    to the peer in ``data``; the 1-client online rows (kscore's and the peer's) also get their
+    p50 over the limit's 1-row p50. Online req/s over batched rows/s would say nothing."""
     for row in rows:
         if row.skipped or row.part == "limit":
             continue
         limit = _find(rows, row.model, "limit")
         if limit is not None:
-            row.x_limit = _ratio(row.throughput, limit.throughput)
-            if row.clients == 1:
+            if row.part not in ("online", "peer"):
+                row.x_limit = _ratio(row.throughput, limit.throughput)
+            elif row.clients == 1:
                 row.data["p50_x_limit"] = _ratio(row.p50_ms, limit.p50_ms)
         if row.part != "online":
             continue
@@ -65,9 +66,9 @@ def add_ratios(rows: Sequence[Row]) -> None:
 
 def _find(rows: Sequence[Row], model: str, part: str, clients: int | None = None) -> Row | None:
     for row in rows:
-        if row.model == model and row.part == part and not row.skipped:
-            if clients is None or row.clients == clients:
-                return row
+        same = row.model == model and row.part == part and not row.skipped
+        if same and (clients is None or row.clients == clients):
+            return row
     return None
 
 
