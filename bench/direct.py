@@ -24,7 +24,7 @@ import numpy as np
 SEED = 1234
 LIMIT_BATCH = 1024  # rows per call for the limit's rows/s
 CNN_SHAPE = (28, 28, 1)
-DENSE_FEATURES = 16
+DENSE_FEATURES = 256  # 1M rows of float32 = 1.0 GB, so peak RSS has something to be below
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import numpy as np
 from bench import service
 from bench.direct import (
     CNN,
+    DENSE_FEATURES,
     LIMIT_BATCH,
     ModelSpec,
     build_model,
@@ -305,7 +306,12 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         help="rows of the dense dataset job, the memory row's job (default 1000000; --quick 100000)",
     )
     add("--json-rows", type=int, help="rows of the JSON job (default 10000; --quick 1000)")
-    add("--dense-features", type=int, default=16, help="inputs of the dense model (default 16)")
+    add(
+        "--dense-features",
+        type=int,
+        default=DENSE_FEATURES,
+        help=f"inputs of the dense model (default {DENSE_FEATURES}: 1M rows are 1 GB)",
+    )
     add("--one-worker", action="store_true", help="skip the 2-worker dataset jobs")
     add("--keep-tmp", action="store_true", help="keep the temporary directory (logs, files)")
     args = parser.parse_args(argv)

@@ -145,7 +145,10 @@ def replace_workers(stack: BenchSupervisor, client: Client, count: int, tf_threa
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         stack.check_alive()
-        live = client.ready().get("workers") or {}
+        try:
+            live = client.ready().get("workers") or {}
+        except ApiError:  # 503 until one of them is consuming
+            live = {}
         if all(any(key.startswith(f"{name}@") for key in live) for name in names):
             return
         if time.monotonic() > deadline:
