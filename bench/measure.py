@@ -31,7 +31,7 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-@dataclass
+@dataclass(eq=False)
 class Prepared:
     """One model, ready to measure: file, limit, bodies and the answers they must get."""
 
@@ -46,7 +46,7 @@ class Prepared:
     json_rows: int = 0
     json_check: tuple[np.ndarray, np.ndarray] | None = None
     deployment: dict[str, Any] | None = None
-    dataset_id: str | None = None
+    datasets_work: bool = False
 
 
 def json_values(x: np.ndarray) -> list[Any]:
@@ -224,26 +224,23 @@ def measure_json_job(m: Prepared, client: BenchClient) -> Row:
 def measure_dataset_job(
     m: Prepared, client: BenchClient, stack: BenchSupervisor, workers: int, tmp: Path
 ) -> list[Row]:
-    """Upload the dataset (unless uploaded), run one job from it on ``workers`` workers with
-    .npy results, sampling the RSS of every kscore process; the job's row and, on 1 worker, a
-    memory row. Raises RouteMissing when the server lacks datasets."""
+    """Upload the dataset, run one job from it on ``workers`` workers with .npy results, delete
+    it, sampling the RSS of every kscore process from upload to download; the job's row and,
+    on 1 worker, a memory row. Raises RouteMissing when the server lacks datasets."""
     assert m.deployment is not None and m.dataset_path is not None and m.dataset_check is not None
     rows = int(np.load(m.dataset_path, mmap_mode="r").shape[0])
     label = f"dataset job {rows:,} rows, {workers} worker{'s' if workers > 1 else ''}"
     say(f"{m.spec.name}: {label}")
     with RssSampler(stack) as sampler:
-        upload_s = 0.0
-        if m.dataset_id is None:
-            dataset, upload_s = service.upload_dataset(client, m.dataset_path, m.deployment["id"])
-            m.dataset_id = dataset["id"]
+        dataset, upload_s = service.upload_dataset(client, m.dataset_path, m.deployment["id"])
         timing, predictions = service.run_dataset_job(
-            client, m.deployment["id"], m.dataset_id, rows, tmp / f"{m.spec.name}-result.npy"
+            client, m.deployment["id"], dataset["id"], rows, tmp / f"{m.spec.name}-result.npy"
         )
+    m.datasets_work = True
+    service.delete_dataset(client, dataset["id"])
     timing.upload_s = upload_s
     timing.input_bytes = m.dataset_path.stat().st_size
     row = job_row(m, "job", label, timing, check(predictions, m.dataset_check), workers)
-    if upload_s == 0.0:
-        row.notes[0] = row.notes[0].replace("upload 0.0 s", "dataset uploaded before")
     say(f"  {timing.rows_per_s:,.0f} rows/s; {'; '.join(row.notes)}")
     result = [row]
     if workers == 1:
@@ -256,13 +253,14 @@ def memory_row(m: Prepared, rows: int, timing: JobTiming, sampler: RssSampler) -
     peaks = sampler.as_dict()
     mb = 1e6
     notes = [
-        f"data {timing.input_bytes / mb:,.0f} MB .npy, result {timing.result_bytes / mb:,.1f} MB"
+        f"data {timing.input_bytes:,} bytes ({timing.input_bytes / mb:,.0f} MB .npy), "
+        f"result {timing.result_bytes / mb:,.1f} MB"
     ]
     for role in ("api", "worker", "redis"):
         if role in peaks:
             p = peaks[role]
             notes.append(
-                f"{role} peak {p['peak_tree'] / mb:,.0f} MB (+{(p['peak_tree'] - p['baseline_tree']) / mb:,.0f} over idle; largest process {p['peak_process'] / mb:,.0f} MB)"
+                f"{role} peak {p['peak_tree'] / mb:,.0f} MB (+{(p['peak_tree'] - p['baseline_tree']) / mb:,.0f} over its start; largest process {p['peak_process'] / mb:,.0f} MB)"
             )
     notes.append(f"{sampler.samples} samples / {sampler.interval * 1000:.0f} ms")
     say("  " + "; ".join(notes))

@@ -192,7 +192,7 @@ def measure(plan: Plan, tmp: Path, stack: BenchSupervisor) -> tuple[dict[str, An
             except RouteMissing as exc:
                 rows[m.spec.name].append(skipped(m, "job", label, str(exc)))
         if "jobs" in plan.parts and plan.two_workers:
-            two_worker_jobs(plan, prepared, rows, client, stack, tmp, have_datasets)
+            two_worker_jobs(plan, prepared, rows, client, stack, tmp)
         stack.check_alive()
 
     flat = [row for m in prepared for row in rows[m.spec.name]]
@@ -225,18 +225,14 @@ def two_worker_jobs(
     client: BenchClient,
     stack: BenchSupervisor,
     tmp: Path,
-    have_datasets: bool,
 ) -> None:
     """The dataset jobs again on two fresh workers, each with half the cores."""
-    measurable = [m for m in prepared if m.dataset_id is not None]
+    measurable = [m for m in prepared if m.datasets_work]
     for m in prepared:
-        if m not in measurable:
+        if not m.datasets_work:
             label = f"dataset job {plan.job_rows(m.spec):,} rows, 2 workers"
-            why = (
-                "POST /api/v1/datasets not available"
-                if not have_datasets
-                else "no dataset uploaded"
-            )
+            earlier = (r.skipped for r in rows[m.spec.name] if r.part == "job" and r.skipped)
+            why = next(earlier, "the 1-worker job did not run")
             rows[m.spec.name].append(skipped(m, "job", label, why))
     if not measurable:
         return

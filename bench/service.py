@@ -308,6 +308,13 @@ def upload_dataset(client: Client, path: Path, deployment_id: str) -> tuple[dict
     return response.json(), time.perf_counter() - started
 
 
+def delete_dataset(client: Client, dataset_id: str) -> None:
+    """``DELETE /api/v1/datasets/{id}`` so Redis does not keep every copy; a refusal (the
+    job still holds it, or no DELETE on this server) is left alone: Redis is thrown away."""
+    with contextlib.suppress(ApiError):
+        client.request("DELETE", f"/api/v1/datasets/{dataset_id}")
+
+
 def wait_job(client: Client, job: dict[str, Any], timing: JobTiming) -> dict[str, Any]:
     """Poll until the job completes, recording the wait and the server's run time."""
     started = time.perf_counter()
