@@ -10,7 +10,6 @@ each caller learns that as :class:`RouteMissing` and reports the row as skipped.
 from __future__ import annotations
 
 import contextlib
-import io
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,7 +57,12 @@ class BenchClient(Client):
 
 
 class BenchSupervisor(Supervisor):
-    """kscore's supervisor, which also starts the peer (stopped first, with the API)."""
+    """kscore's supervisor, which also starts the peer (stopped first, with the API) and can
+    retire workers (stopped, their logs kept for the failure report)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retired: list[Child] = []
 
     def start_peer(self, port: int, models_dir: Path) -> Child:
         """Start the peer under gunicorn on 127.0.0.1:``port`` serving ``models_dir``."""
@@ -74,12 +78,6 @@ class BenchSupervisor(Supervisor):
         stop_children(children, STOP_TIMEOUT, warn=self.warn)
         self.retired.extend(children)
         self.children = [c for c in self.children if c not in children]
-
-    retired: list[Child]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.retired = []
 
     def log_tails(self, lines: int = 40) -> str:
         """The end of every child's log, retired workers' included, for a failure report."""
@@ -407,10 +405,3 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """``array`` as a .npy body."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
