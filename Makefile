@@ -56,8 +56,9 @@ format: $(STAMP)
 	$(BIN)/ruff format api workers shared kscore tests bench
 	$(BIN)/ruff check --fix api workers shared kscore tests bench
 
+# make bench BENCH_ARGS="--quick" (or --parts, --models: python -m bench.run --help)
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
