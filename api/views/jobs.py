@@ -134,7 +134,7 @@ def result_format(asked: str | None) -> str:
     "answers; jsonl, csv, npy, npz and parquet as the README's Result formats describe.",
     headers=_DISPOSITION,
 )
-@bp.doc(responses={"200": {"content": _RESULT_CONTENT}})
+@bp.doc(responses={200: {"content": _RESULT_CONTENT}})
 @bp.errors(404, 406, 409, 422)
 def get_result(args: dict[str, Any], job_id: str) -> Response:
     """Result of a completed job
