@@ -29,6 +29,7 @@ name as the deployment records it, ``output_<k>`` when none is recorded):
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from collections.abc import Callable, Iterator
@@ -263,7 +264,12 @@ def _csv(source: ResultSource) -> Iterator[bytes]:
         columns = [c for name, a in source.columns(outputs, table=True) for c in _flat(name, a)]
         batch = _batch(columns)
         if writer is None:
-            options = pa_csv.WriteOptions(quoting_header="needed")
+            # The header as Python's csv writes it (quoted only where a name needs it):
+            # arrow quotes every name.
+            header = io.StringIO()
+            csv.writer(header, lineterminator="\n").writerow(batch.schema.names)
+            sink.write(header.getvalue().encode())
+            options = pa_csv.WriteOptions(include_header=False)
             writer = pa_csv.CSVWriter(sink, batch.schema, write_options=options)
         writer.write_batch(batch)
         yield sink.take()
