@@ -141,7 +141,7 @@ def check_format(name: str, source: ResultSource) -> ResultFormat:
     return found
 
 
-def render(
+def stream(
     name: str, source: ResultSource, json_body: Callable[[], Iterator[bytes]]
 ) -> Iterator[bytes]:
     """The result in format ``name`` (from :func:`check_format`), as an iterator of bytes.

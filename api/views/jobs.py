@@ -20,7 +20,7 @@ from shared.errors import JobAlreadyFinished, JobNotFinished, ResultFormatNotAcc
 from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
-from shared.result_formats import FORMATS, MEDIA_TYPES, ResultSource, check_format, render
+from shared.result_formats import FORMATS, MEDIA_TYPES, ResultSource, check_format, stream
 from shared.status import FinishOutcome, JobStatus
 
 bp = Blueprint(
@@ -162,7 +162,7 @@ def get_result(args: dict[str, Any], job_id: str) -> Response:
     )
     fmt = check_format(result_format(args.get("format")), source)
     # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
-    body = render(fmt.name, source, lambda: store.iter_result(record))
+    body = stream(fmt.name, source, lambda: store.iter_result(record))
     response = current_app.response_class(body, mimetype=fmt.media_type)
     disposition = "inline" if fmt.name == "json" else "attachment"
     response.headers["Content-Disposition"] = (

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.errors import ResultFormatNotAcceptable
-from shared.result_formats import FORMATS, ResultSource, check_format, render
+from shared.result_formats import FORMATS, ResultSource, check_format, stream
 from shared.results import (
     chunk_outputs,
     decode_outputs,
@@ -49,7 +49,7 @@ def body(fmt: str, src: ResultSource) -> bytes:
     def json_body() -> Iterator[bytes]:
         raise AssertionError("json is JobStore.iter_result's")
 
-    return b"".join(render(fmt, src, json_body))
+    return b"".join(stream(fmt, src, json_body))
 
 
 def test_arrays_round_trip_in_their_own_dtypes_and_compress_only_when_it_pays() -> None:
