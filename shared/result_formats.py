@@ -313,6 +313,20 @@ def _array_bytes(array: np.ndarray, dtype: np.dtype[Any]) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
+def content_length(name: str, source: ResultSource) -> int | None:
+    """The body's size in bytes when it is known before rendering (npy: the header plus rows x
+    row bytes, read from the first chunk), else None (the response is then chunked)."""
+    if name != "npy":
+        return None
+    first = next(source.outputs(), None)
+    if first is None or len(first) != 1:
+        return None
+    (array,) = first
+    row_bytes = int(np.prod(array.shape[1:])) * array.dtype.itemsize
+    header = _npy_header(array.dtype, (source.rows_total, *array.shape[1:]))
+    return len(header) + source.rows_total * row_bytes
+
+
 def _npy(source: ResultSource) -> Iterator[bytes]:
     dtype: np.dtype[Any] | None = None
     for outputs in source.outputs():

@@ -20,7 +20,14 @@ from shared.errors import JobAlreadyFinished, JobNotFinished, ResultFormatNotAcc
 from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
-from shared.result_formats import FORMATS, MEDIA_TYPES, ResultSource, check_format, stream
+from shared.result_formats import (
+    FORMATS,
+    MEDIA_TYPES,
+    ResultSource,
+    check_format,
+    content_length,
+    stream,
+)
 from shared.status import FinishOutcome, JobStatus
 
 bp = Blueprint(
@@ -169,6 +176,9 @@ def get_result(args: dict[str, Any], job_id: str) -> Response:
         f'{disposition}; filename="{record.id}.{fmt.extension}"'
     )
     response.headers["Vary"] = "Accept"
+    size = content_length(fmt.name, source)
+    if size is not None:  # a client can show progress and tell a cut-off body
+        response.headers["Content-Length"] = str(size)
     return response
 
 

@@ -103,7 +103,10 @@ def test_every_format_of_a_single_output_job(
     body = fetch(client, job_id, "json")
     assert body == old_json([expected], ["dense"], settings.chunk_rows)
 
-    npy = np.load(io.BytesIO(fetch(client, job_id, "npy")), allow_pickle=False)
+    npy_bytes = fetch(client, job_id, "npy")
+    npy_length = client.get(f"/api/v1/jobs/{job_id}/result?format=npy").headers["Content-Length"]
+    assert int(npy_length) == len(npy_bytes)
+    npy = np.load(io.BytesIO(npy_bytes), allow_pickle=False)
     assert npy.dtype == np.float32 and npy.shape == expected.shape
     np.testing.assert_array_equal(npy, expected)
 
