@@ -8,6 +8,7 @@ command's :class:`CliContext`; ``kscore up``, ``worker`` and ``api`` live in :mo
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -545,9 +546,13 @@ def jobs_result(ctx: click.Context, job_id: str, output: Path | None, fmt: str |
         if fmt not in TEXT_FORMATS:
             _fail(f"{fmt} is a binary format: write it to a file with -o FILE.{fmt}.")
         out = sys.stdout.buffer
-        for piece in client.jobs.iter_result(job_id, format=fmt):
-            out.write(piece)
-        out.flush()
+        try:
+            for piece in client.jobs.iter_result(job_id, format=fmt):
+                out.write(piece)
+            out.flush()
+        except BrokenPipeError:
+            # A reader that stopped early (`| head`) is not an error; nothing may flush again.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (left for the interpreter's exit)
         return
     path = client.jobs.download_result(job_id, output, format=fmt)
     rows = (client.jobs.get(job_id).get("progress") or {}).get("rows_total", "?")
