@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from kscore.devstack import Supervisor
-from shared.job_store import JobStore
+from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.results import render
 from shared.scoring import FIELDS, ResultShape
@@ -38,13 +38,46 @@ WIDTH = 512  # float32: 2 MiB a chunk, 256 MiB in all
 MIB = 1024 * 1024
 
 
-def chunk_outputs(n: int) -> np.ndarray:
-    """Chunk ``n``'s outputs: row r of the job is 0..WIDTH-1 rotated by 7r, plus (r mod 1024)
+def chunk_outputs(n: int, width: int = WIDTH) -> np.ndarray:
+    """Chunk ``n``'s outputs: row r of the job is 0..width-1 rotated by 7r, plus (r mod 1024)
     / 1024 in every column (all exact in float32, and too many distinct values for parquet's
-    dictionaries): its argmax is (WIDTH - 1 - 7r) mod WIDTH."""
+    dictionaries): its argmax is (width - 1 - 7r) mod width."""
     rows = np.arange(n * CHUNK_ROWS, (n + 1) * CHUNK_ROWS)[:, None]
-    whole = (rows * 7 + np.arange(WIDTH)[None, :]) % WIDTH
+    whole = (rows * 7 + np.arange(width)[None, :]) % width
     return (whole + (rows % 1024) / 1024).astype(np.float32)
+
+
+def completed_job(jobs: JobStore, instance: str, chunks: int, width: int) -> JobRecord:
+    """A completed job of ``chunks`` chunks of :func:`chunk_outputs`, stored as workers do."""
+    record = jobs.create(
+        instance,
+        kind="batch",
+        deployment_id=str(uuid.uuid4()),
+        model_id=str(uuid.uuid4()),
+        model_sha256="0" * 64,
+        model_filename="m.h5",
+        rows_total=chunks * CHUNK_ROWS,
+        chunk_rows=CHUNK_ROWS,
+        input_chunks=[b"-"] * chunks,
+        fields=FIELDS,
+        output_names=["wide"],
+        retention_s=3600,
+    )
+    for n in range(chunks):
+        assert jobs.claim_chunk(instance, record.id, n, 3) is ClaimOutcome.RUN
+        payload = render([chunk_outputs(n, width)], "batch", ResultShape.WML_V3, ["wide"])
+        jobs.complete_chunk(instance, record.id, n, CHUNK_ROWS, payload)
+    done = jobs.get(instance, record.id)
+    assert done.status == "completed"
+    return done
+
+
+def download(http: httpx.Client, url: str, fmt: str, path: Path) -> None:
+    with http.stream("GET", url, params={"format": fmt}) as response:
+        assert response.status_code == 200
+        with path.open("wb") as out:
+            for piece in response.iter_bytes():
+                out.write(piece)
 
 
 def peak_rss(pid: int) -> int:
@@ -67,25 +100,10 @@ def test_a_large_result_streams_through_the_real_server(redis_url: str, tmp_path
     inst = instance_store(settings, client).create("stream", "stream")
     inst_id = inst.instance.id
     jobs = JobStore(client, Keys(settings.key_prefix))
-    record = jobs.create(
-        inst_id,
-        kind="batch",
-        deployment_id=str(uuid.uuid4()),
-        model_id=str(uuid.uuid4()),
-        model_sha256="0" * 64,
-        model_filename="m.h5",
-        rows_total=CHUNKS * CHUNK_ROWS,
-        chunk_rows=CHUNK_ROWS,
-        input_chunks=[b"-"] * CHUNKS,
-        fields=FIELDS,
-        output_names=["wide"],
-        retention_s=3600,
-    )
-    for n in range(CHUNKS):
-        assert jobs.claim_chunk(inst_id, record.id, n, 3) is ClaimOutcome.RUN
-        payload = render([chunk_outputs(n)], "batch", ResultShape.WML_V3, ["wide"])
-        jobs.complete_chunk(inst_id, record.id, n, CHUNK_ROWS, payload)
-    assert jobs.get(inst_id, record.id).status == "completed"
+    record = completed_job(jobs, inst_id, CHUNKS, WIDTH)
+    # The text formats print every number: a smaller job keeps the test's time down.
+    text_record = completed_job(jobs, inst_id, 24, 64)
+    small = completed_job(jobs, inst_id, 1, WIDTH)
 
     env = {
         "KSCORE_REDIS_URL": redis_url,
@@ -104,29 +122,14 @@ def test_a_large_result_streams_through_the_real_server(redis_url: str, tmp_path
         result_url = f"{url}/api/v1/jobs/{record.id}/result"
         with httpx.Client(headers=headers, timeout=120) as http:
             # Warm up: every renderer's imports (pyarrow, zipfile) loaded on a small result.
-            small = jobs.create(
-                inst_id, kind="batch", deployment_id=record.deployment_id,
-                model_id=record.model_id, model_sha256="0" * 64, model_filename="m.h5",
-                rows_total=CHUNK_ROWS, chunk_rows=CHUNK_ROWS, input_chunks=[b"-"],
-                fields=FIELDS, output_names=["wide"], retention_s=3600,
-            )  # fmt: skip
-            jobs.claim_chunk(inst_id, small.id, 0, 3)
-            jobs.complete_chunk(
-                inst_id, small.id, 0, CHUNK_ROWS,
-                render([chunk_outputs(0)], "batch", ResultShape.WML_V3, ["wide"]),
-            )  # fmt: skip
-            for fmt in ("npy", "npz", "parquet", "csv"):
+            for fmt in ("json", "jsonl", "npy", "npz", "parquet", "csv"):
                 warm = http.get(f"{url}/api/v1/jobs/{small.id}/result", params={"format": fmt})
                 assert warm.status_code == 200, warm.text
             baseline = peak_rss(worker.pid)
             total = CHUNKS * CHUNK_ROWS * WIDTH * 4
             for fmt in ("npy", "npz", "parquet"):
                 path = tmp_path / f"result.{fmt}"
-                with http.stream("GET", result_url, params={"format": fmt}) as response:
-                    assert response.status_code == 200
-                    with path.open("wb") as out:
-                        for piece in response.iter_bytes():
-                            out.write(piece)
+                download(http, result_url, fmt, path)
                 grown = peak_rss(worker.pid) - baseline
                 print(
                     f"{fmt}: {path.stat().st_size / MIB:.0f} MiB served; API worker peak RSS "
@@ -134,6 +137,22 @@ def test_a_large_result_streams_through_the_real_server(redis_url: str, tmp_path
                 )
                 assert grown < total / 8, f"{fmt}: the API's peak RSS grew {grown / MIB:.0f} MiB"
                 check_file(path, fmt)
+                path.unlink()
+            text_url = f"{url}/api/v1/jobs/{text_record.id}/result"
+            for fmt in ("json", "jsonl", "csv"):
+                path = tmp_path / f"result.{fmt}"
+                download(http, text_url, fmt, path)
+                size = path.stat().st_size
+                grown = peak_rss(worker.pid) - baseline
+                print(
+                    f"{fmt}: {size / MIB:.0f} MiB served; API worker peak RSS grew "
+                    f"{grown / MIB:.1f} MiB"
+                )
+                assert grown < size / 4, f"{fmt}: the API's peak RSS grew {grown / MIB:.0f} MiB"
+                rows = sum(1 for _ in path.open("rb"))
+                assert (
+                    rows == {"json": 1, "jsonl": 24 * CHUNK_ROWS, "csv": 24 * CHUNK_ROWS + 1}[fmt]
+                )
                 path.unlink()
     finally:
         stack.stop(grace=10)
