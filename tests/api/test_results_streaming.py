@@ -2,7 +2,7 @@
 
 The job's result chunks are written to Redis by the store directly (what workers write, without
 spending minutes of model time on 256 MB of outputs); the API under gunicorn then serves it in
-each typed format while this test reads the worker process's peak RSS (VmHWM) from /proc.
+every format while this test reads the worker process's peak RSS (VmHWM) from /proc.
 """
 
 from __future__ import annotations
