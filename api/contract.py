@@ -38,6 +38,8 @@ OPENAPI_VERSION = "3.0.3"
 ERROR_DESCRIPTIONS = {
     400: "Malformed request or unsupported file.",
     404: "Unknown id.",
+    406: "The format asked for (query or Accept) does not exist or cannot hold this; the "
+    "message lists the formats that can.",
     409: "Conflicts with the resource's state.",
     413: "Too large.",
     422: "Invalid fields or rows; details name them.",

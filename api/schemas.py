@@ -13,6 +13,7 @@ from flask_smorest.fields import Upload
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 from shared.errors import ValidationFailed
+from shared.result_formats import FORMATS as RESULT_FORMATS
 from shared.scoring import ArrayPayload, ResultShape
 from shared.status import DeploymentStatus, JobStatus
 
@@ -459,6 +460,18 @@ class JobListSchema(ModelListSchema):
 class JobQuerySchema(PageQuerySchema):
     deployment_id = fields.String(load_default=None)
     status = fields.String(load_default=None, validate=validate.OneOf(JOB_STATUSES))
+
+
+class ResultQuerySchema(Schema):
+    format = fields.String(
+        load_default=None,
+        validate=validate.OneOf(list(RESULT_FORMATS)),
+        metadata={
+            "description": "The result's format (wins over Accept): "
+            + ", ".join(RESULT_FORMATS)
+            + "."
+        },
+    )
 
 
 class HealthSchema(Schema):

@@ -8,6 +8,8 @@ command's :class:`CliContext`; ``kscore up``, ``worker`` and ``api`` live in :mo
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -27,6 +29,7 @@ from kscore.admin import admin
 from kscore.client import DEFAULT_URL, Client, Record, __version__
 from kscore.errors import DeploymentFailedError, KscoreError
 from kscore.payloads import is_wml_payload, job_payload, parse_wml_payload, read_json_file
+from kscore.result_files import RESULT_FORMATS, TEXT_FORMATS
 from kscore.up import api, up, worker
 from kscore.wml_output import (
     deployment_rows,
@@ -506,18 +509,52 @@ def jobs_wait(ctx: click.Context, job_id: str, timeout: float | None) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=True, path_type=Path),
     default=None,
-    help="Stream the result JSON into this file instead of printing it.",
+    help="Stream the result into this file (or directory: <job id>.<ext> in it) instead of "
+    "printing it; its suffix picks the format (.json, .jsonl/.ndjson, .csv, .npy, .npz, "
+    ".parquet/.pq) unless --format says.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(RESULT_FORMATS),
+    default=None,
+    help="The result's format. Default: the -o file's suffix, else json. Printing (no -o) "
+    "takes the text formats json, jsonl and csv.",
 )
 @click.pass_context
-def jobs_result(ctx: click.Context, job_id: str, output: Path | None) -> None:
-    """Print a completed job's scoring result, or stream it to a file with -o."""
+def jobs_result(ctx: click.Context, job_id: str, output: Path | None, fmt: str | None) -> None:
+    """Print a completed job's scoring result, or stream it to a file with -o.
+
+    \b
+    Formats: json (WML fields/values, as online scoring answers), jsonl (an object per row),
+    csv (flattened columns: prediction_classes, probability_0, ...), npy (the one output's
+    array), npz (an array per output, plus prediction_classes), parquet (a row group per
+    chunk). Rows are in input order. Examples:
+      kscore jobs result JOB
+      kscore jobs result JOB -o preds.csv
+      kscore jobs result JOB -o preds.out --format npz
+    """
     client = _client(ctx)
     if output is None:
-        click.echo(format_result(client.jobs.result(job_id)))
+        fmt = fmt or "json"
+        if fmt == "json":
+            click.echo(format_result(client.jobs.result(job_id)))
+            return
+        if fmt not in TEXT_FORMATS:
+            _fail(f"{fmt} is a binary format: write it to a file with -o FILE.{fmt}.")
+        out = sys.stdout.buffer
+        try:
+            for piece in client.jobs.iter_result(job_id, format=fmt):
+                out.write(piece)
+            out.flush()
+        except BrokenPipeError:
+            # A reader that stopped early (`| head`) is not an error; nothing may flush again.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (left for the interpreter's exit)
         return
-    path = client.jobs.download_result(job_id, output)
+    path = client.jobs.download_result(job_id, output, format=fmt)
     rows = (client.jobs.get(job_id).get("progress") or {}).get("rows_total", "?")
     click.echo(f"Wrote the result of job '{job_id}' ({rows} rows) to {path}.")
 

@@ -38,6 +38,8 @@ from kscore.errors import (
     error_from_response,
 )
 from kscore.payloads import job_payload, npy_bytes
+from kscore.result_files import check_format, format_for_path
+from kscore.result_files import decode as decode_result
 from kscore.wml_output import simple_table
 from shared.status import FINISHED_JOB_STATUSES, DeploymentStatus, JobStatus
 
@@ -160,6 +162,15 @@ class Client:
         except httpx.TransportError as exc:
             raise self._transport_error(exc, url) from exc
         return target
+
+    def stream(self, url: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
+        """GET ``url`` and yield its body as it arrives (raised for 4xx/5xx first)."""
+        try:
+            with self._http.stream("GET", url, params=_clean(params)) as response:
+                self._raise_for_status(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, url) from exc
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Record:
         """GET ``url`` and decode its JSON object (KscoreError if the body is not one)."""
@@ -487,14 +498,44 @@ class Jobs:
                 else "",
             )
 
-    def result(self, job_id: str) -> Record:
-        """A completed job's scoring result (ConflictError ``job_not_finished`` before that)."""
-        return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}/result")
+    def result(self, job_id: str, format: str = "json") -> Any:
+        """A completed job's result (ConflictError ``job_not_finished`` before that) in
+        ``format`` (json, jsonl, csv, npy, npz, parquet), read whole into memory.
 
-    def download_result(self, job_id: str, dest: str | os.PathLike[str] | None = None) -> Path:
-        """Stream a completed job's result JSON into ``dest`` (a file or a directory); the path."""
+        json -> the dict ``{"fields", "values"}``; jsonl -> a list of dicts; npy -> a numpy
+        array; npz -> a dict of arrays; csv and parquet -> a pandas DataFrame. Without numpy or
+        pandas installed (``pip install 'kscore[data]'``) the bytes as sent. Raises
+        ValueError for an unknown format, ApiError (status 406) for npy of a model with
+        several outputs. For results larger than memory use :meth:`download_result`.
+        """
         url = f"/api/v1/jobs/{_segment(job_id)}/result"
-        return self._client.download(url, dest, f"{job_id}.json")
+        if format == "json":
+            return self._client.get_json(url)
+        response = self._client.request("GET", url, params={"format": check_format(format)})
+        return decode_result(response.content, format)
+
+    def iter_result(self, job_id: str, format: str = "json") -> Iterator[bytes]:
+        """A completed job's result body in ``format``, streamed: the bytes as they arrive."""
+        url = f"/api/v1/jobs/{_segment(job_id)}/result"
+        yield from self._client.stream(url, params={"format": check_format(format)})
+
+    def download_result(
+        self,
+        job_id: str,
+        dest: str | os.PathLike[str] | None = None,
+        format: str | None = None,
+    ) -> Path:
+        """Stream a completed job's result into ``dest`` (a file or a directory), never whole
+        in memory; the path written.
+
+        ``format`` (json, jsonl, csv, npy, npz, parquet) defaults to what ``dest``'s suffix
+        names (``preds.csv`` -> csv; ``.ndjson`` and ``.pq`` too), else json. A directory
+        gets the server's name ``<job id>.<extension>``. Raises ValueError for an unknown
+        format.
+        """
+        fmt = check_format(format or format_for_path(os.fspath(dest) if dest else None) or "json")
+        url = f"/api/v1/jobs/{_segment(job_id)}/result?format={fmt}"
+        return self._client.download(url, dest, f"{job_id}.{fmt}")
 
     def cancel(self, job_id: str) -> Record:
         """Cancel a queued or running job; its record, now ``canceled`` (ConflictError once finished)."""

@@ -123,6 +123,14 @@ class JobNotFinished(StateConflict):
     code = "job_not_finished"
 
 
+class ResultFormatNotAcceptable(DomainError):
+    """A result format that does not exist, or that cannot hold this job's result (npy for a
+    model with several outputs)."""
+
+    status = 406
+    code = "result_format_not_acceptable"
+
+
 class JobAlreadyFinished(StateConflict):
     code = "job_already_finished"
 

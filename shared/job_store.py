@@ -25,7 +25,8 @@ import redis
 from shared.errors import JobNotFound, QueuedJobsLimit, QueuedRowsLimit
 from shared.keys import Keys, is_resource_id
 from shared.lua import source
-from shared.scoring import ResultShape, unpack_fragment
+from shared.results import json_fragment
+from shared.scoring import ResultShape
 from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
 from shared.timeutil import now
 
@@ -406,7 +407,7 @@ class JobStore:
     def complete_chunk(
         self, instance: str, job_id: str, chunk: int, rows: int, payload: bytes
     ) -> CompleteOutcome:
-        """Store chunk ``chunk``'s result (``rows`` rows, an encoded fragment) exactly once.
+        """Store chunk ``chunk``'s result (``rows`` rows, ``shared.results.render``'s bytes) exactly once.
 
         Returns CompleteOutcome.JOB_COMPLETED when it was the job's last chunk, COUNTED when
         other chunks remain, or why the rows were dropped (DUPLICATE, NOT_RUNNING, MISSING).
@@ -508,11 +509,8 @@ class JobStore:
         head = b'{"fields": ' + json.dumps(names).encode() + b', "values": ['
         yield (b'{"predictions": [' + head) if v4 else head
         first = True
-        for index in range(record.chunks):
-            stored = self._r.get(self._keys.job_output(record.instance, record.id, index))
-            if stored is None:
-                raise JobNotFound(record.id)
-            part = unpack_fragment(stored)  # type: ignore[arg-type]
+        for stored in self.iter_chunks(record):
+            part = json_fragment(stored, record.result_shape, record.output_names)
             if not part:
                 continue
             if not first:
@@ -520,6 +518,15 @@ class JobStore:
             yield part
             first = False
         yield b"]}]}\n" if v4 else b"]}\n"
+
+    def iter_chunks(self, record: JobRecord) -> Iterator[bytes]:
+        """The job's stored result chunks (``shared.results`` layouts), in row order, read
+        from Redis one at a time. Raises JobNotFound when one is gone (the job expired)."""
+        for index in range(record.chunks):
+            stored = self._r.get(self._keys.job_output(record.instance, record.id, index))
+            if stored is None:
+                raise JobNotFound(record.id)
+            yield stored  # type: ignore[misc]
 
     def active(self) -> list[tuple[str, str]]:
         """``(instance, job_id)`` of every job created and not yet seen finished by

@@ -46,3 +46,14 @@ def test_the_client_is_http_only() -> None:
     assert not top_level(modules) & {"flask", "celery", "redis", "tensorflow", "numpy", "api"}
     # Of the server's code, the client reads only the status vocabulary (stdlib-only).
     assert {m for m in modules if m.split(".")[0] == "shared"} <= {"shared", "shared.status"}
+
+
+def test_pyarrow_loads_only_when_a_result_is_written_as_csv_or_parquet() -> None:
+    # pyarrow costs a process tens of MB; only those two result renderers need it.
+    loaded = top_level(
+        loaded_after(
+            "from api.app import create_app; from shared.settings import Settings; "
+            "create_app(Settings()); import workers.main, workers.tasks"
+        )
+    )
+    assert "pyarrow" not in loaded and "pandas" not in loaded

@@ -27,14 +27,8 @@ from shared.metrics import beat
 from shared.model_store import ModelStore
 from shared.queueing import DELIVER_WEBHOOK, DEPLOY_MODEL, SCORE_CHUNK
 from shared.redis_client import connect
-from shared.scoring import (
-    ResultShape,
-    decode_chunk,
-    format_rows,
-    pack_fragment,
-    rows_fragment,
-    tensor_rows,
-)
+from shared.results import render
+from shared.scoring import decode_chunk
 from shared.settings import Settings
 from shared.status import ClaimOutcome, CompleteOutcome, DeploymentStatus, FinishOutcome, JobStatus
 from workers.callbacks import deliver, send_callback
@@ -192,11 +186,9 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         model = rt.models.get(job.model_sha256, job.model_filename)
         arrays = decode_chunk(data, [s.to_dict() for s in model.input_specs])
         outputs = model.predict(arrays)
-        if job.result_shape is ResultShape.TENSORS:  # the inference protocols' raw outputs
-            rows_out = tensor_rows(outputs)
-        else:
-            rows_out = format_rows(outputs, job.output_names)
-        payload = pack_fragment(rows_fragment(rows_out))
+        # Batch chunks keep the raw arrays (the API renders the format asked for); online
+        # ones the JSON answer.
+        payload = render(outputs, job.kind, job.result_shape, job.output_names)
     except redis.RedisError:
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response, current_app, request
 
 from api.context import base_url, instance, page, services
 from api.contract import Blueprint
 from api.limits import job_queue, queue_warnings
-from api.schemas import JobListSchema, JobQuerySchema, JobSchema, ScoringResultSchema
-from shared.errors import JobAlreadyFinished, JobNotFinished
+from api.schemas import (
+    JobListSchema,
+    JobQuerySchema,
+    JobSchema,
+    ResultQuerySchema,
+    ScoringResultSchema,
+)
+from shared.errors import JobAlreadyFinished, JobNotFinished, ResultFormatNotAcceptable
 from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
+from shared.result_formats import (
+    FORMATS,
+    MEDIA_TYPES,
+    ResultSource,
+    check_format,
+    content_length,
+    stream,
+)
 from shared.status import FinishOutcome, JobStatus
 
 bp = Blueprint(
@@ -87,25 +101,85 @@ def get_job(job_id: str) -> dict[str, Any]:
     return job_resource(services().jobs.get(instance(), job_id))
 
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_RESULT_CONTENT = {
+    f.media_type: _BINARY for f in FORMATS.values() if f.media_type != "application/json"
+}
+_DISPOSITION = {
+    "Content-Disposition": {
+        "description": '`attachment; filename="<job id>.<extension>"` (`inline` for json).',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def result_format(asked: str | None) -> str:
+    """The format a result request asks for: ``?format=`` wins, else the Accept header
+    (json when there is none, or it accepts anything). Raises ResultFormatNotAcceptable (406)
+    when Accept names no format kscore writes."""
+    if asked is not None:
+        return asked
+    if not request.headers.get("Accept"):
+        return "json"
+    best = request.accept_mimetypes.best_match(list(MEDIA_TYPES))
+    if best is None:
+        raise ResultFormatNotAcceptable(
+            f"Accept names no result format kscore writes; accepted are "
+            f"{', '.join(MEDIA_TYPES)} (or ?format= one of {', '.join(FORMATS)}).",
+            details={"formats": list(FORMATS), "media_types": list(MEDIA_TYPES)},
+        )
+    return MEDIA_TYPES[best]
+
+
 @bp.get("/<job_id>/result")
-@bp.response(200, ScoringResultSchema, description="Same body as online scoring.")
-@bp.errors(404, 409)
-def get_result(job_id: str) -> Response:
+@bp.arguments(ResultQuerySchema, location="query")
+@bp.response(
+    200,
+    ScoringResultSchema,
+    description="The rows in input order, streamed chunk by chunk, in the format asked for "
+    "(`?format=` or Accept; json when neither says): json is the body online scoring "
+    "answers; jsonl, csv, npy, npz and parquet as the README's Result formats describe.",
+    headers=_DISPOSITION,
+)
+@bp.doc(responses={200: {"content": _RESULT_CONTENT}})
+@bp.errors(404, 406, 409, 422)
+def get_result(args: dict[str, Any], job_id: str) -> Response:
     """Result of a completed job
 
-    409 (job_not_finished) until the job is completed.
+    409 (job_not_finished) until the job is completed. `?format=json|jsonl|csv|npy|npz|parquet`
+    (or the Accept header: application/json, application/x-ndjson, text/csv,
+    application/x-npy, application/x-npz, application/vnd.apache.parquet); 406 for npy of a
+    model with several outputs (use npz) or an Accept that names no format.
     ---
-    Returns the result, streamed. Raises JobNotFound (404) and JobNotFinished (409).
+    Returns the result, streamed. Raises JobNotFound (404), ResultFormatNotAcceptable (406)
+    and JobNotFinished (409).
     """
-    record = services().jobs.get(instance(), job_id)
+    store = services().jobs
+    record = store.get(instance(), job_id)
     if record.status != JobStatus.COMPLETED:
         raise JobNotFinished(
             f"Job {record.id} is {record.status}; its result exists once it is completed.",
             details={"status": record.status},
         )
+    source = ResultSource(
+        rows_total=record.rows_total,
+        result_shape=record.result_shape,
+        output_names=record.output_names,
+        chunks=lambda: store.iter_chunks(record),
+    )
+    fmt = check_format(result_format(args.get("format")), source)
     # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
-    body = services().jobs.iter_result(record)
-    return current_app.response_class(body, mimetype="application/json")
+    body = stream(fmt.name, source, lambda: store.iter_result(record))
+    response = current_app.response_class(body, mimetype=fmt.media_type)
+    disposition = "inline" if fmt.name == "json" else "attachment"
+    response.headers["Content-Disposition"] = (
+        f'{disposition}; filename="{record.id}.{fmt.extension}"'
+    )
+    response.headers["Vary"] = "Accept"
+    size = content_length(fmt.name, source)
+    if size is not None:  # a client can show progress and tell a cut-off body
+        response.headers["Content-Length"] = str(size)
+    return response
 
 
 @bp.delete("/<job_id>")

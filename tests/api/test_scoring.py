@@ -530,12 +530,14 @@ def test_rows_the_model_itself_refuses_are_422_online(
     assert "injected fault" in response.get_json()["error"]["message"]
 
 
-def test_batch_results_are_stored_compressed(
+def test_batch_results_are_stored_as_typed_arrays(
     client: FlaskClient,
     dense_deployment: dict[str, Any],
     redis_client: redis.Redis,
     settings: Settings,
 ) -> None:
+    from shared.results import decode_outputs
+
     x = rows(settings.chunk_rows, seed=14)
     job = client.post(path_of(dense_deployment["jobs_url"]), json={"values": x.tolist()}).get_json()
     done = wait_job(client, job["href"])
@@ -543,9 +545,13 @@ def test_batch_results_are_stored_compressed(
         Keys(settings.key_prefix).job_output(settings.default_instance, job["id"], 0)
     )
     body = client.get(path_of(done["result_url"])).data
-    assert stored is not None and stored[:1] == b"Z"
-    assert len(stored) < len(body) / 2
+    assert stored is not None and stored[:1] == b"A"
+    (outputs,) = decode_outputs(stored)
+    assert outputs.dtype == np.float32 and outputs.shape == (len(x), 3)
+    # 4 bytes a number against JSON's ~20 per number, printed three times (WML's fields).
+    assert len(stored) < len(body) / 5
     assert_dense_rows(json.loads(body)["values"], x)
+    np.testing.assert_array_equal(outputs, np.float32([v[0] for v in json.loads(body)["values"]]))
 
 
 def test_many_clients_at_once_each_get_their_own_rows(
