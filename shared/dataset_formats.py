@@ -434,19 +434,34 @@ class JsonlReader:
             if not line.strip():
                 continue  # blank lines (a trailing newline) are not rows
             try:
-                rows.append(orjson.loads(line))
+                row = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise row_error(
                     done + len(rows), "", f"the line is not valid JSON ({exc})."
                 ) from None
-            if len(rows) == 1 and done == 0:
-                self._start(rows[0])
+            if not rows and done == 0:
+                self._start(row)
+            if b"true" in line or b"false" in line:
+                # numpy reads true as 1: a cheap look at the bytes finds the rows to check.
+                self._refuse_booleans(row, done + len(rows))
+            rows.append(row)
             if len(rows) >= self._batch_rows:
                 yield self._arrays(rows, done)
                 done += len(rows)
                 rows = []
         if rows:
             yield self._arrays(rows, done)
+
+    def _refuse_booleans(self, row: Any, index: int) -> None:
+        values = list(row.values()) if isinstance(row, dict) else [row]
+        names: list[str | None] = list(self._named) if self._named else [None]
+        for name, value in zip(names, values, strict=False):
+            position, bad = _first_non_number(value)
+            if isinstance(bad, bool):
+                label = f"column {position}" if position is not None else ""
+                if name:
+                    label = f"{label} of input {name!r}" if label else f"input {name!r}"
+                raise row_error(index, label, f"{_json_text(bad)} is not a number.")
 
     def _start(self, row: Any) -> None:
         if isinstance(row, dict):
@@ -490,17 +505,11 @@ class JsonlReader:
                     first_row + offset, where, "the row is ragged: its lists differ in length."
                 )
             if item.dtype.kind not in "iuf":
-                flat = item.reshape(-1)
-                bad = next((i for i, v in enumerate(flat.tolist()) if not _plain_number(v)), 0)
-                value = flat.tolist()[bad] if flat.size else row
-                label = f"column {bad}" if item.ndim == 1 else where
-                if name and item.ndim == 1:
-                    label = f"column {bad} of input {name!r}"
-                raise row_error(
-                    first_row + offset,
-                    label if item.ndim <= 1 else where,
-                    f"{_json_text(value)} is not a number.",
-                )
+                position, value = _first_non_number(row)
+                label = f"column {position}" if position is not None else ""
+                if name:
+                    label = f"{label} of input {name!r}" if label else where
+                raise row_error(first_row + offset, label, f"{_json_text(value)} is not a number.")
             if first_shape is None:
                 first_shape = item.shape
             elif item.shape != first_shape:
@@ -511,6 +520,29 @@ class JsonlReader:
                     f"{list(first_shape)}; every row needs the same shape.",
                 )
         raise DatasetInvalid("The rows are not numbers of one shape.")
+
+
+def _first_non_number(row: Any) -> tuple[int | None, Any]:
+    """The flat position in ``row`` (None for a bare value) and the value of its first
+    element that is not a number."""
+    if not isinstance(row, list):
+        return None, row
+    position = 0
+    stack: list[Any] = [iter(row)]
+    while stack:
+        value = next(stack[-1], _END)
+        if value is _END:
+            stack.pop()
+        elif isinstance(value, list):
+            stack.append(iter(value))
+        elif not _plain_number(value):
+            return position, value
+        else:
+            position += 1
+    return None, row
+
+
+_END = object()
 
 
 def _ragged(row: Any) -> bool:

@@ -23,12 +23,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
+import numpy as np
 import redis
 from redis.client import Pipeline
 
 from shared.dataset_formats import Reader
-from shared.dataset_values import Chunker, DatasetLayout, InputPlan
+from shared.dataset_values import (
+    Chunker,
+    DatasetLayout,
+    InputPlan,
+    plan_inputs,
+    to_model_inputs,
+)
 from shared.errors import DatasetInUse, DatasetNotFound
+from shared.job_store import JobRecord
 from shared.json_records import update_json_record
 from shared.keys import Keys, is_resource_id
 from shared.timeutil import now
@@ -192,6 +200,21 @@ class DatasetStore:
         """Chunk ``chunk``'s encoded rows; None once the dataset is gone."""
         value = self._r.get(self._keys.dataset_chunk(instance, dataset_id, chunk))
         return bytes(cast(bytes, value)) if value is not None else None
+
+    def model_inputs(
+        self, job: JobRecord, chunk: int, arrays: list[np.ndarray], specs: list[Any]
+    ) -> list[np.ndarray]:
+        """Chunk ``chunk`` of ``job``'s dataset (``arrays``, decoded) as the model's inputs
+        (``specs``: objects with ``to_dict()`` or dicts), reshaped and converted exactly.
+
+        Raises DatasetNotFound when the dataset is gone, DatasetMismatch when it does not fit
+        the model, ScoringInputInvalid naming the global row and column of a value that does
+        not fit its input's dtype.
+        """
+        record = self.get(job.instance, job.dataset_id or "")
+        spec_dicts = [s if isinstance(s, dict) else s.to_dict() for s in specs]
+        plans = plan_inputs(record.layout.names, [i["shape"] for i in record.inputs], spec_dicts)
+        return to_model_inputs(arrays, record.layout, plans, chunk * record.chunk_rows)
 
     def hold(self, instance: str, dataset_id: str, job_id: str, until: float) -> DatasetRecord:
         """Reference the dataset from job ``job_id`` (about to be created) and keep every key
