@@ -90,16 +90,21 @@ class CountingStream:
         return True
 
 
-def read_exact(stream: Stream, size: int) -> bytes:
-    """``size`` bytes, or fewer only at the end of the stream."""
-    parts = []
-    while size > 0:
-        data = stream.read(min(size, 8 * PIECE_BYTES))
+def read_exact(stream: Stream, size: int) -> bytearray:
+    """``size`` bytes, or fewer only at the end of the stream (read into one buffer, so a
+    chunk's bytes are never held twice)."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        data = stream.read(min(size - done, PIECE_BYTES))
         if not data:
-            break
-        parts.append(data)
-        size -= len(data)
-    return b"".join(parts)
+            del view
+            del buffer[done:]
+            return buffer
+        view[done : done + len(data)] = data
+        done += len(data)
+    return buffer
 
 
 def spool(stream: Stream, directory: Path) -> IO[bytes]:

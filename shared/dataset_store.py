@@ -111,7 +111,7 @@ class DatasetStore:
         expires = created + retention_s
         expires_ms = int(expires * 1000)
 
-        def write(index: int, data: bytes) -> None:
+        def write(index: int, data: memoryview) -> None:
             self._r.set(
                 self._keys.dataset_chunk(instance, dataset_id, index), data, pxat=expires_ms
             )

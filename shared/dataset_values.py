@@ -7,6 +7,7 @@ a column is named by the file's header where it had one, else by its 0-based pos
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from shared.errors import DatasetInvalid, DatasetMismatch, ScoringInputInvalid
 from shared.scoring import _as_input_dtype, _is_string_spec, _target_dtype, encode_chunk
 
 NUMERIC_KINDS = "biuf"
+NPZ_TAG = b"N"  # shared.scoring's tag of an npz chunk
 
 
 @dataclass
@@ -31,6 +33,18 @@ class DatasetLayout:
 
     names: list[str | None]
     columns: list[str] | None = None
+
+
+def encode_chunk_view(arrays: list[np.ndarray]) -> memoryview:
+    """What ``shared.scoring.encode_chunk`` gives for numeric arrays, written into one buffer
+    and handed out without the copies ``getvalue()`` and concatenation would make (a chunk
+    of image rows is megabytes)."""
+    if any(a.dtype == object for a in arrays):
+        return memoryview(encode_chunk(arrays))
+    buffer = io.BytesIO()
+    buffer.write(NPZ_TAG)
+    np.savez(buffer, *arrays)  # zip offsets count from where the archive starts
+    return buffer.getbuffer()
 
 
 @dataclass(frozen=True)
@@ -230,7 +244,7 @@ class Chunker:
         self,
         layout: Callable[[], DatasetLayout],
         chunk_rows: int,
-        write: Callable[[int, bytes], None],
+        write: Callable[[int, memoryview], None],
         plans: Callable[[DatasetLayout, list[list[int]]], list[InputPlan]] | None = None,
     ) -> None:
         self._layout = layout
@@ -328,7 +342,7 @@ class Chunker:
                 a.dtype if i >= len(self._dtypes) else np.result_type(self._dtypes[i], a.dtype)
                 for i, a in enumerate(arrays)
             ]
-        data = encode_chunk(arrays)
+        data = encode_chunk_view(arrays)
         self._write(self.result.chunks, data)
         self.result.chunks += 1
         self.result.rows += len(arrays[0])
