@@ -35,7 +35,7 @@ from shared.dataset_values import (
     plan_inputs,
     to_model_inputs,
 )
-from shared.errors import DatasetInUse, DatasetNotFound
+from shared.errors import BackendUnavailable, DatasetInUse, DatasetNotFound
 from shared.job_store import JobRecord
 from shared.json_records import update_json_record
 from shared.keys import Keys, is_resource_id
@@ -121,29 +121,38 @@ class DatasetStore:
             for batch in reader.batches():
                 chunker.add(batch)
             result = chunker.finish()
+            record = DatasetRecord(
+                id=dataset_id,
+                instance=instance,
+                name=name,
+                format=fmt,
+                rows=result.rows,
+                size_bytes=result.bytes,
+                chunks=result.chunks,
+                chunk_rows=chunk_rows,
+                inputs=result.inputs,
+                columns=result.columns,
+                created_at=created,
+                expires_at=expires,
+                validated_for=validated_for,
+            )
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    self._keys.dataset(instance, dataset_id), record.to_json(), pxat=expires_ms
+                )
+                pipe.zadd(self._keys.datasets_index(instance), {dataset_id: created})
+                pipe.zadd(self._keys.datasets_expiry(instance), {dataset_id: expires})
+                pipe.execute()
+        except redis.exceptions.OutOfMemoryError as exc:
+            self._discard(instance, dataset_id, chunker.result.chunks)
+            raise BackendUnavailable(
+                "Redis is full (its maxmemory): the dataset was not kept. Delete datasets or "
+                "jobs no longer needed, or give Redis more memory.",
+                details={"reason": "redis_maxmemory"},
+            ) from exc
         except BaseException:
             self._discard(instance, dataset_id, chunker.result.chunks)
             raise
-        record = DatasetRecord(
-            id=dataset_id,
-            instance=instance,
-            name=name,
-            format=fmt,
-            rows=result.rows,
-            size_bytes=result.bytes,
-            chunks=result.chunks,
-            chunk_rows=chunk_rows,
-            inputs=result.inputs,
-            columns=result.columns,
-            created_at=created,
-            expires_at=expires,
-            validated_for=validated_for,
-        )
-        with self._r.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.dataset(instance, dataset_id), record.to_json(), pxat=expires_ms)
-            pipe.zadd(self._keys.datasets_index(instance), {dataset_id: created})
-            pipe.zadd(self._keys.datasets_expiry(instance), {dataset_id: expires})
-            pipe.execute()
         log.info(
             "dataset stored dataset_id=%s format=%s rows=%d chunks=%d bytes=%d",
             dataset_id,

@@ -48,7 +48,7 @@ def dataset_resource(record: DatasetRecord) -> dict[str, Any]:
 @bp.arguments(DatasetUploadQuerySchema, location="query")
 @bp.doc(requestBody=_UPLOAD_BODY)
 @bp.response(201, DatasetSchema, description="Stored.", headers=LOCATION)
-@bp.errors(400, 404, 413, 422)
+@bp.errors(400, 404, 413, 422, 503)
 def create_dataset(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Upload a dataset
 
