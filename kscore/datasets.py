@@ -43,6 +43,7 @@ MEDIA_TYPES = {
 # jobs.submit sends an array this large (or any DataFrame) as a dataset rather than a body.
 AUTO_DATASET_BYTES = 8 * 1024 * 1024
 _PIECE_BYTES = 4 * 1024 * 1024
+_ROW_GROUP_BYTES = 32 * 1024 * 1024
 
 
 def format_of(path: str | os.PathLike[str]) -> str:
@@ -140,7 +141,13 @@ class Datasets:
         with tempfile.TemporaryDirectory(prefix="kscore-") as directory:
             if is_dataframe(source):
                 path = Path(directory) / "rows.parquet"
-                source.to_parquet(path, index=False)
+                # The server holds a row group at a time: keep them near 32 MiB.
+                row_bytes = int(source.memory_usage(index=False, deep=True).sum()) // max(
+                    1, len(source)
+                )
+                source.to_parquet(
+                    path, index=False, row_group_size=max(1, _ROW_GROUP_BYTES // max(1, row_bytes))
+                )
                 fmt = "parquet"
             elif isinstance(source, dict) and all(_is_array(v) for v in source.values()):
                 import numpy

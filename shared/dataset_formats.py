@@ -18,6 +18,7 @@ the row (0-based over the data rows) and the column.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import math
@@ -251,21 +252,34 @@ class NpzReader:
 
 
 class _Prefixed:
-    """A stream that first gives back ``prefix``, then reads on from ``stream``."""
+    """A stream that first gives back ``prefix``, then reads on from ``stream``, refusing
+    bytes that are not UTF-8 (pyarrow would report them only as a failed row, without where)."""
 
     def __init__(self, prefix: bytes, stream: Stream) -> None:
         self._prefix = prefix
         self._stream = stream
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._offset = 0
         self.closed = False
 
     def read(self, size: int = -1, /) -> bytes:
         if self._prefix:
             if size is None or size < 0:
                 data, self._prefix = self._prefix + self._stream.read(), b""
-                return data
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data
-        return self._stream.read(size)
+            else:
+                data, self._prefix = self._prefix[:size], self._prefix[size:]
+        else:
+            data = self._stream.read(size)
+        try:
+            self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise DatasetInvalid(
+                f"The CSV body is not UTF-8 text (byte {self._offset + exc.start}): save it "
+                "as UTF-8.",
+                details={"byte": self._offset + exc.start},
+            ) from None
+        self._offset += len(data)
+        return data
 
     def readable(self) -> bool:
         return True
@@ -350,6 +364,8 @@ class CsvReader:
                 yield [self._numbers(batch, done)]
                 done += batch.num_rows
         except pa.ArrowInvalid as exc:
+            if isinstance(exc.__context__, DatasetInvalid):
+                raise exc.__context__ from None
             if failure and getattr(failure[0], "number", None):
                 row = failure[0]
                 raise row_error(

@@ -432,3 +432,10 @@ def test_the_reconciler_resends_lost_chunks_of_a_dataset_job(
     np.testing.assert_allclose(
         predictions(client, job_id), kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_csv_that_is_not_utf8_says_where(client: FlaskClient) -> None:
+    refused = upload(client, "csv", b"a,b\n1,2\n3,\xff4\n")
+    assert refused.status_code == 422
+    error = refused.get_json()["error"]
+    assert error["code"] == "invalid_dataset" and error["details"] == {"byte": 10}
