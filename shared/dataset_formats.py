@@ -641,7 +641,8 @@ class ParquetReader:
 
         with spool(self._stream, self._workdir) as handle:
             try:
-                parquet = pq.ParquetFile(handle)
+                # No pre-buffering (it reads whole row groups ahead, several times the data).
+                parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=PIECE_BYTES)
             except (pa.ArrowException, OSError) as exc:
                 raise DatasetInvalid(f"The body is not a readable parquet file: {exc}.") from None
             schema = parquet.schema_arrow
@@ -669,7 +670,7 @@ class ParquetReader:
             self.layout = DatasetLayout([None], names) if tabular else DatasetLayout(names)
             done = 0
             try:
-                for batch in parquet.iter_batches(batch_size=self._batch_rows):
+                for batch in parquet.iter_batches(batch_size=self._batch_rows, use_threads=False):
                     arrays = [
                         self._column(batch.column(i), names[i], done) for i in range(len(names))
                     ]
