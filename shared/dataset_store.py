@@ -10,7 +10,8 @@ crashed API process leaves them to expire).
 
 A job takes a reference on its dataset when it is created (``hold``): the dataset then lives
 at least as long as the job, and DELETE is refused (409 ``dataset_in_use``) while a job that
-reads it is unfinished. Should the chunk be gone anyway (evicted by a Redis ``maxmemory``
+reads it is unfinished. Once the job ended, the reconciler drops the reference
+(``release_finished``) and the dataset expires at the end of its own retention again. Should the chunk be gone anyway (evicted by a Redis ``maxmemory``
 policy), the job fails with ``input_missing`` rather than waiting.
 """
 
@@ -64,6 +65,8 @@ class DatasetRecord:
     created_at: float
     expires_at: float
     validated_for: str | None
+    # Its own retention's end: ``expires_at`` is later while jobs hold it.
+    retained_until: float | None = None
 
     @property
     def layout(self) -> DatasetLayout:
@@ -135,6 +138,7 @@ class DatasetStore:
                 created_at=created,
                 expires_at=expires,
                 validated_for=validated_for,
+                retained_until=expires,
             )
             with self._r.pipeline(transaction=True) as pipe:
                 pipe.set(
@@ -265,6 +269,32 @@ class DatasetStore:
     def release(self, instance: str, dataset_id: str, job_id: str) -> None:
         """Drop job ``job_id``'s reference (its creation was refused)."""
         self._r.zrem(self._keys.dataset_jobs(instance, dataset_id), job_id)
+
+    def release_finished(self, instance: str, dataset_id: str, job_id: str) -> None:
+        """Drop the reference of job ``job_id``, which finished; when no job holds the dataset
+        any more its keys expire at the end of its own retention again (at least a minute from
+        now) instead of with the job. Returns nothing; a dataset already gone is no error."""
+        record_key = self._keys.dataset(instance, dataset_id)
+        jobs_key = self._keys.dataset_jobs(instance, dataset_id)
+        self._r.zrem(jobs_key, job_id)
+
+        def shrink(pipe: Pipeline) -> None:
+            raw = pipe.get(record_key)
+            if raw is None or pipe.zcard(jobs_key):
+                return  # gone, or another job holds it: the expiry stays that job's
+            record = DatasetRecord.from_json(cast(bytes, raw))
+            until = max(record.retained_until or record.expires_at, now() + CREATING_GRACE_S)
+            if until >= record.expires_at:
+                return
+            record = _replace_expiry(record, until)
+            until_ms = int(until * 1000)
+            pipe.multi()
+            pipe.set(record_key, record.to_json(), pxat=until_ms)
+            for n in range(record.chunks):
+                pipe.pexpireat(self._keys.dataset_chunk(instance, dataset_id, n), until_ms)
+            pipe.zadd(self._keys.datasets_expiry(instance), {dataset_id: until})
+
+        self._r.transaction(shrink, record_key, jobs_key)
 
     def delete(
         self,

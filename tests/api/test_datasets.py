@@ -337,6 +337,27 @@ def test_a_dataset_expires_and_a_job_keeps_it_alive(
     assert [d["id"] for d in listed["resources"]] == [kept_id] and listed["total"] == 1
 
 
+def test_a_finished_job_gives_its_dataset_back_its_own_retention(
+    client: FlaskClient, app: Flask, dense: dict[str, Any], instance: NewInstance, worker: Any
+) -> None:
+    from workers.reconciler import Reconciler
+
+    svc = app.extensions["kscore"]
+    dataset_id = upload(client, "npy", encode("npy", rows(12, 3)), retention_days=0.001).get_json()[
+        "id"
+    ]
+    job = score_dataset(client, dense, dataset_id)
+    assert job["status"] == "completed"
+    held = client.get(f"/api/v1/datasets/{dataset_id}").get_json()
+    assert held["expires_at"] >= job["expires_at"]  # held by the job, a week
+    Reconciler(svc.settings, svc.redis_client, worker, "test").run_once()
+    released = client.get(f"/api/v1/datasets/{dataset_id}").get_json()
+    # Its own retention (86 s) from the upload: the job no longer keeps it.
+    assert released["expires_at"] < job["expires_at"]
+    ttl_ms = svc.redis_client.pttl(svc.keys.dataset_chunk(instance.instance.id, dataset_id, 0))
+    assert 0 < ttl_ms <= 90_000
+
+
 def test_delete_is_refused_while_an_unfinished_job_reads_it(
     client: FlaskClient, app: Flask, dense: dict[str, Any], instance: NewInstance
 ) -> None:
