@@ -74,6 +74,13 @@ def column_label(layout: DatasetLayout, array: int, flat: int, row_shape: tuple[
     return f"{label} of input {name!r}" if name else label
 
 
+def column_key(layout: DatasetLayout, flat: int, row_shape: tuple[int, ...]) -> str | int:
+    """The column's name (from the file's header) or 0-based position, for ``details``."""
+    if len(row_shape) <= 1 and layout.columns and flat < len(layout.columns):
+        return layout.columns[flat]
+    return flat
+
+
 def _first(mask: np.ndarray) -> tuple[int, int]:
     """Row and flat in-row index of the first True of ``mask`` (shape ``(rows, ...)``)."""
     flat = int(np.argmax(mask.reshape(-1)))
@@ -104,7 +111,7 @@ def check_numbers(arrays: list[np.ndarray], layout: DatasetLayout, first_row: in
                     where,
                     f"{value!r} is not a finite number (empty cells, NaN and infinities are "
                     "refused: no model input takes them).",
-                    column=where,
+                    column=column_key(layout, flat, array.shape[1:]),
                 )
 
 
@@ -157,7 +164,7 @@ def to_model_inputs(
                 f"{name!r}, which takes {takes} ({target}).",
                 details={
                     "row": first_row + row,
-                    "column": where,
+                    "column": column_key(layout, flat, source.shape[1:]),
                     "input": name,
                     "expected_dtype": str(target),
                 },

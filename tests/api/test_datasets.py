@@ -240,7 +240,7 @@ def test_upload_checked_against_a_deployment_names_the_row(
     error = refused.get_json()["error"]
     assert error["code"] == "invalid_scoring_input"
     assert error["message"].startswith("Row 67, column 2: the value 1e+39 does not fit input 'x'")
-    assert error["details"]["row"] == 67
+    assert error["details"]["row"] == 67 and error["details"]["column"] == 2
     x[67, 2] = 0.5
     created = upload(client, "npy", encode("npy", x), deployment_id=dense["id"])
     assert created.status_code == 201
