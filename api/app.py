@@ -31,7 +31,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     """
     from api.oip import views as oip
     from api.tfserving import views as tfserving
-    from api.views import deployments, docs, health, jobs, models
+    from api.views import datasets, deployments, docs, health, jobs, models
     from api.wml import views as wml
     from api.wml.contract import document_wml
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     auth.install(app)
     document_wml(api)
     document_inference(api)
-    for module in (models, deployments, jobs, health, wml, oip, tfserving):
+    for module in (models, deployments, jobs, datasets, health, wml, oip, tfserving):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)  # a page for people, not an operation of the API
     limits.install(app)  # wraps the views registered above

@@ -340,7 +340,28 @@ def _callback_url_field(where: str) -> fields.String:
     )
 
 
+def dataset_rows(body: dict[str, Any], dataset_id: str) -> str:
+    """``dataset_id`` of a loaded JobCreateSchema body that sends no rows of its own.
+
+    Raises ValidationFailed (422) when it also sends ``values``, ``inputs`` or ``input_data``.
+    """
+    if body.get("values") is not None or body.get("inputs") is not None:
+        raise ValidationFailed(
+            'Send either "dataset_id" or rows ("values", "inputs", "input_data"), not both.',
+            details={"fields": {"dataset_id": ["Cannot be combined with rows."]}},
+        )
+    return dataset_id
+
+
 class JobCreateSchema(ScoringPayloadSchema):
+    dataset_id = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 64),
+        metadata={
+            "description": "Score an uploaded dataset (POST /api/v1/datasets) instead of "
+            '"values"/"inputs": the job reads its rows from the dataset, chunk by chunk.'
+        },
+    )
     callback_url = _callback_url_field("")
     retention_days = JsonNumber(
         load_default=None,
@@ -433,6 +454,9 @@ class JobSchema(Schema):
     )
     progress = fields.Nested(ProgressSchema)
     deployment_id = fields.String()
+    dataset_id = fields.String(
+        allow_none=True, metadata={"description": "The dataset it scores, if it scores one."}
+    )
     model_id = fields.String()
     model_sha256 = fields.String(metadata={"description": "The exact model file that scored it."})
     created_at = fields.String()
@@ -487,3 +511,80 @@ class ReadinessSchema(Schema):
         required=True,
         metadata={"description": "Worker name -> the queues it consumes, comma-separated."},
     )
+
+
+DATASET_FORMATS = ["npy", "npz", "csv", "jsonl", "parquet"]
+
+
+class DatasetUploadQuerySchema(Schema):
+    format = fields.String(
+        load_default=None,
+        validate=validate.OneOf(DATASET_FORMATS),
+        metadata={"description": "The body's format; default: from the Content-Type."},
+    )
+    name = fields.String(load_default=None, validate=[validate.Length(1, 128), NAME_CHARACTERS])
+    retention_days = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0.001, max=365),
+        metadata={"description": "Keep the dataset this long (default KSCORE_DATASET_RETENTION)."},
+    )
+    deployment_id = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 64),
+        metadata={
+            "description": "Check every row against this deployment's inputs while uploading "
+            "(422 naming the row and column) and store them in its dtypes."
+        },
+    )
+    header = fields.Boolean(
+        load_default=None,
+        metadata={
+            "description": "csv: whether the first line names the columns (default: it does "
+            "when it is not all numbers)."
+        },
+    )
+
+
+class DatasetInputSchema(Schema):
+    name = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The input's name; null for the one unnamed array of a .npy, "
+            ".csv, .jsonl of lists or table of scalar columns."
+        },
+    )
+    shape = fields.List(
+        fields.Integer(), required=True, metadata={"description": "Per row, e.g. [28, 28, 1]."}
+    )
+    dtype = fields.String(required=True)
+
+
+class DatasetSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    format = fields.String(validate=validate.OneOf(DATASET_FORMATS))
+    rows = fields.Integer()
+    bytes = fields.Integer(metadata={"description": "What its chunks take in Redis."})
+    chunks = fields.Integer()
+    chunk_rows = fields.Integer(
+        metadata={"description": "Rows per chunk (the last may hold fewer)."}
+    )
+    inputs = fields.List(fields.Nested(DatasetInputSchema))
+    columns = fields.List(
+        fields.String(),
+        allow_none=True,
+        metadata={"description": "Column names of a .csv header or a table's scalar columns."},
+    )
+    created_at = fields.String(metadata={"description": "ISO 8601, UTC."})
+    expires_at = fields.String(
+        metadata={"description": "ISO 8601, UTC; a job reading it extends it to its own expiry."}
+    )
+    validated_for = fields.String(
+        allow_none=True,
+        metadata={"description": "The deployment whose inputs the rows were checked against."},
+    )
+    href = fields.String()
+
+
+class DatasetListSchema(ModelListSchema):
+    resources = fields.List(fields.Nested(DatasetSchema), required=True)

@@ -14,6 +14,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from shared.blob_store import BlobStore
+from shared.dataset_store import DatasetStore
 from shared.deployment_store import DeploymentRecord, DeploymentStore
 from shared.errors import (
     BackendUnavailable,
@@ -77,6 +78,7 @@ class Services:
     instances: InstanceStore
     celery: Celery
     idempotency: IdempotencyStore
+    datasets: DatasetStore
     _token_secret: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -94,6 +96,7 @@ class Services:
             instances=InstanceStore(client, keys),
             celery=make_celery(settings),
             idempotency=IdempotencyStore(client, keys),
+            datasets=DatasetStore(client, keys),
         )
 
     def token_secret(self) -> str:

@@ -26,6 +26,7 @@ from rich.progress import (
 )
 
 from kscore.admin import admin
+from kscore.cli_datasets import datasets, upload_for_job
 from kscore.client import DEFAULT_URL, Client, Record, __version__
 from kscore.errors import DeploymentFailedError, KscoreError
 from kscore.payloads import is_wml_payload, job_payload, parse_wml_payload, read_json_file
@@ -149,6 +150,7 @@ def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
       kscore score payload.json                  # online
       kscore score DEPLOYMENT_ID rows.json       # online, rows as {"values": [...]}
       kscore jobs submit DEPLOYMENT_ID rows.json --wait   # batch
+      kscore jobs submit DEPLOYMENT_ID --input rows.parquet   # batch, any size
     """
     context = ctx.ensure_object(CliContext)
     context.url = url
@@ -421,7 +423,16 @@ def jobs() -> None:
 
 @jobs.command("submit")
 @click.argument("deployment_id")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Upload this file (.npy, .npz, .csv, .jsonl, .parquet; format from the suffix) as a "
+    "dataset, streamed and checked against the deployment, and score it.",
+)
+@click.option("--dataset", "dataset_id", default=None, help="Score this uploaded dataset.")
 @click.option(
     "--retention-days",
     type=click.IntRange(min=1),
@@ -434,7 +445,9 @@ def jobs() -> None:
 def jobs_submit(
     ctx: click.Context,
     deployment_id: str,
-    file: Path,
+    file: Path | None,
+    input_file: Path | None,
+    dataset_id: str | None,
     retention_days: int | None,
     wait: bool,
     quiet: bool,
@@ -443,18 +456,25 @@ def jobs_submit(
 
     FILE holds {"values": [...]} (or {"inputs": {...}}), or a WML scoring payload as for
     `kscore score`; or it is a .npy file of rows (one-input models) or a .npz with one array
-    per input, named by input, sent as it is. Prints the job's id; --wait follows it to the end.
+    per input, named by input, sent as it is. Or, for any size, --input uploads a file
+    (.npy, .npz, .csv, .jsonl, .parquet) as a dataset and scores it, and --dataset scores one
+    uploaded before. Prints the job's id; --wait follows it to the end.
     """
+    if sum(x is not None for x in (file, input_file, dataset_id)) != 1:
+        _fail("Give the rows once: FILE, --input FILE or --dataset ID.")
     client = _client(ctx)
-    suffix = file.suffix.lower()
-    if suffix in {".npy", ".npz"}:
+    if input_file is not None:
+        dataset_id = str(upload_for_job(client, input_file, deployment_id)["id"])
+    if dataset_id is not None:
+        job = client.jobs.submit_dataset(deployment_id, dataset_id, retention_days)
+    elif file is not None and file.suffix.lower() in {".npy", ".npz"}:
+        suffix = file.suffix.lower()
         params = {"retention_days": retention_days} if retention_days is not None else None
         content_type = "application/x-npy" if suffix == ".npy" else "application/x-npz"
         job = client.jobs.submit_file(deployment_id, _read_bytes(file), content_type, params)
     else:
-        job = client.jobs.submit(
-            deployment_id, _rows_file_payload(deployment_id, file), retention_days
-        )
+        rows = _rows_file_payload(deployment_id, file or Path())  # file is given here
+        job = client.jobs.submit(deployment_id, rows, retention_days)
     if quiet:
         click.echo(job["id"])
         if wait:
@@ -603,6 +623,7 @@ cli.add_command(up)
 cli.add_command(worker)
 cli.add_command(api)
 cli.add_command(admin)
+cli.add_command(datasets)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from kscore.errors import (
     WaitTimeoutError,
     error_from_response,
 )
-from kscore.payloads import job_payload, npy_bytes
+from kscore.payloads import job_payload, npy_bytes, npy_bytes_kind
 from kscore.result_files import check_format, format_for_path
 from kscore.result_files import decode as decode_result
 from kscore.wml_output import simple_table
@@ -95,6 +95,9 @@ class Client:
         self.repository = Repository(self)
         self.deployments = Deployments(self)
         self.jobs = Jobs(self)
+        from kscore.datasets import Datasets  # it builds on this module
+
+        self.datasets = Datasets(self)
 
     def close(self) -> None:
         """Close the underlying connection pool."""
@@ -418,17 +421,43 @@ class Jobs:
         values_or_payload: Any,
         retention_days: int | None = None,
     ) -> Record:
-        """Queue a batch job: rows (list/array) or a payload ``{"values": ...}``; the job record.
+        """Queue a batch job: rows (list/array), a pandas DataFrame or a payload
+        ``{"values": ...}``; the job record.
 
-        A numpy array goes as a .npy body (no JSON encoding of millions of numbers). Raises
+        A numpy array goes as a .npy body (no JSON encoding of millions of numbers); a
+        DataFrame, or an array over 8 MiB, is uploaded as a dataset first (streamed, checked
+        against the deployment; it lives as long as the job) and the job scores it. Raises
         KscoreError for rows of no known shape, before anything is sent.
         """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
+        from kscore.datasets import AUTO_DATASET_BYTES, is_dataframe
+
+        big = getattr(values_or_payload, "nbytes", 0) > AUTO_DATASET_BYTES
+        numeric = npy_bytes_kind(values_or_payload) and values_or_payload.dtype.kind in "biuf"
+        if is_dataframe(values_or_payload) or (big and numeric):
+            dataset = self._client.datasets.upload(  # kept an hour, and as long as its job
+                values_or_payload, deployment_id=deployment_id, retention_days=1 / 24
+            )
+            return self.submit_dataset(deployment_id, str(dataset["id"]), retention_days)
         npy = npy_bytes(values_or_payload)
         if npy is not None:
             params = {"retention_days": retention_days} if retention_days is not None else None
             return self.submit_file(deployment_id, npy, "application/x-npy", params)
         body = job_payload(values_or_payload)
+        if retention_days is not None:
+            body["retention_days"] = retention_days
+        return _json(self._client.send_json("POST", url, body))
+
+    def submit_dataset(
+        self, deployment_id: str, dataset_id: str, retention_days: float | None = None
+    ) -> Record:
+        """Queue a batch job scoring an uploaded dataset; the job record.
+
+        Raises NotFoundError for an unknown dataset, UnprocessableError (422
+        ``dataset_mismatch``) when its inputs do not fit the deployment's.
+        """
+        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
+        body: Record = {"dataset_id": dataset_id}
         if retention_days is not None:
             body["retention_days"] = retention_days
         return _json(self._client.send_json("POST", url, body))

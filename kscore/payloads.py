@@ -22,6 +22,7 @@ __all__ = [
     "is_wml_payload",
     "job_payload",
     "npy_bytes",
+    "npy_bytes_kind",
     "parse_wml_payload",
     "read_json_file",
 ]
@@ -127,12 +128,17 @@ def job_payload(values_or_payload: Any, where: str = "The payload") -> Record:
     return {"values": list(data)}
 
 
+def npy_bytes_kind(data: Any) -> bool:
+    """Whether ``data`` is a numpy array that .npy holds without pickling."""
+    if type(data).__module__ != "numpy" or not hasattr(data, "dtype"):
+        return False
+    return bool(data.dtype.kind in "biufUS")  # object arrays go as JSON: .npy would need pickle
+
+
 def npy_bytes(data: Any) -> bytes | None:
     """A numpy array as .npy bytes; None for anything else (numpy is imported only for arrays)."""
-    if type(data).__module__ != "numpy" or not hasattr(data, "dtype"):
+    if not npy_bytes_kind(data):
         return None
-    if data.dtype.kind not in "biufUS":
-        return None  # object arrays go as JSON: .npy would need pickle
     import numpy
 
     buffer = io.BytesIO()

@@ -133,6 +133,8 @@ def job_rows(job: Record) -> list[tuple[str, Any]]:
         ("Finished at", job.get("finished_at") or "-"),
         ("Expires at", job.get("expires_at") or "-"),
     ]
+    if job.get("dataset_id"):
+        rows.insert(2, ("Dataset Id", job["dataset_id"]))
     error = job.get("error")
     if isinstance(error, dict):
         rows.append(("Error", f"{error.get('message')} ({error.get('code')})"))

@@ -86,6 +86,16 @@ class JobNotFound(ResourceNotFound):
         )
 
 
+class DatasetNotFound(ResourceNotFound):
+    code = "dataset_not_found"
+
+    def __init__(self, dataset_id: str) -> None:
+        super().__init__(
+            f"No dataset with id {dataset_id!r} (it may have expired after its retention period).",
+            details={"dataset_id": dataset_id},
+        )
+
+
 class InstanceNotFound(ResourceNotFound):
     code = "instance_not_found"
 
@@ -109,6 +119,12 @@ class StateConflict(DomainError):
 
 class ModelInUse(StateConflict):
     code = "model_in_use"
+
+
+class DatasetInUse(StateConflict):
+    """A dataset that an unfinished job reads its rows from."""
+
+    code = "dataset_in_use"
 
 
 class InstanceNotEmpty(StateConflict):
@@ -204,6 +220,27 @@ class ScoringInputInvalid(DomainError):
 
     status = 422
     code = "invalid_scoring_input"
+
+
+class DatasetInvalid(DomainError):
+    """An uploaded dataset that cannot be read as its format, or a row or column in it that is
+    not numbers of one shape; ``details`` name the row (0-based) and the column or input."""
+
+    status = 422
+    code = "invalid_dataset"
+
+
+class DatasetFormatUnknown(MalformedRequest):
+    """A dataset upload whose format neither ``?format=`` nor the Content-Type names."""
+
+    code = "unsupported_dataset_format"
+
+
+class DatasetMismatch(DomainError):
+    """A dataset whose inputs (names, shapes, types) do not fit a deployment's inputs."""
+
+    status = 422
+    code = "dataset_mismatch"
 
 
 class IdempotencyKeyReused(DomainError):

@@ -23,6 +23,7 @@ def job_document(
         "status": str(record.status),
         "progress": {"rows_done": record.rows_done, "rows_total": record.rows_total},
         "deployment_id": record.deployment_id,
+        "dataset_id": record.dataset_id,
         "model_id": record.model_id,
         "model_sha256": record.model_sha256,
         "created_at": iso(record.created_at),

@@ -64,6 +64,8 @@ class JobRecord:
     # Where the job's document is POSTed when it ends, and the base of its URLs there.
     callback_url: str | None = None
     base_url: str = ""
+    # The dataset whose chunk n is this job's chunk n (None: the job holds its own rows).
+    dataset_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -108,6 +110,7 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         result_shape=ResultShape(_f(raw, "result_shape") or ResultShape.WML_V3),
         callback_url=_f(raw, "callback_url") or None,
         base_url=_f(raw, "base_url") or "",
+        dataset_id=_f(raw, "dataset_id") or None,
     )
 
 
@@ -165,8 +168,14 @@ class JobStore:
         max_queued_jobs: int = 0,
         callback_url: str | None = None,
         base_url: str = "",
+        job_id: str | None = None,
+        dataset_id: str | None = None,
+        chunks: int | None = None,
     ) -> JobRecord:
         """Write a queued job and its input chunks in one step, before any enqueue.
+
+        A job over a dataset (``dataset_id``, with its ``chunks`` and no ``input_chunks``)
+        reads the dataset's chunks; ``job_id`` is then the id the dataset was held for.
 
         ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
         wraps the result. The job is refused, nothing written, when the instance's backlog
@@ -174,7 +183,7 @@ class JobStore:
         Returns the record as stored. Raises QueuedRowsLimit or QueuedJobsLimit (429) for a
         refusal, redis.RedisError when Redis fails.
         """
-        job_id = str(uuid.uuid4())
+        job_id = job_id or str(uuid.uuid4())
         created = now()
         ttl_ms = max(1, int(retention_s * 1000))
         mapping: dict[str, Any] = {
@@ -188,7 +197,7 @@ class JobStore:
             "status": JobStatus.QUEUED.value,
             "rows_total": rows_total,
             "rows_done": 0,
-            "chunks": len(input_chunks),
+            "chunks": len(input_chunks) if chunks is None else chunks,
             "chunk_rows": chunk_rows,
             "created_at": created,
             "expires_at": created + retention_s,
@@ -199,6 +208,8 @@ class JobStore:
         }
         if callback_url:
             mapping.update(callback_url=callback_url, base_url=base_url)
+        if dataset_id:
+            mapping["dataset_id"] = dataset_id
         # One script, not a MULTI: the limits are checked and the job written atomically,
         # so concurrent submissions through several API processes cannot pass them together.
         pairs = [str(part) for item in mapping.items() for part in item]
@@ -238,7 +249,7 @@ class JobStore:
             kind,
             deployment_id,
             rows_total,
-            len(input_chunks),
+            mapping["chunks"],
         )
         return self.get(instance, job_id)
 

@@ -132,6 +132,25 @@ class Keys:
     def job_notify(self, instance: str, job_id: str) -> str:
         return f"{self.prefix}:i:{instance}:job:{job_id}:notify"
 
+    # datasets
+    def dataset(self, instance: str, dataset_id: str) -> str:
+        """The dataset's record (JSON)."""
+        return f"{self.prefix}:i:{instance}:dataset:{dataset_id}"
+
+    def dataset_chunk(self, instance: str, dataset_id: str, chunk: int) -> str:
+        """Rows ``chunk * chunk_rows`` on, as ``shared.scoring.encode_chunk`` wrote them."""
+        return f"{self.prefix}:i:{instance}:dataset:{dataset_id}:chunk:{chunk}"
+
+    def dataset_jobs(self, instance: str, dataset_id: str) -> str:
+        """Zset of the jobs reading the dataset (job id -> when it took its reference)."""
+        return f"{self.prefix}:i:{instance}:dataset:{dataset_id}:jobs"
+
+    def datasets_index(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:datasets"
+
+    def datasets_expiry(self, instance: str) -> str:
+        return f"{self.prefix}:i:{instance}:datasets:expiry"
+
     def backlog(self, instance: str) -> str:
         """Hash ``job_id -> rows`` of the instance's jobs accepted and not finished: the
         scripts that create and end jobs add and remove a field exactly once."""

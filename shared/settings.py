@@ -97,6 +97,9 @@ class Settings:
     webhook_allow: tuple[str, ...] = ()
     webhook_max_attempts: int = 5
     webhook_backoff_s: float = 30.0
+    # Uploaded datasets: the largest body accepted, and how long one is kept by default.
+    max_dataset_bytes: int = 4 * 1024**3
+    dataset_retention_s: float = 7 * 86400.0
 
     @property
     def local_model_dir(self) -> Path:
@@ -141,6 +144,8 @@ class Settings:
             "webhook_allow": _webhook_allow,
             "webhook_max_attempts": _positive_int,
             "webhook_backoff_s": parse_duration,
+            "max_dataset_bytes": parse_size,
+            "dataset_retention_s": parse_duration,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():

@@ -31,6 +31,7 @@ from typing import Any, cast
 import redis
 from celery import Celery
 
+from shared.dataset_store import DatasetStore
 from shared.deployment_store import DeploymentStore
 from shared.errors import JobNotFound
 from shared.job_store import JobStore
@@ -98,6 +99,7 @@ class Reconciler:
         self._name = name
         self._keys = Keys(settings.key_prefix)
         self._jobs = JobStore(client, self._keys)
+        self._datasets = DatasetStore(client, self._keys)
         self._deployments = DeploymentStore(client, self._keys)
         self._prefix = celery_key_prefix(settings)
         self._lead = client.register_script(_LEAD)
@@ -167,6 +169,8 @@ class Reconciler:
                 # A job canceled through the API, failed at enqueue, or whose worker died
                 # between ending it and queueing its callback: the callback is sent here.
                 send_callback(self._jobs, self._celery, record)
+                if record.dataset_id:  # the dataset goes back to its own retention
+                    self._datasets.release_finished(instance, record.dataset_id, job_id)
                 self._jobs.forget_active(instance, job_id)
                 continue
             report.active_jobs += 1

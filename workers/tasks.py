@@ -18,6 +18,7 @@ from celery import Celery, Task, bootsteps
 from celery.signals import worker_process_init
 
 from shared.blob_store import BlobStore
+from shared.dataset_store import DatasetStore
 from shared.deployment_store import DeploymentStore
 from shared.errors import DomainError, JobNotFound
 from shared.instance_store import InstanceStore
@@ -51,6 +52,7 @@ class Runtime:
     models: ModelCache
     model_records: ModelStore
     instances: InstanceStore
+    datasets: DatasetStore
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -74,6 +76,7 @@ class Runtime:
             ),
             model_records=ModelStore(client, keys, blobs),
             instances=InstanceStore(client, keys),
+            datasets=DatasetStore(client, keys),
         )
 
 
@@ -167,7 +170,10 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
             _ended(holder, instance, job_id)
         return
     job = rt.jobs.get(instance, job_id)
-    data = rt.jobs.read_input(instance, job_id, chunk)
+    if job.dataset_id:  # chunk n of the job is chunk n of its dataset
+        data = rt.datasets.read_chunk(instance, job.dataset_id, chunk)
+    else:
+        data = rt.jobs.read_input(instance, job_id, chunk)
     if data is None:
         ended = rt.jobs.finish(
             instance,
@@ -185,6 +191,8 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
     try:
         model = rt.models.get(job.model_sha256, job.model_filename)
         arrays = decode_chunk(data, [s.to_dict() for s in model.input_specs])
+        if job.dataset_id:
+            arrays = rt.datasets.model_inputs(job, chunk, arrays, model.input_specs)
         outputs = model.predict(arrays)
         # Batch chunks keep the raw arrays (the API renders the format asked for); online
         # ones the JSON answer.

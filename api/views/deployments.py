@@ -18,6 +18,7 @@ from api.context import (
     url,
 )
 from api.contract import LOCATION, REPLAYED, Blueprint, RowsBody
+from api.dataset_services import submit_dataset_job
 from api.limits import queue_warnings
 from api.schemas import (
     DeploymentCreateSchema,
@@ -35,6 +36,7 @@ from api.schemas import (
     OnlineQuerySchema,
     ScoringPayloadSchema,
     ScoringResultSchema,
+    dataset_rows,
     result_shape_of,
 )
 from api.views.jobs import job_resource, jobs_page
@@ -279,14 +281,14 @@ def submit_job(
     """Submit a batch job
 
     Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
-    `input_data`). `retention_days` comes in the JSON body, or in the query with a .npy/.npz
+    `input_data`). `{"dataset_id"}` scores an uploaded dataset instead of rows in the body. `retention_days` comes in the JSON body, or in the query with a .npy/.npz
     body, as does `callback_url` (the job's document is POSTed there, signed, when it ends).
     With an `Idempotency-Key`, a repeat answers the job the first request created.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady or IdempotencyKeyInUse (409), PayloadTooLarge (413),
-    ScoringInputInvalid, IdempotencyKeyReused or CallbackNotAllowed (422) and BackendUnavailable (503; the job is
-    failed with enqueue_failed).
+    ScoringInputInvalid, IdempotencyKeyReused, CallbackNotAllowed or DatasetMismatch (422) and BackendUnavailable (503; the job is
+    failed with enqueue_failed); DatasetNotFound (404) for a `dataset_id`.
     """
     svc = services()
     with gc_paused():  # the parsed rows are dropped before the collector runs again
@@ -294,20 +296,32 @@ def submit_job(
         options = body if isinstance(body, dict) else {}
         retention_days = options.pop("retention_days", None) or args["retention_days"]
         callback_url = options.pop("callback_url", None) or args["callback_url"]
-        job, replayed = svc.submit_once(
+        retention_s = retention_days * 86400.0 if retention_days else None
+        submit = partial(
+            svc.submit_job,
             instance(),
-            idempotent_request(headers["idempotency_key"]),
-            partial(
-                svc.submit_job,
+            deployment_id,
+            body,
+            kind="batch",
+            retention_s=retention_s,
+            result_shape=result_shape_of(body),
+            callback_url=callback_url,
+            base_url=base_url(),
+        )
+        dataset_id = options.pop("dataset_id", None)
+        if dataset_id is not None:
+            submit = partial(
+                submit_dataset_job,
+                svc,
                 instance(),
                 deployment_id,
-                body,
-                kind="batch",
-                retention_s=retention_days * 86400.0 if retention_days else None,
-                result_shape=result_shape_of(body),
+                dataset_rows(options, dataset_id),
+                retention_s=retention_s,
                 callback_url=callback_url,
                 base_url=base_url(),
-            ),
+            )
+        job, replayed = svc.submit_once(
+            instance(), idempotent_request(headers["idempotency_key"]), submit
         )
         del body
     document = job_resource(job)

@@ -80,6 +80,7 @@ def test_each_operation_is_tagged_with_its_blueprint(client: FlaskClient) -> Non
         "models",
         "deployments",
         "jobs",
+        "datasets",
         "operations",
         "wml",
         "oip",

@@ -34,11 +34,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 # worker.
 MAX_EXAMPLES = 25
 
-# Their bodies are checked against what no schema can say: a model file's bytes, and rows
-# against the deployment's input signature. A well-formed body there can still be 400 or 422.
+# Their bodies are checked against what no schema can say: a model file's bytes, a dataset's
+# file, and rows against the deployment's input signature. A well-formed body there can still be 400 or 422.
 CONTENT_CHECKED = frozenset(
     {
         "POST /api/v1/models",
+        "POST /api/v1/datasets",
         "POST /api/v1/deployments/{deployment_id}/online",
         "POST /api/v1/deployments/{deployment_id}/jobs",
         "PUT /v3/ml_assets/models/{model_id}/versions/{version_id}/content",

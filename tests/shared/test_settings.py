@@ -86,3 +86,11 @@ def test_units() -> None:
     assert parse_duration("7d") == 604800
     assert parse_size("512KiB") == 512 * 1024
     assert parse_size("1GiB") == 1024**3
+
+
+def test_dataset_settings() -> None:
+    settings = Settings.from_env(
+        {"KSCORE_MAX_DATASET_BYTES": "1GiB", "KSCORE_DATASET_RETENTION": "2d"}
+    )
+    assert settings.max_dataset_bytes == 1024**3 and settings.dataset_retention_s == 2 * 86400
+    assert Settings().max_dataset_bytes == 4 * 1024**3
