@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from kscore.cli_common import client_of
 from kscore.client import Client, Record
 from kscore.datasets import SUFFIX_FORMATS
 from kscore.wml_output import echo_json, echo_list, echo_ok, rows_block
@@ -40,12 +41,6 @@ def dataset_rows(dataset: Record) -> list[tuple[str, Any]]:
         ("Created at", dataset.get("created_at")),
         ("Expires at", dataset.get("expires_at")),
     ]
-
-
-def _client(ctx: click.Context) -> Client:
-    from kscore.cli import CliContext
-
-    return ctx.with_resource(ctx.ensure_object(CliContext).client())
 
 
 def upload_for_job(client: Client, path: Path, deployment_id: str) -> Record:
@@ -115,7 +110,7 @@ def datasets_upload(
 
     Prints the dataset; score it with `kscore jobs submit DEPLOYMENT --dataset ID`.
     """
-    dataset = _client(ctx).datasets.upload(
+    dataset = client_of(ctx).datasets.upload(
         file,
         format=fmt,
         name=name or file.name,
@@ -134,7 +129,7 @@ def datasets_upload(
 @click.pass_context
 def datasets_list(ctx: click.Context) -> None:
     """List the datasets, newest first."""
-    found = _client(ctx).datasets.list()
+    found = client_of(ctx).datasets.list()
     rows = [
         [i, d.get("id"), d.get("name") or "-", d.get("format"), d.get("rows"), d.get("expires_at")]
         for i, d in enumerate(found, start=1)
@@ -148,7 +143,7 @@ def datasets_list(ctx: click.Context) -> None:
 @click.pass_context
 def datasets_get(ctx: click.Context, dataset_id: str) -> None:
     """Print a dataset's document as JSON."""
-    echo_json(_client(ctx).datasets.get(dataset_id))
+    echo_json(client_of(ctx).datasets.get(dataset_id))
 
 
 @datasets.command("delete")
@@ -156,6 +151,6 @@ def datasets_get(ctx: click.Context, dataset_id: str) -> None:
 @click.pass_context
 def datasets_delete(ctx: click.Context, dataset_id: str) -> None:
     """Delete a dataset (refused while a queued or running job reads it)."""
-    _client(ctx).datasets.delete(dataset_id)
+    client_of(ctx).datasets.delete(dataset_id)
     click.echo(f"Deleted dataset '{dataset_id}'.")
     echo_ok("Delete dataset successful")

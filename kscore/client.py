@@ -31,19 +31,15 @@ import httpx
 from kscore.credentials import api_key_for
 from kscore.errors import (
     DeploymentFailedError,
-    JobFailedError,
     KscoreError,
     TransportError,
     WaitTimeoutError,
     error_from_response,
 )
-from kscore.payloads import job_payload, npy_bytes, npy_bytes_kind
-from kscore.result_files import check_format, format_for_path
-from kscore.result_files import decode as decode_result
 from kscore.wml_output import simple_table
-from shared.status import FINISHED_JOB_STATUSES, DeploymentStatus, JobStatus
+from shared.status import DeploymentStatus
 
-__all__ = ["DEFAULT_URL", "Client", "Deployments", "Jobs", "Repository"]
+__all__ = ["DEFAULT_URL", "Client", "Deployments", "Repository"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -94,8 +90,11 @@ class Client:
         )
         self.repository = Repository(self)
         self.deployments = Deployments(self)
+        # Both build on this module's helpers, so they are imported once it is loaded.
+        from kscore.datasets import Datasets
+        from kscore.jobs import Jobs
+
         self.jobs = Jobs(self)
-        from kscore.datasets import Datasets  # it builds on this module
 
         self.datasets = Datasets(self)
 
@@ -407,171 +406,6 @@ class Deployments:
     def delete(self, deployment_id: str) -> None:
         """Delete a deployment."""
         self._client.request("DELETE", f"/api/v1/deployments/{_segment(deployment_id)}")
-
-
-class Jobs:
-    """Asynchronous scoring jobs: ``client.jobs`` (a kscore extension to WML)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def submit(
-        self,
-        deployment_id: str,
-        values_or_payload: Any,
-        retention_days: int | None = None,
-    ) -> Record:
-        """Queue a batch job: rows (list/array), a pandas DataFrame or a payload
-        ``{"values": ...}``; the job record.
-
-        A numpy array goes as a .npy body (no JSON encoding of millions of numbers); a
-        DataFrame, or an array over 8 MiB, is uploaded as a dataset first (streamed, checked
-        against the deployment; it lives as long as the job) and the job scores it. Raises
-        KscoreError for rows of no known shape, before anything is sent.
-        """
-        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
-        from kscore.datasets import AUTO_DATASET_BYTES, is_dataframe
-
-        big = getattr(values_or_payload, "nbytes", 0) > AUTO_DATASET_BYTES
-        numeric = npy_bytes_kind(values_or_payload) and values_or_payload.dtype.kind in "biuf"
-        if is_dataframe(values_or_payload) or (big and numeric):
-            dataset = self._client.datasets.upload(  # kept an hour, and as long as its job
-                values_or_payload, deployment_id=deployment_id, retention_days=1 / 24
-            )
-            return self.submit_dataset(deployment_id, str(dataset["id"]), retention_days)
-        npy = npy_bytes(values_or_payload)
-        if npy is not None:
-            params = {"retention_days": retention_days} if retention_days is not None else None
-            return self.submit_file(deployment_id, npy, "application/x-npy", params)
-        body = job_payload(values_or_payload)
-        if retention_days is not None:
-            body["retention_days"] = retention_days
-        return _json(self._client.send_json("POST", url, body))
-
-    def submit_dataset(
-        self, deployment_id: str, dataset_id: str, retention_days: float | None = None
-    ) -> Record:
-        """Queue a batch job scoring an uploaded dataset; the job record.
-
-        Raises NotFoundError for an unknown dataset, UnprocessableError (422
-        ``dataset_mismatch``) when its inputs do not fit the deployment's.
-        """
-        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
-        body: Record = {"dataset_id": dataset_id}
-        if retention_days is not None:
-            body["retention_days"] = retention_days
-        return _json(self._client.send_json("POST", url, body))
-
-    def submit_file(
-        self,
-        deployment_id: str,
-        content: bytes,
-        content_type: str,
-        params: dict[str, Any] | None = None,
-    ) -> Record:
-        """Queue a batch job from a body already encoded; the job record.
-
-        ``content_type`` says what it is: ``application/x-npy`` (one input),
-        ``application/x-npz`` (arrays named by input) or ``application/json``.
-        """
-        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
-        response = self._client.request(
-            "POST", url, content=content, headers={"Content-Type": content_type}, params=params
-        )
-        return _json(response)
-
-    def get(self, job_id: str) -> Record:
-        """One job's record: status, progress, timestamps, error."""
-        return self._client.get_json(f"/api/v1/jobs/{_segment(job_id)}")
-
-    def list(self, deployment_id: str | None = None, status: str | None = None) -> Records:
-        """Jobs, optionally of one deployment and/or in one status."""
-        params = {"deployment_id": deployment_id, "status": status}
-        return self._client.paginate("/api/v1/jobs", params=params)
-
-    def wait(
-        self,
-        job_id: str,
-        timeout: float | None = None,
-        on_progress: ProgressCallback | None = None,
-        *,
-        interval: float | None = None,
-    ) -> Record:
-        """Poll until the job completes; its final record.
-
-        ``on_progress(rows_done, rows_total)`` is called on the first poll and on every change.
-        Polls every ``interval`` seconds, or backing off from 0.2 s to 2 s when it is None.
-        Raises JobFailedError if the job failed or was canceled, WaitTimeoutError after
-        ``timeout`` seconds (None: no limit).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delays = backoff(interval, interval) if interval is not None else backoff()
-        last: tuple[int, int] | None = None
-        while True:
-            job = self.get(job_id)
-            progress = job.get("progress") or {}
-            current = (int(progress.get("rows_done") or 0), int(progress.get("rows_total") or 0))
-            if on_progress is not None and current != last:
-                on_progress(*current)
-            last = current
-            status = job.get("status")
-            if status == JobStatus.COMPLETED:
-                return job
-            if status in FINISHED_JOB_STATUSES:
-                raise JobFailedError(job)
-            _sleep_or_give_up(
-                next(delays),
-                deadline,
-                f"Job '{job_id}' was still {status} after {timeout:g} s."
-                if timeout is not None
-                else "",
-            )
-
-    def result(self, job_id: str, format: str = "json") -> Any:
-        """A completed job's result (ConflictError ``job_not_finished`` before that) in
-        ``format`` (json, jsonl, csv, npy, npz, parquet), read whole into memory.
-
-        json -> the dict ``{"fields", "values"}``; jsonl -> a list of dicts; npy -> a numpy
-        array; npz -> a dict of arrays; csv and parquet -> a pandas DataFrame. Without numpy or
-        pandas installed (``pip install 'kscore[data]'``) the bytes as sent. Raises
-        ValueError for an unknown format, ApiError (status 406) for npy of a model with
-        several outputs. For results larger than memory use :meth:`download_result`.
-        """
-        url = f"/api/v1/jobs/{_segment(job_id)}/result"
-        if format == "json":
-            return self._client.get_json(url)
-        response = self._client.request("GET", url, params={"format": check_format(format)})
-        return decode_result(response.content, format)
-
-    def iter_result(self, job_id: str, format: str = "json") -> Iterator[bytes]:
-        """A completed job's result body in ``format``, streamed: the bytes as they arrive."""
-        url = f"/api/v1/jobs/{_segment(job_id)}/result"
-        yield from self._client.stream(url, params={"format": check_format(format)})
-
-    def download_result(
-        self,
-        job_id: str,
-        dest: str | os.PathLike[str] | None = None,
-        format: str | None = None,
-    ) -> Path:
-        """Stream a completed job's result into ``dest`` (a file or a directory), never whole
-        in memory; the path written.
-
-        ``format`` (json, jsonl, csv, npy, npz, parquet) defaults to what ``dest``'s suffix
-        names (``preds.csv`` -> csv; ``.ndjson`` and ``.pq`` too), else json. A directory
-        gets the server's name ``<job id>.<extension>``. Raises ValueError for an unknown
-        format.
-        """
-        fmt = check_format(format or format_for_path(os.fspath(dest) if dest else None) or "json")
-        url = f"/api/v1/jobs/{_segment(job_id)}/result?format={fmt}"
-        return self._client.download(url, dest, f"{job_id}.{fmt}")
-
-    def cancel(self, job_id: str) -> Record:
-        """Cancel a queued or running job; its record, now ``canceled`` (ConflictError once finished)."""
-        return _json(self._client.request("DELETE", f"/api/v1/jobs/{_segment(job_id)}"))
-
-
-# -- helpers -------------------------------------------------------------------------------
 
 
 def content_disposition_filename(headers: httpx.Headers) -> str | None:
