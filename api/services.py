@@ -21,6 +21,7 @@ from shared.errors import (
     DeploymentNotReady,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    JobAlreadyFinished,
     NoWorker,
     PayloadTooLarge,
     ScoringFailed,
@@ -42,7 +43,7 @@ from shared.queueing import (
 )
 from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
 from shared.settings import Settings
-from shared.status import DeploymentStatus, JobStatus
+from shared.status import DeploymentStatus, FinishOutcome, JobStatus
 from shared.webhooks import check_callback_url
 
 log = logging.getLogger(__name__)
@@ -357,3 +358,16 @@ class Services:
                 details={"job_id": job.id, "status": job.status, "reason": error.get("code")},
             )
         return job
+
+    def cancel_job(self, instance: str, job_id: str) -> JobRecord:
+        """Cancel a queued or running job: a queued one never runs, a running one stops
+        between chunks. Returns the canceled job. Raises JobNotFound (404) for an unknown id,
+        JobAlreadyFinished (409) once it ended."""
+        self.jobs.get(instance, job_id)  # 404 for an unknown id
+        if self.jobs.finish(instance, job_id, JobStatus.CANCELED) is not FinishOutcome.FINISHED:
+            record = self.jobs.get(instance, job_id)
+            raise JobAlreadyFinished(
+                f"Job {job_id} already finished ({record.status}); there is nothing to cancel.",
+                details={"status": record.status},
+            )
+        return self.jobs.get(instance, job_id)

@@ -26,6 +26,7 @@ def install(app: Flask) -> None:
     only its actions (``METERED``) count against the instance's rate limit, as the API calls
     they stand for do.
     """
+    from api.console import job_views  # noqa: F401  (its routes join the blueprint)
     from api.console.views import METERED, bp
 
     # CSRFProtect checks nothing by itself; the console's hook calls csrf.protect().

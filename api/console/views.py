@@ -22,39 +22,29 @@ from flask import (
     render_template,
     request,
     session,
-    stream_with_context,
     url_for,
 )
-from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
-from werkzeug.utils import secure_filename
 from werkzeug.wrappers import Response as BaseResponse
 
 from api.auth import bound_to_loopback, instance_for_bearer, issue_wml_token, set_current_instance
 from api.console import csrf
+from api.console.forms import load_form, rows_from_form
 from api.console.session import console_secret
 from api.context import base_url, instance, services
 from api.schemas import (
     DeploymentCreateSchema,
     ModelUploadSchema,
-    ScoringPayloadSchema,
     result_shape_of,
 )
 from shared.deployment_store import DeploymentRecord
 from shared.errors import (
-    DeploymentNotFound,
     DomainError,
-    JobAlreadyFinished,
-    JobNotFinished,
-    MalformedRequest,
     ModelNotFound,
-    PayloadTooLarge,
     Unauthorized,
-    ValidationFailed,
 )
 from shared.job_store import JobRecord
-from shared.scoring import ArrayPayload, parse_array_body
-from shared.status import DeploymentStatus, FinishOutcome, JobStatus
+from shared.status import DeploymentStatus, JobStatus
 from shared.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -298,7 +288,7 @@ def upload_model() -> tuple[str, int] | BaseResponse:
     """Store an uploaded model file (as ``POST /api/v1/models``)."""
     svc = services()
     try:
-        form = _load(
+        form = load_form(
             ModelUploadSchema(),
             {
                 "file": request.files.get("file"),
@@ -395,7 +385,7 @@ def deployments() -> tuple[str, int]:
 def create_deployment() -> tuple[str, int] | BaseResponse:
     """Deploy a model (as ``POST /api/v1/deployments``)."""
     try:
-        data = _load(
+        data = load_form(
             DeploymentCreateSchema(),
             {
                 "model_id": request.form.get("model_id", ""),
@@ -461,7 +451,7 @@ def try_deployment(deployment_id: str) -> tuple[str, int]:
     started = time.perf_counter()
     svc = services()
     try:
-        body = _rows_from_form()
+        body = rows_from_form()
         job = svc.submit_online(instance(), deployment_id, body, result_shape_of(body))
         outcome = svc.await_online(instance(), job, svc.settings.online_timeout_s, started)
     except DomainError as exc:
@@ -495,7 +485,7 @@ def submit_job(deployment_id: str) -> tuple[str, int] | BaseResponse:
     """Submit a batch job from pasted rows or a file (as ``POST .../jobs``)."""
     svc = services()
     try:
-        body = _rows_from_form()
+        body = rows_from_form()
         job = svc.submit_job(
             instance(),
             deployment_id,
@@ -508,138 +498,3 @@ def submit_job(deployment_id: str) -> tuple[str, int] | BaseResponse:
         return _deployment_page(deployment_id, exc.status, job_error=exc)
     flash(f"Job {job.id} queued: {job.rows_total} rows in {job.chunks} chunks.")
     return redirect(url_for(".job", job_id=job.id))
-
-
-def _rows_from_form() -> dict[str, Any] | ArrayPayload:
-    """The rows of a form: a file (.json, .npy, .npz) or JSON pasted as ``[[...]]`` or an
-    object such as ``{"values": ...}``, loaded as the API loads a scoring body."""
-    limit = services().settings.max_request_bytes
-    upload = request.files.get("rows_file")
-    if upload is not None and upload.filename:
-        data = upload.stream.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLarge(
-                f"The file is over the limit of {limit} bytes (KSCORE_MAX_REQUEST_BYTES); "
-                "split the rows into several jobs.",
-                details={"limit_bytes": limit},
-            )
-        if upload.filename.lower().endswith((".npy", ".npz")):
-            return parse_array_body(data, limit)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedRequest("The file is not UTF-8 JSON, .npy or .npz.") from None
-    else:
-        text = request.form.get("rows", "")
-    if not text.strip():
-        raise ValidationFailed(
-            'Paste the rows as JSON, such as [[1.0, 2.0]] or {"values": [[1.0, 2.0]]}, or '
-            "choose a file.",
-            details={"fields": {"rows": ["Missing data for required field."]}},
-        )
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequest(
-            f"The rows are not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
-        ) from None
-    if isinstance(parsed, list):
-        parsed = {"values": parsed}
-    if not isinstance(parsed, dict):
-        raise ValidationFailed(
-            'Send a list of rows, [[...]], or an object such as {"values": [[...]]}.',
-            details={"fields": {"rows": ["Not a list or an object."]}},
-        )
-    return _load(ScoringPayloadSchema(), parsed)
-
-
-def _load(schema: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` loaded through ``schema``; raises ValidationFailed (422) as the API words it."""
-    try:
-        return dict(schema.load(data))
-    except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        names = ", ".join(sorted(str(k) for k in messages))
-        raise ValidationFailed(
-            f"The request has invalid fields: {names}.", details={"fields": messages}
-        ) from None
-
-
-# --- jobs -------------------------------------------------------------------------------------
-
-
-def _jobs_context() -> dict[str, Any]:
-    svc = services()
-    offset = max(request.args.get("offset", 0, type=int) or 0, 0)
-    records, total = svc.jobs.page(instance(), PAGE_SIZE, offset, deployment_id=None, status=None)
-    names: dict[str, str | None] = {}
-    for deployment_id in {j.deployment_id for j in records}:
-        try:
-            names[deployment_id] = svc.deployments.get(instance(), deployment_id).name
-        except DeploymentNotFound:
-            names[deployment_id] = None
-    return {
-        "jobs": records,
-        "deployment_names": names,
-        "total": total,
-        "offset": offset,
-        "page_size": PAGE_SIZE,
-        "polling": any(not j.finished for j in records),
-    }
-
-
-@bp.get("/jobs")
-def jobs() -> str:
-    """The instance's jobs, newest first, with live progress."""
-    return render_template("console/jobs.html", **_jobs_context())
-
-
-@bp.get("/jobs/table")
-def jobs_table() -> str:
-    """The jobs table htmx polls while a job runs."""
-    return render_template("console/_jobs_table.html", **_jobs_context())
-
-
-@bp.get("/jobs/<job_id>")
-def job(job_id: str) -> str:
-    """A job: status, live progress, cancel and the result."""
-    return render_template("console/job.html", job=services().jobs.get(instance(), job_id))
-
-
-@bp.get("/jobs/<job_id>/progress")
-def job_progress(job_id: str) -> str:
-    """The progress fragment htmx polls while the job runs."""
-    record = services().jobs.get(instance(), job_id)
-    return render_template("console/_job_progress.html", job=record)
-
-
-@bp.post("/jobs/<job_id>/cancel")
-def cancel_job(job_id: str) -> BaseResponse:
-    """Cancel a job (as ``DELETE /api/v1/jobs/{id}``)."""
-    svc = services()
-    svc.jobs.get(instance(), job_id)  # JobNotFound for an unknown id
-    if svc.jobs.finish(instance(), job_id, JobStatus.CANCELED) is not FinishOutcome.FINISHED:
-        record = svc.jobs.get(instance(), job_id)
-        raise JobAlreadyFinished(
-            f"Job {job_id} already finished ({record.status}); there is nothing to cancel.",
-            details={"status": record.status},
-        )
-    flash(f"Job {job_id} canceled.")
-    return redirect(url_for(".job", job_id=job_id))
-
-
-@bp.get("/jobs/<job_id>/result")
-def job_result(job_id: str) -> BaseResponse:
-    """The result of a completed job as a JSON file download, streamed chunk by chunk."""
-    svc = services()
-    record = svc.jobs.get(instance(), job_id)
-    if record.status != JobStatus.COMPLETED:
-        raise JobNotFinished(
-            f"Job {record.id} is {record.status}; its result exists once it is completed.",
-            details={"status": record.status},
-        )
-    body = stream_with_context(svc.jobs.iter_result(record))
-    response = current_app.response_class(body, mimetype="application/json")
-    name = secure_filename(f"kscore-job-{record.id}.json")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response

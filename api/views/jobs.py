@@ -16,7 +16,7 @@ from api.schemas import (
     ResultQuerySchema,
     ScoringResultSchema,
 )
-from shared.errors import JobAlreadyFinished, JobNotFinished, ResultFormatNotAcceptable
+from shared.errors import JobNotFinished, ResultFormatNotAcceptable
 from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
@@ -28,7 +28,7 @@ from shared.result_formats import (
     content_length,
     stream,
 )
-from shared.status import FinishOutcome, JobStatus
+from shared.status import JobStatus
 
 bp = Blueprint(
     "jobs",
@@ -154,32 +154,8 @@ def get_result(args: dict[str, Any], job_id: str) -> Response:
     Returns the result, streamed. Raises JobNotFound (404), ResultFormatNotAcceptable (406)
     and JobNotFinished (409).
     """
-    store = services().jobs
-    record = store.get(instance(), job_id)
-    if record.status != JobStatus.COMPLETED:
-        raise JobNotFinished(
-            f"Job {record.id} is {record.status}; its result exists once it is completed.",
-            details={"status": record.status},
-        )
-    source = ResultSource(
-        rows_total=record.rows_total,
-        result_shape=record.result_shape,
-        output_names=record.output_names,
-        chunks=lambda: store.iter_chunks(record),
-    )
-    fmt = check_format(result_format(args.get("format")), source)
-    # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
-    body = stream(fmt.name, source, lambda: store.iter_result(record))
-    response = current_app.response_class(body, mimetype=fmt.media_type)
-    disposition = "inline" if fmt.name == "json" else "attachment"
-    response.headers["Content-Disposition"] = (
-        f'{disposition}; filename="{record.id}.{fmt.extension}"'
-    )
-    response.headers["Vary"] = "Accept"
-    size = content_length(fmt.name, source)
-    if size is not None:  # a client can show progress and tell a cut-off body
-        response.headers["Content-Length"] = str(size)
-    return response
+    record = services().jobs.get(instance(), job_id)
+    return result_response(record, result_format(args.get("format")))
 
 
 @bp.delete("/<job_id>")
@@ -192,12 +168,36 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     ---
     Returns the canceled job. Raises JobNotFound (404) and JobAlreadyFinished (409).
     """
-    svc = services()
-    svc.jobs.get(instance(), job_id)  # 404 for an unknown id
-    if svc.jobs.finish(instance(), job_id, JobStatus.CANCELED) is not FinishOutcome.FINISHED:
-        record = svc.jobs.get(instance(), job_id)
-        raise JobAlreadyFinished(
-            f"Job {job_id} already finished ({record.status}); there is nothing to cancel.",
+    return job_resource(services().cancel_job(instance(), job_id))
+
+
+def result_response(record: JobRecord, format_name: str) -> Response:
+    """The result of the completed job ``record`` as a streamed response in ``format_name``
+    (json, jsonl, csv, npy, npz or parquet), with its Content-Disposition, Vary and, where
+    known ahead, Content-Length. Raises JobNotFinished (409) before the job completed,
+    ResultFormatNotAcceptable (406) for npy of a model with several outputs."""
+    store = services().jobs
+    if record.status != JobStatus.COMPLETED:
+        raise JobNotFinished(
+            f"Job {record.id} is {record.status}; its result exists once it is completed.",
             details={"status": record.status},
         )
-    return job_resource(svc.jobs.get(instance(), job_id))
+    source = ResultSource(
+        rows_total=record.rows_total,
+        result_shape=record.result_shape,
+        output_names=record.output_names,
+        chunks=lambda: store.iter_chunks(record),
+    )
+    fmt = check_format(format_name, source)
+    # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
+    body = stream(fmt.name, source, lambda: store.iter_result(record))
+    response = current_app.response_class(body, mimetype=fmt.media_type)
+    disposition = "inline" if fmt.name == "json" else "attachment"
+    response.headers["Content-Disposition"] = (
+        f'{disposition}; filename="{record.id}.{fmt.extension}"'
+    )
+    response.headers["Vary"] = "Accept"
+    size = content_length(fmt.name, source)
+    if size is not None:  # a client can show progress and tell a cut-off body
+        response.headers["Content-Length"] = str(size)
+    return response

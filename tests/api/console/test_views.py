@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 from flask import Flask
@@ -229,7 +230,6 @@ def test_sign_in_goes_back_only_to_console_pages(
 def test_deploy_score_submit_download_through_the_console(
     app: Flask, browser: FlaskClient, instance: NewInstance, dense_h5: Path
 ) -> None:
-    import numpy as np
 
     from tests.helpers import wait_for
 
@@ -311,10 +311,15 @@ def test_deploy_score_submit_download_through_the_console(
     final = browser.get(job_page + "/progress").get_data(as_text=True)
     assert "hx-trigger" not in final  # polling stops with the job
     result = browser.get(job_page + "/result")
-    assert (
-        result.headers["Content-Disposition"] == f'attachment; filename="kscore-job-{job_id}.json"'
-    )
+    assert result.headers["Content-Disposition"] == f'attachment; filename="{job_id}.json"'
     assert len(result.get_json()["values"]) == 120
+    # The other formats are the API's, rows in order: the npy equals the JSON's probabilities.
+    npy = browser.get(job_page + "/result?format=npy")
+    assert npy.headers["Content-Disposition"] == f'attachment; filename="{job_id}.npy"'
+    probabilities = np.load(io.BytesIO(npy.get_data()))
+    expected = [row[2] for row in result.get_json()["values"]]
+    np.testing.assert_allclose(probabilities, np.asarray(expected, dtype=np.float32), rtol=1e-6)
+    assert browser.get(job_page + "/result?format=xml").status_code == 422
     jobs = browser.get("/console/jobs").get_data(as_text=True)
     assert job_id[:8] in jobs and ">dep<" in jobs
     again = browser.post(job_page + "/cancel", data={"csrf_token": token})
