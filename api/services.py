@@ -32,7 +32,7 @@ from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore
-from shared.online_queue import stream_entry
+from shared.online_queue import encode_rows, stream_entry
 from shared.queueing import (
     DEPLOY_MODEL,
     QUEUE_BATCH,
@@ -261,7 +261,11 @@ class Services:
             model_filename=deployment.model_filename,
             rows_total=scoring_input.rows,
             chunk_rows=chunk_rows,
-            input_chunks=split_rows(scoring_input, chunk_rows),
+            input_chunks=(
+                [encode_rows(scoring_input.arrays)]
+                if online
+                else split_rows(scoring_input, chunk_rows)
+            ),
             fields=FIELDS,
             output_names=output_names,
             retention_s=retention_s if retention_s is not None else settings.job_retention_s,

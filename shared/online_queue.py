@@ -12,20 +12,47 @@ counts the starts, so a request whose rows kill workers fails with ``worker_lost
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import redis
 
 from shared.keys import ONLINE_GROUP, Keys
-from shared.scoring import ResultShape
+from shared.scoring import ResultShape, decode_chunk, encode_chunk
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+
+
+_ARRAYS = b"A"
+
+
+def encode_rows(arrays: list[np.ndarray]) -> bytes:
+    """An online request's rows for its stream entry: the arrays as consecutive .npy
+    records (no zip: ``encode_chunk``'s npz cost a fifth of the API's time per request),
+    or ``encode_chunk``'s JSON for text inputs."""
+    if any(a.dtype == object for a in arrays):
+        return encode_chunk(arrays)
+    buf = io.BytesIO()
+    buf.write(_ARRAYS)
+    for array in arrays:
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_rows(data: bytes, specs: list[dict[str, Any]]) -> list[np.ndarray]:
+    """The arrays :func:`encode_rows` wrote, in input order (never unpickling)."""
+    if data[:1] != _ARRAYS:
+        return decode_chunk(data, specs)
+    buf = io.BytesIO(data)
+    buf.seek(1)
+    return [np.lib.format.read_array(buf, allow_pickle=False) for _ in specs]
 
 
 def stream_entry(

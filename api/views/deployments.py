@@ -188,8 +188,9 @@ def delete_deployment(deployment_id: str) -> Response:
 
 
 @bp.post("/<deployment_id>/online")
-@bp.arguments(OnlineQuerySchema, location="query")
-@bp.arguments(IdempotencyHeaderSchema, location="headers")
+# Instances, not classes: webargs would build a schema per request (the hot path).
+@bp.arguments(OnlineQuerySchema(), location="query")
+@bp.arguments(IdempotencyHeaderSchema(), location="headers")
 @bp.rows_body(ScoringPayloadSchema)
 @bp.response(
     200,
