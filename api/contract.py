@@ -29,6 +29,7 @@ from werkzeug.formparser import FormDataParser
 from api.context import check_body_size, note_body, services
 from api.schemas import ErrorSchema
 from shared.errors import MalformedRequest
+from shared.json_rows import numeric_rows
 from shared.scoring import ArrayPayload, parse_array_body
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -182,7 +183,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     payload comes near it), that repeats a key within an object (RFC 8259 leaves the meaning
     open; kscore refuses rather than guess), or that is not an object.
     """
-    data = _fast_json_object(body)
+    data = numeric_rows(body) or _fast_json_object(body)
     if data is not None:
         return data
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 from flask_smorest.fields import Upload
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
@@ -314,13 +315,23 @@ def result_shape_of(body: dict[str, Any] | ArrayPayload) -> ResultShape:
     return ResultShape.WML_V3
 
 
+class RowsField(fields.List):
+    """A list of rows; rows the body parser already read into an array
+    (``shared.json_rows``) pass through as that array."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class ScoringPayloadSchema(Schema):
     fields_ = fields.List(
         fields.String(),
         data_key="fields",
         metadata={"description": "Accepted and ignored (WML payloads may name their columns)."},
     )
-    values = fields.List(
+    values = RowsField(
         # Nulls pass through, so the row check can say which row holds one.
         fields.Raw(allow_none=True),
         metadata={
