@@ -478,6 +478,11 @@ class JobStore:
             if entry_ids:
                 pipe.xack(stream, ONLINE_GROUP, *entry_ids)
                 pipe.xdel(stream, *entry_ids)
+            if completed or failed:
+                pipe.hincrby(self._keys.metrics(), "online_batches", 1)
+                pipe.hincrby(
+                    self._keys.metrics(), "online_batched_requests", len(completed) + len(failed)
+                )
             pipe.execute()
 
     def complete_chunk(
