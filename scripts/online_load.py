@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parents[1]
+# The tree whose service is measured (another checkout, to measure before/after).
+ROOT = Path(os.environ.get("KSCORE_ROOT", HERE)).resolve()
 sys.path.insert(0, str(ROOT))
 
 from kscore import Client  # noqa: E402
@@ -97,6 +99,7 @@ def main() -> None:
     ap.add_argument("--hold", action="store_true", help="keep the stack up after measuring")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--worker-concurrency", type=int, default=1)
+    ap.add_argument("--json-job", type=int, default=0, help="also time a JSON job of N rows")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="online-load-"))
     model_path = tmp / "cnn.keras"
@@ -128,12 +131,12 @@ def main() -> None:
         peer_url = None
         if not args.no_peer:
             peer_port = free_port()
-            env = {**os.environ, "MODEL_PATH": str(model_path), "PYTHONPATH": str(ROOT),
+            env = {**os.environ, "MODEL_PATH": str(model_path), "PYTHONPATH": str(HERE),
                    "TF_CPP_MIN_LOG_LEVEL": "2"}
             peer = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{peer_port}",
                  "--timeout", "120", "scripts.peer_app:app"],
-                env=env, cwd=ROOT, stdout=open(tmp / "logs" / "peer.log", "w"), stderr=subprocess.STDOUT,
+                env=env, cwd=HERE, stdout=open(tmp / "logs" / "peer.log", "w"), stderr=subprocess.STDOUT,
             )
             peer_url = f"http://127.0.0.1:{peer_port}/predict"
             for _ in range(200):
@@ -154,6 +157,25 @@ def main() -> None:
                 if peer_url:
                     r = run_load(peer_url, headers, bodies, c, args.seconds)
                     print("peer  ", json.dumps(r), flush=True)
+        if args.json_job:
+            x = np.round(rng.random((args.json_job, 28, 28, 1)), 3)
+            body = json.dumps({"values": x.tolist()}).encode()
+            jobs_url = f"{url}/api/v1/deployments/{dep['id']}/jobs"
+            t0 = time.perf_counter()
+            job = httpx.post(jobs_url, content=body, headers=headers, timeout=600).json()
+            accepted = time.perf_counter() - t0
+            while job["status"] not in ("completed", "failed"):
+                time.sleep(0.05)
+                job = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=headers).json()
+            total = time.perf_counter() - t0
+            model = __import__("keras").models.load_model(model_path)
+            t1 = time.perf_counter()
+            for i in range(0, len(x), 1024):
+                model(x[i : i + 1024].astype("float32"), training=False)
+            limit = len(x) / (time.perf_counter() - t1)
+            print("json-job", json.dumps({"rows": len(x), "status": job["status"],
+                  "accepted_s": accepted, "total_s": total, "rows_per_s": len(x) / total,
+                  "limit_rows_per_s": limit, "ratio": len(x) / total / limit}), flush=True)
         if args.hold:
             print("holding; pids:", [(ch.name, ch.pid) for ch in stack.children], flush=True)
             while True:

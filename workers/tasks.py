@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, bootsteps
 from celery.concurrency.prefork import TaskPool as PreforkPool
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared.blob_store import BlobStore
 from shared.deployment_store import DeploymentStore
@@ -274,6 +274,8 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
 
     app.steps["consumer"].add(_heartbeat_step(settings, holder))
 
+    batchers: list[OnlineBatcher] = []
+
     @worker_process_init.connect(weak=False)
     def preload_in_child(**_: Any) -> None:
         # Each pool process (after fork, so TensorFlow never loads in the parent) warms the
@@ -285,7 +287,16 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
         # -Q was applied before the fork: a worker consuming "online" answers online requests
         # from each of its pool processes (the online stream, not Celery messages).
         if QUEUE_ONLINE in app.amqp.queues.consume_from:
-            OnlineBatcher(settings, holder.get).start()
+            batcher = OnlineBatcher(settings, holder.get)
+            batcher.start()
+            batchers.append(batcher)
+
+    @worker_process_shutdown.connect(weak=False)
+    def stop_batcher_in_child(**_: Any) -> None:
+        # A warm shutdown answers the batch in hand; what the stream still holds for this
+        # consumer is reclaimed by another after KSCORE_ONLINE_RECLAIM.
+        for batcher in batchers:
+            batcher.stop()
 
     return holder
 
