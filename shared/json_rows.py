@@ -92,6 +92,8 @@ def numeric_rows(body: bytes) -> dict[str, Any] | None:
         return None
     if flat.size != int(np.prod(shape)) or not np.isfinite(flat).all():
         return None  # a token read otherwise than JSON would; or past float64 ("1e999")
+    if flat.size and np.abs(flat).max() >= 2.0**53:
+        return None  # an integer float64 cannot hold exactly (an id for an int64 input)
     payload: dict[str, Any] = {"values": flat.reshape(shape)}
     if match.group(1) is not None:
         try:

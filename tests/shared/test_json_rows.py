@@ -65,3 +65,11 @@ def test_online_rows_round_trip() -> None:
         np.testing.assert_array_equal(got, sent)
     text = [np.array([["a"], ["b"]], dtype=object)]
     assert decode_rows(encode_rows(text), [{"dtype": "string"}])[0].tolist() == [["a"], ["b"]]
+
+
+def test_integers_past_float64s_exact_range_are_left_to_the_full_parser() -> None:
+    # An int64 id such as 2**60 + 1 has no exact float64: the full parser keeps its digits.
+    body = json.dumps({"values": [[2**60 + 1, 1]] * 5_000}).encode()
+    assert len(body) > MIN_FAST_BYTES
+    assert numeric_rows(body) is None
+    assert parse_json_object(body)["values"][0][0] == 2**60 + 1
