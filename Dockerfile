@@ -34,4 +34,4 @@ VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
 
-CMD ["gunicorn", "-b", "0.0.0.0:8080", "-k", "gthread", "-w", "2", "--threads", "8", "--timeout", "120", "--access-logfile", "-", "api.wsgi:app"]
+CMD ["gunicorn", "-b", "0.0.0.0:8080", "-k", "gthread", "-w", "2", "--threads", "32", "--timeout", "120", "--access-logfile", "-", "api.wsgi:app"]

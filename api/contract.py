@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import flask
 import flask_smorest
 import marshmallow as ma
+import orjson
 from apispec import BasePlugin
 from flask import Flask, Request, request
 from webargs.flaskparser import FlaskParser
@@ -28,6 +29,7 @@ from werkzeug.formparser import FormDataParser
 from api.context import check_body_size, note_body, services
 from api.schemas import ErrorSchema
 from shared.errors import MalformedRequest
+from shared.json_rows import numeric_rows
 from shared.scoring import ArrayPayload, parse_array_body
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,6 +144,39 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _keys_seen(value: Any) -> int:
+    """Keys of the objects in ``value``, looking into lists through their first item only.
+
+    Never more than the body's keys: a list whose later items hold objects is undercounted.
+    """
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list) and item and isinstance(item[0], dict | list):
+            stack.append(item[0])
+    return count
+
+
+def _fast_json_object(body: bytes) -> dict[str, Any] | None:
+    """The body parsed by orjson (about 4x faster than the standard library on rows of
+    numbers), or None where the standard parser must decide: anything orjson refuses (NaN
+    tokens, numbers past float64 or 64-bit integers, bad UTF-8: the standard parser's
+    messages and checks apply), and any body whose ``:`` count differs from the keys found
+    (orjson keeps the last of a repeated key silently; a ``:`` inside a string also lands
+    here, harmlessly)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or body.count(b":") != _keys_seen(data):
+        return None
+    return data
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body parsed as one JSON object.
 
@@ -150,6 +185,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     payload comes near it), that repeats a key within an object (RFC 8259 leaves the meaning
     open; kscore refuses rather than guess), or that is not an object.
     """
+    data = numeric_rows(body) or _fast_json_object(body)
+    if data is not None:
+        return data
     try:
         data = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
     except RecursionError:
@@ -244,10 +282,12 @@ class Blueprint(flask_smorest.Blueprint):
             },
         }
 
+        loader = schema()  # one instance: building a schema per request cost ~5% of one
+
         def decorate(func: F) -> F:
             @wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return func(*args, RowsBody(schema()), **kwargs)
+                return func(*args, RowsBody(loader), **kwargs)
 
             return self.doc(requestBody=request_body)(wrapper)
 

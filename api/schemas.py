@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 from flask_smorest.fields import Upload
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 from shared.errors import ValidationFailed
 from shared.result_formats import FORMATS as RESULT_FORMATS
 from shared.scoring import ArrayPayload, ResultShape
+from shared.settings import MAX_BATCH_SIZE_LIMIT, MAX_BATCH_WAIT_MS_LIMIT
 from shared.status import DeploymentStatus, JobStatus
 
 JOB_STATUSES = [s.value for s in JobStatus]
@@ -159,24 +161,54 @@ class ModelListSchema(Schema):
     next = fields.Nested(LinkSchema, metadata={"description": "Absent on the last page."})
 
 
+class BatchingSchema(Schema):
+    """Dynamic batching of a deployment's online requests."""
+
+    max_batch_size = fields.Integer(
+        strict=True,
+        validate=validate.Range(1, MAX_BATCH_SIZE_LIMIT),
+        metadata={
+            "description": "At most this many rows in one model call (default "
+            "KSCORE_MAX_BATCH_SIZE); a larger request is scored alone."
+        },
+    )
+    max_wait_ms = JsonNumber(
+        validate=validate.Range(0, MAX_BATCH_WAIT_MS_LIMIT),
+        metadata={
+            "description": "How long a worker waits for more requests to join a batch once "
+            "requests arrive together, in ms (default KSCORE_MAX_BATCH_WAIT_MS); 0 never "
+            "waits. A lone request never waits."
+        },
+    )
+
+
+def batching_field(what: str) -> fields.Nested:
+    return fields.Nested(BatchingSchema, metadata={"description": what})
+
+
 class DeploymentCreateSchema(Schema):
     model_id = fields.String(required=True, validate=validate.Length(1, 64))
     name = name_field()
     description = description_field()
+    batching = batching_field("Batching of online requests; missing values take the defaults.")
 
 
 class DeploymentPatchSchema(Schema):
-    """A move to another model behind the same scoring URL (name, description optional)."""
+    """A move to another model behind the same scoring URL (name, description, batching
+    optional: a batching object changes the values it names)."""
 
     model_id = fields.String(
-        required=True,
         validate=validate.Length(1, 64),
-        metadata={"description": "A model of this instance whose inputs equal the current one's."},
+        metadata={
+            "description": "A model of this instance whose inputs equal the current one's "
+            "(default: the current model: nothing moves)."
+        },
     )
     name = fields.String(validate=[validate.Length(1, 128), NAME_CHARACTERS])
     description = fields.String(
         allow_none=True, validate=[validate.Length(max=2000), DESCRIPTION_CHARACTERS]
     )
+    batching = batching_field("Batching of online requests: the values given change.")
 
 
 class DeploymentQuerySchema(PageQuerySchema):
@@ -214,6 +246,10 @@ class PreviousModelSchema(Schema):
 
 class DeploymentSchema(Schema):
     id = fields.String(required=True)
+    batching = fields.Nested(
+        BatchingSchema,
+        metadata={"description": "The batching of online requests in effect (with defaults)."},
+    )
     name = fields.String()
     description = fields.String(allow_none=True)
     model_id = fields.String()
@@ -280,13 +316,23 @@ def result_shape_of(body: dict[str, Any] | ArrayPayload) -> ResultShape:
     return ResultShape.WML_V3
 
 
+class RowsField(fields.List):
+    """A list of rows; rows the body parser already read into an array
+    (``shared.json_rows``) pass through as that array."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class ScoringPayloadSchema(Schema):
     fields_ = fields.List(
         fields.String(),
         data_key="fields",
         metadata={"description": "Accepted and ignored (WML payloads may name their columns)."},
     )
-    values = fields.List(
+    values = RowsField(
         # Nulls pass through, so the row check can say which row holds one.
         fields.Raw(allow_none=True),
         metadata={

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -22,6 +22,7 @@ from shared.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     JobAlreadyFinished,
+    JobNotFound,
     NoWorker,
     PayloadTooLarge,
     ScoringFailed,
@@ -33,6 +34,7 @@ from shared.job_store import JobRecord, JobStore
 from shared.keys import Keys
 from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore
+from shared.online_queue import encode_rows, stream_entry
 from shared.queueing import (
     DEPLOY_MODEL,
     QUEUE_BATCH,
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # An online request answered 202 keeps its job this long (at most KSCORE_JOB_RETENTION).
 ONLINE_JOB_RETENTION_S = 86400.0
+
+# Heartbeats come every 10 s and count for 30 s: a second-old look at them is as good.
+CONSUMED_QUEUES_TTL_S = 1.0
 
 # A request repeating an Idempotency-Key waits this long for the first to create its job.
 IDEMPOTENCY_WAIT_S = 10.0
@@ -81,6 +86,8 @@ class Services:
     idempotency: IdempotencyStore
     datasets: DatasetStore
     _token_secret: str | None = field(default=None, repr=False)
+    # consumed_queues as last read, and when (monotonic s): every online request asks.
+    _consumed: tuple[float, set[str]] = field(default=(-1e9, set()), repr=False)
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Services:
@@ -116,19 +123,32 @@ class Services:
             ) from exc
 
     def idle_queues(self, *queues: str) -> set[str]:
-        """Those of ``queues`` that no live worker consumes (per the workers' heartbeats)."""
-        return set(queues) - consumed_queues(self.redis_client, self.keys)
+        """Those of ``queues`` that no live worker consumes (per the workers' heartbeats,
+        read at most every CONSUMED_QUEUES_TTL_S per process while some worker is live)."""
+        read_at, consumed = self._consumed
+        if time.monotonic() - read_at > CONSUMED_QUEUES_TTL_S or not set(queues) <= consumed:
+            consumed = consumed_queues(self.redis_client, self.keys)
+            self._consumed = (time.monotonic(), consumed)
+        return set(queues) - consumed
 
     def create_deployment(
-        self, instance: str, model_id: str, name: str, description: str | None
+        self,
+        instance: str,
+        model_id: str,
+        name: str,
+        description: str | None,
+        batching: dict[str, Any] | None = None,
     ) -> DeploymentRecord:
         """Record a deployment, then ask a worker to load and warm up its model.
+
+        ``batching`` (``max_batch_size``, ``max_wait_ms``, either optional) overrides the
+        installation's batching of online requests for this deployment.
 
         Returns the record, DEPLOY_IN_PROGRESS. Raises ModelNotFound, and BackendUnavailable
         when the broker is unreachable (the record is deleted again).
         """
         model = self.models.get(instance, model_id)
-        record = self.deployments.create(instance, model, name, description)
+        record = self.deployments.create(instance, model, name, description, batching)
         try:
             self._send(DEPLOY_MODEL, [instance, record.id], QUEUE_DEPLOY)
         except BackendUnavailable:
@@ -222,6 +242,20 @@ class Services:
         # An online request is one chunk: one model call on one worker is the fastest answer.
         chunk_rows = scoring_input.rows if online else settings.chunk_rows
         output_names = [str(o["name"]) for o in deployment.outputs]
+        entry = None
+        if online:  # it travels on the online stream, written with the job (no Celery task)
+            batching = deployment.batching_with(settings.max_batch_size, settings.max_batch_wait_ms)
+            entry = stream_entry(
+                instance=instance,
+                deployment_id=deployment.id,
+                model_sha256=deployment.model_sha256,
+                model_filename=deployment.model_filename,
+                output_names=output_names,
+                result_shape=result_shape,
+                max_batch_size=batching["max_batch_size"],
+                max_wait_ms=batching["max_wait_ms"],
+                rows=scoring_input.rows,
+            )
         job = self.jobs.create(
             instance,
             kind=kind,
@@ -231,7 +265,11 @@ class Services:
             model_filename=deployment.model_filename,
             rows_total=scoring_input.rows,
             chunk_rows=chunk_rows,
-            input_chunks=split_rows(scoring_input, chunk_rows),
+            input_chunks=(
+                [encode_rows(scoring_input.arrays)]
+                if online
+                else split_rows(scoring_input, chunk_rows)
+            ),
             fields=FIELDS,
             output_names=output_names,
             retention_s=retention_s if retention_s is not None else settings.job_retention_s,
@@ -240,7 +278,10 @@ class Services:
             max_queued_jobs=settings.max_queued_jobs,
             callback_url=callback_url,
             base_url=base_url,
+            stream_entry=entry,
         )
+        if online:
+            return job
         try:
             for index in range(job.chunks):
                 self._send(SCORE_CHUNK, [instance, job.id, index], queue)
@@ -340,14 +381,28 @@ class Services:
         running. Raises ScoringInputInvalid when the model
         refused the rows, ScoringFailed when the job failed otherwise.
         """
-        self.jobs.wait(instance, job.id, timeout_s)
-        job = self.jobs.get(instance, job.id)
-        if job.status == JobStatus.COMPLETED:
-            body = b"".join(self.jobs.iter_result(job))
-            if not keep:
-                self.jobs.delete(job)
-            observe_latency(self.redis_client, self.keys, time.perf_counter() - started)
-            return body
+        if not self.jobs.wait(instance, job.id, timeout_s, give_back=keep):
+            now = self.jobs.get(instance, job.id)
+            if not now.finished:
+                return now
+        if job.transport == "stream":
+            # One script: the outcome, the answer, the deletion and the latency histogram.
+            status, error_doc, body = self.jobs.collect_online(
+                job, keep=keep, latency_s=time.perf_counter() - started
+            )
+            if body is not None:
+                return body
+            if status is None:
+                raise JobNotFound(job.id)
+            job = replace(job, status=status, error=error_doc)
+        else:
+            job = self.jobs.get(instance, job.id)
+            if job.status == JobStatus.COMPLETED:
+                body = b"".join(self.jobs.iter_result(job))
+                if not keep:
+                    self.jobs.delete(job)
+                observe_latency(self.redis_client, self.keys, time.perf_counter() - started)
+                return body
         if job.finished:
             error = job.error or {}
             if error.get("code") == ScoringInputInvalid.code:

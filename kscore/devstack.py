@@ -121,8 +121,9 @@ def api_command(host: str = "127.0.0.1", port: int = 8080, workers: int = 2) -> 
         sys.executable, "-m", "gunicorn",
         "-b", bind,
         "-w", str(workers),
-        # Threads: an online request waits (BLPOP) for its worker without holding a process.
-        "-k", "gthread", "--threads", "8",
+        # Threads: an online request waits (BLPOP) for its worker without holding a process;
+        # 32 per process let concurrent requests reach the workers together and be batched.
+        "-k", "gthread", "--threads", "32",
         "--timeout", "120",
         "--access-logfile", "-",
         "api.wsgi:app",

@@ -53,6 +53,17 @@ class DeploymentRecord:
     pending_model: dict[str, Any] | None = None
     pending_error: dict[str, Any] | None = None
     previous_model: dict[str, Any] | None = None
+    # Dynamic batching of its online requests, as the caller set it: ``{"max_batch_size":
+    # rows, "max_wait_ms": ms}``, either key absent for the installation's default.
+    batching: dict[str, Any] | None = None
+
+    def batching_with(self, max_batch_size: int, max_wait_ms: float) -> dict[str, Any]:
+        """The batching in effect: the caller's values over the defaults given."""
+        given = self.batching or {}
+        return {
+            "max_batch_size": int(given.get("max_batch_size", max_batch_size)),
+            "max_wait_ms": float(given.get("max_wait_ms", max_wait_ms)),
+        }
 
     def to_json(self) -> str:
         """The record as stored in Redis (JSON text)."""
@@ -91,7 +102,12 @@ class DeploymentStore:
         self._keys = keys
 
     def create(
-        self, instance: str, model: ModelRecord, name: str, description: str | None
+        self,
+        instance: str,
+        model: ModelRecord,
+        name: str,
+        description: str | None,
+        batching: dict[str, Any] | None = None,
     ) -> DeploymentRecord:
         """A new deployment in DEPLOY_IN_PROGRESS, atomically tied to a model that exists.
 
@@ -115,6 +131,7 @@ class DeploymentStore:
             error=None,
             created_at=ts,
             updated_at=ts,
+            batching=batching or None,
         )
         model_key = self._keys.model(instance, model.id)
 
@@ -245,7 +262,8 @@ class DeploymentStore:
         changes: dict[str, Any],
     ) -> DeploymentRecord:
         """Record ``model`` as the deployment's pending model (and apply ``changes``: ``name``,
-        ``description``), holding the model against DELETE, in one transaction.
+        ``description``, ``batching``: the values it names replace the record's), holding the
+        model against DELETE, in one transaction.
 
         The current model keeps serving until ``switch_model``. The same model as the current
         one moves nothing: only ``changes`` apply. Returns the updated record. Raises
@@ -294,9 +312,12 @@ class DeploymentStore:
                     "model_type": model.model_type,
                     "requested_at": now(),
                 }
+            applied = dict(changes)
+            if "batching" in applied:  # a PATCH names the batching values it changes
+                applied["batching"] = {**(record.batching or {}), **applied["batching"]} or None
             updated = replace(
                 record,
-                **changes,
+                **applied,
                 pending_model=pending,
                 pending_error=None if pending else record.pending_error,
                 updated_at=now(),

@@ -23,8 +23,9 @@ from typing import Any, cast
 import redis
 
 from shared.errors import JobNotFound, QueuedJobsLimit, QueuedRowsLimit
-from shared.keys import Keys, is_resource_id
+from shared.keys import ONLINE_GROUP, Keys, is_resource_id
 from shared.lua import source
+from shared.metrics import latency_bucket
 from shared.results import json_fragment
 from shared.scoring import ResultShape
 from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
@@ -66,6 +67,9 @@ class JobRecord:
     base_url: str = ""
     # The dataset whose chunk n is this job's chunk n (None: the job holds its own rows).
     dataset_id: str | None = None
+    # How its chunks reach workers: "celery" (a task per chunk) or "stream" (an online
+    # request, an entry of the online stream: shared/online_queue.py).
+    transport: str = "celery"
 
     @property
     def finished(self) -> bool:
@@ -111,6 +115,7 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
         callback_url=_f(raw, "callback_url") or None,
         base_url=_f(raw, "base_url") or "",
         dataset_id=_f(raw, "dataset_id") or None,
+        transport=_f(raw, "transport") or "celery",
     )
 
 
@@ -136,6 +141,15 @@ def _limit_error(
     )
 
 
+def _online_body(record: JobRecord, fragment: bytes) -> bytes:
+    """The body :meth:`JobStore.iter_result` gives for a one-chunk job with this fragment."""
+    names = record.output_names if record.result_shape is ResultShape.TENSORS else record.fields
+    body = b'{"fields": ' + json.dumps(names).encode() + b', "values": [' + fragment + b"]}"
+    if record.result_shape is ResultShape.WML_V4:
+        return b'{"predictions": [' + body + b"]}\n"
+    return body + b"\n"
+
+
 class JobStore:
     """Create jobs with their input chunks, move them through their life, read results."""
 
@@ -147,6 +161,7 @@ class JobStore:
         self._finish = client.register_script(source("job_finish.lua"))
         self._create = client.register_script(source("job_create.lua"))
         self._forget = client.register_script(source("job_forget.lua"))
+        self._collect = client.register_script(source("online_collect.lua"))
 
     def create(
         self,
@@ -171,11 +186,15 @@ class JobStore:
         job_id: str | None = None,
         dataset_id: str | None = None,
         chunks: int | None = None,
+        stream_entry: dict[str, str | bytes] | None = None,
     ) -> JobRecord:
         """Write a queued job and its input chunks in one step, before any enqueue.
 
         A job over a dataset (``dataset_id``, with its ``chunks`` and no ``input_chunks``)
         reads the dataset's chunks; ``job_id`` is then the id the dataset was held for.
+        With ``stream_entry`` (an online request: one chunk) the job is its own enqueue: the
+        entry, with the job id (``j``) and the rows (``x``) added, goes to the online stream in
+        the same step and the rows are stored nowhere else (``transport`` "stream").
 
         ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
         wraps the result. The job is refused, nothing written, when the instance's backlog
@@ -210,6 +229,16 @@ class JobStore:
             mapping.update(callback_url=callback_url, base_url=base_url)
         if dataset_id:
             mapping["dataset_id"] = dataset_id
+        entry: list[str | bytes] = []
+        chunk_keys = [self._keys.job_input(instance, job_id, n) for n in range(len(input_chunks))]
+        chunk_values: list[bytes] = list(input_chunks)
+        if stream_entry is not None:
+            if len(input_chunks) != 1:
+                raise ValueError("A streamed job has exactly one chunk.")
+            mapping["transport"] = "stream"
+            entry_fields = {**stream_entry, "j": job_id, "x": input_chunks[0]}
+            entry = [part for item in entry_fields.items() for part in item]
+            chunk_keys, chunk_values = [], []
         # One script, not a MULTI: the limits are checked and the job written atomically,
         # so concurrent submissions through several API processes cannot pass them together.
         pairs = [str(part) for item in mapping.items() for part in item]
@@ -222,7 +251,8 @@ class JobStore:
                 self._keys.active_jobs(),
                 self._keys.metrics(),
                 *self._backlog_keys(instance),
-                *(self._keys.job_input(instance, job_id, n) for n in range(len(input_chunks))),
+                self._keys.online_stream(),
+                *chunk_keys,
             ],
             args=[
                 job_id,
@@ -236,14 +266,18 @@ class JobStore:
                 f"{instance}/{job_id}",
                 len(mapping),
                 *pairs,
-                *input_chunks,
+                len(entry) // 2,
+                *entry,
+                *chunk_values,
             ],
         )
         if _text(outcome) != "created":
             raise _limit_error(
                 _text(outcome), int(queued), rows_total, max_queued_rows, max_queued_jobs
             )
-        log.info(
+        # An online request is logged by the access log; a line per job costs it ~3%.
+        log.log(
+            logging.DEBUG if stream_entry is not None else logging.INFO,
             "job created job_id=%s kind=%s deployment_id=%s rows=%d chunks=%d",
             job_id,
             kind,
@@ -251,7 +285,8 @@ class JobStore:
             rows_total,
             mapping["chunks"],
         )
-        return self.get(instance, job_id)
+        # As stored: no read back (an online request pays for every round trip).
+        return _parse({k.encode(): str(v).encode() for k, v in mapping.items()})
 
     def _backlog_keys(self, instance: str) -> list[str]:
         return [self._keys.backlog(instance), self._keys.backlog_rows(instance)]
@@ -386,25 +421,7 @@ class JobStore:
         (ATTEMPTS_EXHAUSTED when this was start number ``max_attempts + 1``: the job is now
         failed with ``worker_lost``). Raises redis.RedisError when Redis fails.
         """
-        result, attempts = self._claim(
-            keys=[
-                self._keys.job(instance, job_id),
-                self._keys.job_attempts(instance, job_id),
-                self._keys.job_done(instance, job_id),
-                self._keys.job_notify(instance, job_id),
-                self._keys.metrics(),
-                *self._backlog_keys(instance),
-            ],
-            args=[
-                chunk,
-                now(),
-                max_attempts,
-                JobStatus.QUEUED,
-                JobStatus.RUNNING,
-                JobStatus.FAILED,
-                job_id,
-            ],
-        )
+        result, attempts = self._claim(*self._claim_call(instance, job_id, chunk, max_attempts))
         outcome = ClaimOutcome(_text(result))
         if outcome is ClaimOutcome.ATTEMPTS_EXHAUSTED:
             log.error(
@@ -415,6 +432,70 @@ class JobStore:
             )
         return outcome
 
+    def _claim_call(
+        self, instance: str, job_id: str, chunk: int, max_attempts: int
+    ) -> tuple[list[Any], list[Any]]:
+        return (
+            [
+                self._keys.job(instance, job_id),
+                self._keys.job_attempts(instance, job_id),
+                self._keys.job_done(instance, job_id),
+                self._keys.job_notify(instance, job_id),
+                self._keys.metrics(),
+                *self._backlog_keys(instance),
+            ],
+            [
+                chunk,
+                now(),
+                max_attempts,
+                JobStatus.QUEUED,
+                JobStatus.RUNNING,
+                JobStatus.FAILED,
+                job_id,
+            ],
+        )
+
+    def claim_chunks(
+        self, chunks: list[tuple[str, str, int]], max_attempts: int
+    ) -> list[ClaimOutcome]:
+        """:meth:`claim_chunk` for each ``(instance, job_id, chunk)``, in one round trip."""
+        with self._r.pipeline(transaction=False) as pipe:
+            for instance, job_id, chunk in chunks:
+                self._claim(*self._claim_call(instance, job_id, chunk, max_attempts), client=pipe)
+            results = pipe.execute()
+        return [ClaimOutcome(_text(result)) for result, _ in results]
+
+    def settle_online(
+        self,
+        completed: list[tuple[str, str, int, bytes]],
+        failed: list[tuple[str, str, dict[str, Any]]],
+        entry_ids: list[bytes],
+    ) -> None:
+        """Record online requests' outcomes and take their entries off the online stream, in
+        one round trip: chunk 0 of each ``(instance, job_id, rows, payload)`` completed (as
+        :meth:`complete_chunk`), each ``(instance, job_id, error)`` failed (as :meth:`finish`),
+        then ``entry_ids`` acknowledged and deleted. Raises redis.RedisError (the entries stay
+        pending, and are reclaimed: outcomes count once)."""
+        stream = self._keys.online_stream()
+        with self._r.pipeline(transaction=False) as pipe:
+            for instance, job_id, rows, payload in completed:
+                self._complete(
+                    *self._complete_call(instance, job_id, 0, rows, payload), client=pipe
+                )
+            for instance, job_id, error in failed:
+                self._finish(
+                    *self._finish_call(instance, job_id, JobStatus.FAILED, error), client=pipe
+                )
+            if entry_ids:
+                pipe.xack(stream, ONLINE_GROUP, *entry_ids)
+                pipe.xdel(stream, *entry_ids)
+            if completed or failed:
+                pipe.hincrby(self._keys.metrics(), "online_batches", 1)
+                pipe.hincrby(
+                    self._keys.metrics(), "online_batched_requests", len(completed) + len(failed)
+                )
+            pipe.execute()
+
     def complete_chunk(
         self, instance: str, job_id: str, chunk: int, rows: int, payload: bytes
     ) -> CompleteOutcome:
@@ -424,8 +505,14 @@ class JobStore:
         other chunks remain, or why the rows were dropped (DUPLICATE, NOT_RUNNING, MISSING).
         Raises redis.RedisError when Redis fails.
         """
-        result = self._complete(
-            keys=[
+        result = self._complete(*self._complete_call(instance, job_id, chunk, rows, payload))
+        return CompleteOutcome(_text(result))
+
+    def _complete_call(
+        self, instance: str, job_id: str, chunk: int, rows: int, payload: bytes
+    ) -> tuple[list[Any], list[Any]]:
+        return (
+            [
                 self._keys.job(instance, job_id),
                 self._keys.job_done(instance, job_id),
                 self._keys.job_output(instance, job_id, chunk),
@@ -434,9 +521,28 @@ class JobStore:
                 self._keys.metrics(),
                 *self._backlog_keys(instance),
             ],
-            args=[chunk, rows, payload, now(), JobStatus.RUNNING, JobStatus.COMPLETED, job_id],
+            [chunk, rows, payload, now(), JobStatus.RUNNING, JobStatus.COMPLETED, job_id],
         )
-        return CompleteOutcome(_text(result))
+
+    def _finish_call(
+        self, instance: str, job_id: str, status: JobStatus, error: dict[str, Any] | None
+    ) -> tuple[list[Any], list[Any]]:
+        return (
+            [
+                self._keys.job(instance, job_id),
+                self._keys.job_notify(instance, job_id),
+                self._keys.metrics(),
+                *self._backlog_keys(instance),
+            ],
+            [
+                JobStatus(status),
+                json.dumps(error) if error else "",
+                now(),
+                JobStatus.QUEUED,
+                JobStatus.RUNNING,
+                job_id,
+            ],
+        )
 
     def finish(
         self, instance: str, job_id: str, status: JobStatus, error: dict[str, Any] | None = None
@@ -449,22 +555,7 @@ class JobStore:
         """
         if status not in (JobStatus.FAILED, JobStatus.CANCELED):
             raise ValueError(f"A job can only be ended early as failed or canceled, not {status}.")
-        result = self._finish(
-            keys=[
-                self._keys.job(instance, job_id),
-                self._keys.job_notify(instance, job_id),
-                self._keys.metrics(),
-                *self._backlog_keys(instance),
-            ],
-            args=[
-                JobStatus(status),
-                json.dumps(error) if error else "",
-                now(),
-                JobStatus.QUEUED,
-                JobStatus.RUNNING,
-                job_id,
-            ],
-        )
+        result = self._finish(*self._finish_call(instance, job_id, status, error))
         return FinishOutcome(_text(result))
 
     def claim_webhook(self, record: JobRecord) -> bool:
@@ -497,15 +588,61 @@ class JobStore:
         )
         return [json.loads(entry) for entry in raw]
 
-    def wait(self, instance: str, job_id: str, timeout_s: float) -> bool:
-        """Block until the job finishes or ``timeout_s`` seconds pass; True if it finished."""
+    def wait(self, instance: str, job_id: str, timeout_s: float, *, give_back: bool = True) -> bool:
+        """Block until the job finishes or ``timeout_s`` seconds pass; True if it finished.
+
+        ``give_back``: push the token back for other waiters (a request that deletes the job
+        next has none)."""
         key = self._keys.job_notify(instance, job_id)
-        # BLPOP wakes the moment a worker pushes; the token is pushed back for other waiters.
+        # BLPOP wakes the moment a worker pushes.
         popped = self._r.blpop([key], timeout=max(timeout_s, 0.01))
         if popped is None:
             return False
-        self._r.rpush(key, popped[1])
+        if give_back:
+            self._r.rpush(key, popped[1])
         return True
+
+    def collect_online(
+        self, record: JobRecord, *, keep: bool, latency_s: float
+    ) -> tuple[JobStatus | None, dict[str, Any] | None, bytes | None]:
+        """An online job's outcome in one step: ``(status, error, result)``.
+
+        ``result`` is the body :meth:`iter_result` gives, once the job completed; the job is
+        then deleted (unless ``keep``) and ``latency_s`` counted in the latency histogram.
+        ``status`` is None for a job that is gone (expired, deleted). Raises redis.RedisError.
+        """
+        inst, job_id = record.instance, record.id
+        bucket = latency_bucket(latency_s)
+        status, error, out = self._collect(
+            keys=[
+                self._keys.job(inst, job_id),
+                self._keys.job_output(inst, job_id, 0),
+                self._keys.job_input(inst, job_id, 0),
+                self._keys.job_done(inst, job_id),
+                self._keys.job_attempts(inst, job_id),
+                self._keys.job_notify(inst, job_id),
+                self._keys.job_webhook(inst, job_id),
+                self._keys.jobs_index(inst),
+                self._keys.deployment_jobs(inst, record.deployment_id),
+                self._keys.jobs_expiry(inst),
+                self._keys.latency_histogram(),
+            ],
+            args=[
+                JobStatus.COMPLETED,
+                "1" if keep else "0",
+                job_id,
+                f"{record.deployment_id}/{job_id}",
+                bucket,
+                repr(latency_s),
+            ],
+        )
+        text = _text(status)
+        if text == "missing":
+            return None, None, None
+        if text != JobStatus.COMPLETED:
+            return JobStatus(text), (json.loads(error) if error else None), None
+        fragment = json_fragment(out, record.result_shape, record.output_names)
+        return JobStatus.COMPLETED, None, _online_body(record, fragment)
 
     def iter_result(self, record: JobRecord) -> Iterator[bytes]:
         """The result body ``{"fields": [...], "values": [...]}`` as bytes, chunk by chunk

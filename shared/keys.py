@@ -169,6 +169,11 @@ class Keys:
         instance): what the reconciler walks. Finished jobs leave it on its next pass."""
         return f"{self.prefix}:jobs:active"
 
+    def online_stream(self) -> str:
+        """The stream of online requests waiting for a worker (every instance), read by the
+        workers' consumer group :data:`ONLINE_GROUP`."""
+        return f"{self.prefix}:online:requests"
+
     def reconciler_lease(self) -> str:
         """The name of the worker that runs the reconciler now, with a TTL."""
         return f"{self.prefix}:reconciler"
@@ -185,3 +190,7 @@ class Keys:
 
     def workers_index(self) -> str:
         return f"{self.prefix}:workers"
+
+
+# The consumer group of the workers on :meth:`Keys.online_stream`.
+ONLINE_GROUP = "workers"

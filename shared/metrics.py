@@ -14,10 +14,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 HEARTBEAT_FRESH_SECONDS = 30.0
 
 
+def latency_bucket(seconds: float) -> str:
+    """The histogram bucket (its ``le``) counting a request of ``seconds``."""
+    index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+    return str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
+
+
 def observe_latency(client: redis.Redis, keys: Keys, seconds: float) -> None:
     """Count one online request of ``seconds`` into the histogram."""
-    index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-    bucket = str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
+    bucket = latency_bucket(seconds)
     with client.pipeline(transaction=False) as pipe:
         pipe.hincrby(keys.latency_histogram(), bucket, 1)
         pipe.hincrby(keys.latency_histogram(), "count", 1)

@@ -282,6 +282,10 @@ def validate_payload(
         per_input = _by_name(named, names, '"inputs"')
     else:
         values = payload.get("values")
+        if isinstance(values, np.ndarray):  # rows the API's JSON reader read as an array
+            if len(inputs) == 1:
+                return _single_array(values, inputs[0], max_rows)
+            values = values.tolist()
         if not isinstance(values, list):
             raise _input_error('Send the rows as "values": a list with one entry per row.')
         if len(inputs) == 1:
@@ -313,6 +317,19 @@ def validate_payload(
         else:
             arrays.append(_validate_numeric(rows, spec, label))
     return ScoringInput(arrays, n_rows)
+
+
+def _single_array(rows: np.ndarray, spec: dict[str, Any], max_rows: int) -> ScoringInput:
+    """A one-input model's rows already read as a float64 array (``shared.json_rows``)."""
+    name = str(spec["name"])
+    n_rows = _row_count([len(rows)], [name], max_rows, '"values" is empty: send at least one row.')
+    if _is_string_spec(spec):
+        raise _input_error(
+            "Row 0 must hold text: the model's input is a string tensor.",
+            row=0,
+            expected_dtype="string",
+        )
+    return ScoringInput([_validate_numeric(rows, spec, "")], n_rows)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

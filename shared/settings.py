@@ -54,6 +54,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+# The bounds of a deployment's "batching" (and of the settings giving its defaults).
+MAX_BATCH_SIZE_LIMIT = 10_000
+MAX_BATCH_WAIT_MS_LIMIT = 1_000.0
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH_SIZE_LIMIT:
+        raise ValueError(f"{text!r} must be at most {MAX_BATCH_SIZE_LIMIT}")
+    return value
+
+
+def _batch_wait_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= MAX_BATCH_WAIT_MS_LIMIT:
+        raise ValueError(f"{text!r} must be between 0 and {MAX_BATCH_WAIT_MS_LIMIT:g} (ms)")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """kscore's configuration. Field ``x`` is read from ``KSCORE_X``; durations (fields
@@ -76,6 +95,13 @@ class Settings:
     max_request_bytes: int = 256 * 1024**2
     chunk_rows: int = 2_000
     direct_call_max_rows: int = 1_024
+    # Dynamic batching of online requests (defaults of a deployment's "batching"): at most
+    # this many rows per model call, and how long a worker waits for more rows once requests
+    # are arriving together (milliseconds; 0 never waits).
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0
+    # An online request held this long by a worker that stopped answering goes to another.
+    online_reclaim_s: float = 30.0
     tf_threads: int = 0
     chunk_max_attempts: int = 3
     visibility_timeout_s: float = 3600.0
@@ -127,6 +153,9 @@ class Settings:
             "max_request_bytes": parse_size,
             "chunk_rows": _positive_int,
             "direct_call_max_rows": _positive_int,
+            "max_batch_size": _batch_size,
+            "max_batch_wait_ms": _batch_wait_ms,
+            "online_reclaim_s": parse_duration,
             "tf_threads": _non_negative_int,
             "chunk_max_attempts": _positive_int,
             "visibility_timeout_s": parse_duration,

@@ -8,7 +8,12 @@ a lease in Redis, renewed every pass) compares the records with the messages tha
 
 - every chunk of an active job that is not scored yet must be in a queue or held unacknowledged
   by a worker (Celery's ``acks_late``: a chunk being scored is in Kombu's ``unacked`` hash);
-- every DEPLOY_IN_PROGRESS deployment must have its deploy task in a queue or held.
+- every DEPLOY_IN_PROGRESS deployment must have its deploy task in a queue or held;
+- every online request (a job with ``transport`` "stream") must have its entry on the online
+  stream (waiting, or pending with a consumer; ``shared.online_queue``). Its rows live only
+  there, so one missing on two passes cannot be sent again: its job fails with
+  ``request_lost`` and the caller hears it (a consumer that died is not this case: its entries
+  stay pending and another consumer reclaims them).
 
 A message missing on two passes in a row (a message moves from its queue to ``unacked`` in two
 steps, so one look can miss it) is sent again. Sending one twice is safe: chunks complete
@@ -36,6 +41,7 @@ from shared.deployment_store import DeploymentStore
 from shared.errors import JobNotFound
 from shared.job_store import JobStore
 from shared.keys import Keys
+from shared.online_queue import queued_job_ids
 from shared.queueing import (
     ALL_QUEUES,
     DEPLOY_MODEL,
@@ -46,6 +52,7 @@ from shared.queueing import (
     celery_key_prefix,
 )
 from shared.settings import Settings
+from shared.status import FinishOutcome, JobStatus
 from workers.callbacks import send_callback
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ class ReconcileReport:
     active_jobs: int = 0
     resent_chunks: list[tuple[str, int]] = field(default_factory=list)
     resent_deploys: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
 
 
 def task_of(raw: bytes) -> Task | None:
@@ -87,6 +95,10 @@ def task_of(raw: bytes) -> Task | None:
         return str(name), tuple(args)
     except (ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+# Not a task: the marker of an online request whose stream entry is missing.
+LOST_REQUEST = "online-request"
 
 
 class Reconciler:
@@ -141,6 +153,15 @@ class Reconciler:
                 found.add(task)
         return found
 
+    def _fail_lost(self, instance: str, job_id: str) -> None:
+        error = {
+            "code": "request_lost",
+            "message": "The online request's entry is gone from Redis (a restart without its "
+            "last writes, or an eviction) before a worker answered it; send it again.",
+        }
+        if self._jobs.finish(instance, job_id, JobStatus.FAILED, error) is FinishOutcome.FINISHED:
+            log.warning("reconcile failed online request job_id=%s reason=request_lost", job_id)
+
     def _pages(self, key: str) -> Iterator[bytes]:
         start = 0
         while True:
@@ -158,6 +179,7 @@ class Reconciler:
         """
         report = ReconcileReport()
         flying = self.in_flight()
+        streamed = set(queued_job_ids(self._r, self._keys))
         wanted: dict[Task, str] = {}
         for instance, job_id in self._jobs.active():
             try:
@@ -174,6 +196,10 @@ class Reconciler:
                 self._jobs.forget_active(instance, job_id)
                 continue
             report.active_jobs += 1
+            if record.transport == "stream":
+                if record.id not in streamed:
+                    wanted[(LOST_REQUEST, (instance, job_id))] = QUEUE_ONLINE
+                continue
             queue = QUEUE_ONLINE if record.kind == "online" else QUEUE_BATCH
             for chunk in self._jobs.pending_chunks(record):
                 wanted[(SCORE_CHUNK, (instance, job_id, chunk))] = queue
@@ -182,6 +208,10 @@ class Reconciler:
         missing = {task for task in wanted if task not in flying}
         for task in missing & self._suspects:
             name, args = task
+            if name == LOST_REQUEST:
+                self._fail_lost(str(args[0]), str(args[1]))
+                report.failed_requests.append(str(args[1]))
+                continue
             self._celery.send_task(name, args=list(args), queue=wanted[task])
             if name == SCORE_CHUNK:
                 report.resent_chunks.append((str(args[1]), int(args[2])))

@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 from celery import Celery, Task, bootsteps
-from celery.signals import worker_process_init
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared.blob_store import BlobStore
 from shared.dataset_store import DatasetStore
@@ -26,7 +27,7 @@ from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.metrics import beat
 from shared.model_store import ModelStore
-from shared.queueing import DELIVER_WEBHOOK, DEPLOY_MODEL, SCORE_CHUNK
+from shared.queueing import DELIVER_WEBHOOK, DEPLOY_MODEL, QUEUE_ONLINE, SCORE_CHUNK
 from shared.redis_client import connect
 from shared.results import render
 from shared.scoring import decode_chunk
@@ -34,6 +35,7 @@ from shared.settings import Settings
 from shared.status import ClaimOutcome, CompleteOutcome, DeploymentStatus, FinishOutcome, JobStatus
 from workers.callbacks import deliver, send_callback
 from workers.model_cache import ModelCache
+from workers.online import OnlineBatcher, record_error
 from workers.reconciler import Reconciler, ReconcilerThread
 
 log = logging.getLogger(__name__)
@@ -98,14 +100,6 @@ class RuntimeHolder:
             return self._runtime
 
 
-def _error(exc: BaseException, code: str) -> dict[str, Any]:
-    """The error a record shows: a domain error as it is, anything else under ``code``."""
-    if isinstance(exc, DomainError):
-        return {"code": exc.code, "message": exc.message}
-    text = str(exc).strip().splitlines()
-    return {"code": code, "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000]}
-
-
 def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> None:
     """Load the deployment's model in this worker, warm it up, and record the outcome.
 
@@ -135,7 +129,7 @@ def deploy_model(holder: RuntimeHolder, instance: str, deployment_id: str) -> No
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the reason goes to the deployment record and the log
         log.exception("deploy failed deployment_id=%s model_id=%s", deployment_id, model_id)
-        error = _error(exc, "model_load_failed")
+        error = record_error(exc, "model_load_failed")
         if pending is not None:
             rt.deployments.fail_move(instance, deployment_id, model_id, error)
         else:
@@ -201,7 +195,9 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
         raise  # infrastructure, not the model: the task is retried
     except Exception as exc:  # the job says failed and why; the log keeps the traceback
         log.exception("chunk failed job_id=%s chunk=%d", job_id, chunk)
-        ended = rt.jobs.finish(instance, job_id, JobStatus.FAILED, _error(exc, "scoring_failed"))
+        ended = rt.jobs.finish(
+            instance, job_id, JobStatus.FAILED, record_error(exc, "scoring_failed")
+        )
         if ended is FinishOutcome.FINISHED:
             _ended(holder, instance, job_id)
         return
@@ -276,7 +272,9 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
         rt = holder.get()
         deliver(self, settings, rt.jobs, rt.instances, instance, job_id)
 
-    app.steps["consumer"].add(_heartbeat_step(settings))
+    app.steps["consumer"].add(_heartbeat_step(settings, holder))
+
+    batchers: list[OnlineBatcher] = []
 
     @worker_process_init.connect(weak=False)
     def preload_in_child(**_: Any) -> None:
@@ -286,6 +284,19 @@ def register_tasks(app: Celery, settings: Settings) -> RuntimeHolder:
         threading.Thread(
             target=preload_models, args=(holder,), name="kscore-preload", daemon=True
         ).start()
+        # -Q was applied before the fork: a worker consuming "online" answers online requests
+        # from each of its pool processes (the online stream, not Celery messages).
+        if QUEUE_ONLINE in app.amqp.queues.consume_from:
+            batcher = OnlineBatcher(settings, holder.get)
+            batcher.start()
+            batchers.append(batcher)
+
+    @worker_process_shutdown.connect(weak=False)
+    def stop_batcher_in_child(**_: Any) -> None:
+        # A warm shutdown answers the batch in hand; what the stream still holds for this
+        # consumer is reclaimed by another after KSCORE_ONLINE_RECLAIM.
+        for batcher in batchers:
+            batcher.stop()
 
     return holder
 
@@ -321,7 +332,7 @@ class _Heartbeat:
             self._stop.wait(HEARTBEAT_SECONDS)
 
 
-def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+def _heartbeat_step(settings: Settings, holder: RuntimeHolder) -> type[bootsteps.StartStopStep]:
     class HeartbeatStep(bootsteps.StartStopStep):
         """Consumer bootstep: beat, and take part in reconciling, while this worker consumes.
 
@@ -336,6 +347,7 @@ def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             super().__init__(parent, **kwargs)
             self.heartbeat: _Heartbeat | None = None
             self.reconciler: ReconcilerThread | None = None
+            self.online: OnlineBatcher | None = None
 
         def start(self, parent: Any) -> None:
             queues = ",".join(q.name for q in parent.task_consumer.queues)  # in precedence order
@@ -345,8 +357,16 @@ def _heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             reconciler = Reconciler(settings, connect(settings), parent.app, parent.hostname)
             self.reconciler = ReconcilerThread(reconciler, settings.reconcile_interval_s)
             self.reconciler.start()
+            # A prefork pool answers online requests in its pool processes (worker_process_init);
+            # a thread or solo pool scores in this process, so it reads the stream here.
+            if QUEUE_ONLINE in queues.split(",") and not isinstance(parent.pool, PreforkPool):
+                self.online = OnlineBatcher(settings, holder.get)
+                self.online.start()
 
         def stop(self, parent: Any) -> None:
+            if self.online is not None:
+                self.online.stop()
+                self.online = None
             if self.reconciler is not None:
                 self.reconciler.stop()
                 self.reconciler = None

@@ -80,11 +80,13 @@ def deployment_resource(record: DeploymentRecord, idle: set[str] | None = None) 
             idle = services().idle_queues(QUEUE_DEPLOY)
         warnings = queue_warnings(QUEUE_DEPLOY, idle)
     pending, previous = record.pending_model, record.previous_model
+    settings = services().settings
     return {
         **record.__dict__,
         "pending_model": pending and {**pending, "requested_at": iso(pending["requested_at"])},
         "previous_model": previous and {**previous, "switched_at": iso(previous["switched_at"])},
         "warnings": warnings,
+        "batching": record.batching_with(settings.max_batch_size, settings.max_batch_wait_ms),
         "type": "online",
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
@@ -107,7 +109,7 @@ def create_deployment(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     BackendUnavailable (503, the broker is unreachable; nothing is kept).
     """
     record = services().create_deployment(
-        instance(), data["model_id"], data["name"], data["description"]
+        instance(), data["model_id"], data["name"], data["description"], data.get("batching")
     )
     body = deployment_resource(record)
     return body, {"Location": body["href"]}
@@ -166,8 +168,10 @@ def move_deployment(data: dict[str, Any], deployment_id: str) -> dict[str, Any]:
     DeploymentMovePending or DeploymentNotReady (409), ModelInputsMismatch (422) and
     BackendUnavailable (503).
     """
-    changes: dict[str, Any] = {k: data[k] for k in ("name", "description") if k in data}
-    record = services().move_deployment(instance(), deployment_id, data["model_id"], changes)
+    changes: dict[str, Any] = {k: data[k] for k in ("name", "description", "batching") if k in data}
+    svc = services()
+    model_id = data.get("model_id") or svc.deployments.get(instance(), deployment_id).model_id
+    record = svc.move_deployment(instance(), deployment_id, model_id, changes)
     return deployment_resource(record)
 
 
@@ -186,8 +190,9 @@ def delete_deployment(deployment_id: str) -> Response:
 
 
 @bp.post("/<deployment_id>/online")
-@bp.arguments(OnlineQuerySchema, location="query")
-@bp.arguments(IdempotencyHeaderSchema, location="headers")
+# Instances, not classes: webargs would build a schema per request (the hot path).
+@bp.arguments(OnlineQuerySchema(), location="query")
+@bp.arguments(IdempotencyHeaderSchema(), location="headers")
 @bp.rows_body(ScoringPayloadSchema)
 @bp.response(
     200,

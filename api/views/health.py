@@ -22,7 +22,7 @@ from api.schemas import ErrorSchema, HealthSchema, ReadinessSchema
 from api.services import Services
 from shared.errors import BackendUnavailable, Forbidden
 from shared.metrics import live_workers, read_latency
-from shared.queueing import ALL_QUEUES, celery_key_prefix
+from shared.queueing import ALL_QUEUES, QUEUE_ONLINE, celery_key_prefix
 from shared.status import JobStatus
 
 bp = Blueprint("operations", __name__, description="Health, readiness and metrics.")
@@ -86,8 +86,22 @@ class _RedisCollector(Collector):
         )
         prefix = celery_key_prefix(svc.settings)
         for queue in ALL_QUEUES:
-            depth.add_metric([queue], int(svc.redis_client.llen(prefix + queue)))
+            waiting = int(svc.redis_client.llen(prefix + queue))
+            if queue == QUEUE_ONLINE:  # online requests travel on the online stream
+                waiting += int(svc.redis_client.xlen(svc.keys.online_stream()))
+            depth.add_metric([queue], waiting)
         yield depth
+        yield CounterMetricFamily(
+            "kscore_online_batches",
+            "Model calls (batches) that answered online requests.",
+            value=counters.get("online_batches", 0),
+        )
+        yield CounterMetricFamily(
+            "kscore_online_batched_requests",
+            "Online requests answered in those batches (divided by the batches: the mean "
+            "batch size in requests).",
+            value=counters.get("online_batched_requests", 0),
+        )
         buckets, count, total = read_latency(svc.redis_client, svc.keys)
         yield HistogramMetricFamily(
             "kscore_online_latency_seconds",

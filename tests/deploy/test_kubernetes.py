@@ -15,7 +15,8 @@ import pytest
 import redis
 import yaml
 
-from shared.queueing import ALL_QUEUES, QUEUE_BATCH, QUEUE_ONLINE, celery_key_prefix, make_celery
+from shared.keys import ONLINE_GROUP, Keys
+from shared.queueing import ALL_QUEUES, QUEUE_BATCH, celery_key_prefix, make_celery
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +171,12 @@ REDIS_TRIGGER_METADATA = {
     "listLength", "activationListLength", "databaseIndex", "enableTLS", "unsafeSsl",
     "usernameFromEnv", "passwordFromEnv",
 }  # fmt: skip
+# KEDA's redis-streams scaler (online requests travel on a stream, shared/online_queue.py).
+REDIS_STREAMS_TRIGGER_METADATA = {
+    "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv", "stream",
+    "consumerGroup", "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount",
+    "databaseIndex", "enableTLS", "unsafeSsl", "usernameFromEnv", "passwordFromEnv",
+}  # fmt: skip
 
 
 def test_the_scaled_object_has_kedas_fields_and_targets_the_worker() -> None:
@@ -182,19 +189,25 @@ def test_the_scaled_object_has_kedas_fields_and_targets_the_worker() -> None:
     assert spec["scaleTargetRef"]["name"] == "kscore-worker"
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     auths = _by_kind("TriggerAuthentication")
-    lists = set()
+    lists, streams = set(), set()
     for trigger in spec["triggers"]:
         assert set(trigger) <= TRIGGER
-        assert trigger["type"] == "redis"
+        assert trigger["type"] in {"redis", "redis-streams"}
         metadata = trigger["metadata"]
-        assert set(metadata) <= REDIS_TRIGGER_METADATA
         assert all(isinstance(value, str) for value in metadata.values())  # KEDA wants strings
-        assert int(metadata["listLength"]) > 0
         assert metadata["address"].split(":")[0].split(".")[0] in _by_kind("Service")
         assert trigger["authenticationRef"]["name"] in auths
-        lists.add(metadata["listName"])
+        if trigger["type"] == "redis":
+            assert set(metadata) <= REDIS_TRIGGER_METADATA
+            assert int(metadata["listLength"]) > 0
+            lists.add(metadata["listName"])
+        else:
+            assert set(metadata) <= REDIS_STREAMS_TRIGGER_METADATA
+            assert int(metadata["streamLength"]) > 0
+            streams.add((metadata["stream"], metadata["consumerGroup"]))
     prefix = celery_key_prefix(Settings())
-    assert lists == {f"{prefix}{QUEUE_BATCH}", f"{prefix}{QUEUE_ONLINE}"}
+    assert lists == {f"{prefix}{QUEUE_BATCH}"}
+    assert streams == {(Keys(Settings().key_prefix).online_stream(), ONLINE_GROUP)}
     for auth in auths.values():
         assert set(auth["spec"]) <= {"secretTargetRef", "env", "hashiCorpVault", "podIdentity"}
         for ref in auth["spec"]["secretTargetRef"]:

@@ -970,7 +970,7 @@ def test_process_commands() -> None:
         "--concurrency", "3", "-n", "worker1@%h", "--loglevel", "INFO",
     ]  # fmt: skip
     assert api_command("0.0.0.0", 9000, 2)[1:] == [
-        "-m", "gunicorn", "-b", "0.0.0.0:9000", "-w", "2", "-k", "gthread", "--threads", "8",
+        "-m", "gunicorn", "-b", "0.0.0.0:9000", "-w", "2", "-k", "gthread", "--threads", "32",
         "--timeout", "120", "--access-logfile", "-", "api.wsgi:app",
     ]  # fmt: skip
     assert public_url("0.0.0.0", 9000) == "http://127.0.0.1:9000"

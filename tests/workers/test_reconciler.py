@@ -21,8 +21,10 @@ from celery import Celery
 
 from api.services import Services
 from kscore.localredis import LocalRedis, free_port
+from shared.keys import Keys
+from shared.online_queue import encode_rows, stream_entry
 from shared.queueing import QUEUE_BATCH, SCORE_CHUNK, make_celery
-from shared.scoring import FIELDS, split_rows, validate_input
+from shared.scoring import FIELDS, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
 from tests import keras_files as kf
@@ -211,3 +213,39 @@ def test_every_accepted_job_ends_after_redis_is_killed_and_restarted(tmp_path: P
         workers.stop()
         client.close()
         server.stop()
+
+
+def test_online_requests_are_not_resent_and_a_lost_one_fails(settings: Settings) -> None:
+    # A prefix no worker consumes: the stream entries stay where the API put them.
+    parked = settings.replace(key_prefix=f"parked-{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(parked.redis_url)
+    services = Services.build(parked, client)
+    rows = encode_rows([np.zeros((1, 4), dtype=np.float32)])
+
+    def online_job() -> str:
+        entry = stream_entry(
+            instance="inst", deployment_id="dep", model_sha256="0" * 64,
+            model_filename="m.h5", output_names=["out"], result_shape=ResultShape.WML_V3,
+            max_batch_size=64, max_wait_ms=2.0, rows=1,
+        )  # fmt: skip
+        return services.jobs.create(
+            "inst", kind="online", deployment_id="dep", model_id="m", model_sha256="0" * 64,
+            model_filename="m.h5", rows_total=1, chunk_rows=1, input_chunks=[rows],
+            fields=FIELDS, output_names=["out"], retention_s=60, stream_entry=entry,
+        ).id  # fmt: skip
+
+    waiting, lost = online_job(), online_job()
+    stream = Keys(parked.key_prefix).online_stream()
+    entries = {fields[b"j"].decode(): entry_id for entry_id, fields in client.xrange(stream)}
+    client.xdel(stream, entries[lost])  # what a Redis restart without its last writes leaves
+    reconciler = Reconciler(parked, client, make_celery(parked), "test")
+    first = reconciler.run_once()
+    assert first.resent_chunks == [] and first.failed_requests == []
+    second = reconciler.run_once()
+    assert second.resent_chunks == [] and second.failed_requests == [lost]
+    failed = services.jobs.get("inst", lost)
+    assert failed.status is JobStatus.FAILED and failed.error == {
+        "code": "request_lost",
+        "message": failed.error["message"] if failed.error else "",
+    }
+    assert services.jobs.get("inst", waiting).status is JobStatus.QUEUED  # its entry waits

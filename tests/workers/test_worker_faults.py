@@ -99,3 +99,50 @@ def test_job_survives_its_whole_worker_dying(
     # Includes starting the second worker (TensorFlow, the model) after the kill.
     print(f"\nworker killed: the job ended {time.monotonic() - killed_at:.1f} s later")
     assert_every_row_once(client, final, x)
+
+
+def test_online_requests_held_by_a_killed_worker_are_answered_by_another(
+    proc_settings: Settings, workers: Workers, tmp_path: Path
+) -> None:
+    # A worker's batcher takes many online requests from the stream at once; killed with
+    # them pending, it answers none. Another worker's consumer reclaims them (XAUTOCLAIM)
+    # after KSCORE_ONLINE_RECLAIM and answers each once; none hangs.
+    first = workers.start(concurrency=1, KSCORE_ONLINE_RECLAIM="2")
+    client, href = deployed_cnn(proc_settings, workers, tmp_path)
+    rng = np.random.default_rng(9)
+    xs = [rng.normal(size=(10_000, 8, 8, 1)).astype(np.float32) for _ in range(12)]
+    tree = [*psutil.Process(first.pid).children(), psutil.Process(first.pid)]
+    for proc in tree:  # paused while the requests queue up, so it takes them all at once
+        proc.send_signal(signal.SIGSTOP)
+    jobs = []
+    for x in xs:
+        # timeout=0.01: answered 202 with the job, which the test then polls.
+        response = client.post(f"{href}/online?timeout=0.01", json={"values": x.tolist()})
+        assert response.status_code in (200, 202), response.get_json()
+        jobs.append(response.get_json().get("id") if response.status_code == 202 else None)
+    for proc in tree:
+        proc.send_signal(signal.SIGCONT)
+    time.sleep(0.5)  # it reads the stream (every request, pending now) and starts scoring
+    for proc in tree:
+        proc.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = time.monotonic()
+    pending = [job_id for job_id in jobs if job_id is not None]
+    unfinished = [
+        j for j in pending if client.get(f"/api/v1/jobs/{j}").get_json()["status"] != "completed"
+    ]
+    assert unfinished, "every request was answered before the kill: nothing was tested"
+    workers.start(concurrency=1, KSCORE_ONLINE_RECLAIM="2")
+    for x, job_id in zip(xs, jobs, strict=True):
+        if job_id is None:
+            continue
+        final = wait_finished(client, job_id, 180)
+        assert final["status"] == "completed", final
+        values = client.get(f"/api/v1/jobs/{job_id}/result").get_json()["values"]
+        assert len(values) == len(x)
+        np.testing.assert_allclose(
+            [v[0] for v in values], kf.expected_small_cnn(x), rtol=1e-4, atol=1e-5
+        )
+    assert "online requests reclaimed" in workers.logs()
+    print(f"\nworker killed with {len(unfinished)} online requests unanswered: all answered "
+          f"{time.monotonic() - killed_at:.1f} s later")  # fmt: skip

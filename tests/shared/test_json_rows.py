@@ -1,0 +1,75 @@
+"""The fast readers of online and JSON rows: what they read equals what the full path reads,
+and whatever they are not sure of is left to it (None)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from api.contract import parse_json_object
+from shared.errors import MalformedRequest
+from shared.json_rows import MIN_FAST_BYTES, numeric_rows
+from shared.online_queue import decode_rows, encode_rows
+
+
+def big(values: list[object], **extra: object) -> bytes:
+    return json.dumps({**extra, "values": values}).encode()
+
+
+def test_a_regular_numeric_body_reads_as_the_stdlib_reads_it() -> None:
+    x = np.round(np.random.default_rng(0).normal(size=(500, 6, 6, 1)), 4)
+    body = big(x.tolist())
+    assert len(body) > MIN_FAST_BYTES
+    fast = numeric_rows(body)
+    assert fast is not None
+    np.testing.assert_array_equal(fast["values"], np.asarray(json.loads(body)["values"]))
+    with_fields = numeric_rows(json.dumps({"fields": ["a"], "values": x.tolist()}).encode())
+    assert with_fields is not None and with_fields["fields"] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "last_row",
+    ["[1, 2]]", "[1, NaN]]", "[1, null]]", '[1, "2"]]', "[1, 1e999]]", "[1 2, 3]]", "[1, ]]",
+     "[1, 2, 3]]", "[[1], 2]]", "[1, 2], []]", "[1, 2-3]]", "[1, 2e]]", "[true, 2]]"],
+)  # fmt: skip
+def test_anything_but_a_regular_array_of_numbers_is_left_to_the_full_parser(
+    last_row: str,
+) -> None:
+    head = json.dumps({"values": [[0.5, 0.25]] * 20_000})[: -len("]]}")]
+    body = (head + "], " + last_row + "}").encode()
+    result = numeric_rows(body)
+    if last_row == "[1, 2]]":
+        assert result is not None and result["values"].shape == (20_001, 2)
+    else:
+        assert result is None
+
+
+def test_duplicate_keys_are_still_refused() -> None:
+    with pytest.raises(MalformedRequest):
+        parse_json_object(b'{"values": [[1]], "values": [[2]]}')
+    with pytest.raises(MalformedRequest):
+        parse_json_object(b'{"inputs": {"a": [1], "a": [2]}}')
+    assert parse_json_object(b'{"values": [["a:b"]]}') == {"values": [["a:b"]]}
+
+
+def test_online_rows_round_trip() -> None:
+    arrays = [
+        np.random.default_rng(1).normal(size=(3, 4, 4, 1)).astype(np.float32),
+        np.arange(6, dtype=np.int64).reshape(3, 2),
+    ]
+    back = decode_rows(encode_rows(arrays), [{}, {}])
+    for sent, got in zip(arrays, back, strict=True):
+        assert got.dtype == sent.dtype
+        np.testing.assert_array_equal(got, sent)
+    text = [np.array([["a"], ["b"]], dtype=object)]
+    assert decode_rows(encode_rows(text), [{"dtype": "string"}])[0].tolist() == [["a"], ["b"]]
+
+
+def test_integers_past_float64s_exact_range_are_left_to_the_full_parser() -> None:
+    # An int64 id such as 2**60 + 1 has no exact float64: the full parser keeps its digits.
+    body = json.dumps({"values": [[2**60 + 1, 1]] * 5_000}).encode()
+    assert len(body) > MIN_FAST_BYTES
+    assert numeric_rows(body) is None
+    assert parse_json_object(body)["values"][0][0] == 2**60 + 1
