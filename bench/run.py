@@ -63,7 +63,7 @@ from bench.peer import PEER_PROCESSES
 from bench.report import Row, add_ratios, header_lines, save, text_table
 from bench.service import BenchClient, BenchError, BenchSupervisor, RouteMissing
 from kscore import KscoreError
-from kscore.devstack import DevStackError
+from kscore.devstack import API_THREADS, DevStackError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -204,7 +204,7 @@ def measure(plan: Plan, tmp: Path, stack: BenchSupervisor) -> tuple[dict[str, An
             "quick": plan.quick,
             "models": {m.spec.name: m.spec.description for m in prepared},
             "online": f"{', '.join(map(str, plan.clients))} clients of 1-row requests, {plan.warmup:g} s warm-up then {plan.duration:g} s; peer: Flask under gunicorn, {PEER_PROCESSES} sync processes",
-            "service": f"API under gunicorn ({service.API_PROCESSES} processes x 8 threads), 1 Celery worker (TF threads: server default); 2-worker rows: 2 workers x {two_worker_threads()} TF thread(s)",
+            "service": f"API under gunicorn ({service.API_PROCESSES} processes x {API_THREADS} threads), 1 Celery worker (TF threads: server default); 2-worker rows: 2 workers x {two_worker_threads()} TF thread(s)",
             "plan": {
                 k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in vars(plan).items()
             },

@@ -114,6 +114,11 @@ def worker_command(
     return command
 
 
+# Threads per API process: an online request waits (BLPOP) for its worker without holding a
+# process; 32 per process let concurrent requests reach the workers together and be batched.
+API_THREADS = 32
+
+
 def api_command(host: str = "127.0.0.1", port: int = 8080, workers: int = 2) -> list[str]:
     """The argv that runs the API under gunicorn with ``workers`` processes."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -121,9 +126,7 @@ def api_command(host: str = "127.0.0.1", port: int = 8080, workers: int = 2) -> 
         sys.executable, "-m", "gunicorn",
         "-b", bind,
         "-w", str(workers),
-        # Threads: an online request waits (BLPOP) for its worker without holding a process;
-        # 32 per process let concurrent requests reach the workers together and be batched.
-        "-k", "gthread", "--threads", "32",
+        "-k", "gthread", "--threads", str(API_THREADS),
         "--timeout", "120",
         "--access-logfile", "-",
         "api.wsgi:app",
