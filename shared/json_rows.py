@@ -5,15 +5,15 @@ lists (stdlib json or orjson) and stacked by ``np.asarray``, it took ~5 s of the
 most of a JSON job's. Here the ``values`` array of a body ``{"values": [...]}`` (optionally
 after WML's ``"fields": [...]``) is checked to be a regular array of plain numbers by its
 skeleton (the text with the numbers and blanks removed must be exactly the brackets and commas
-of an array of the shape its first elements give), then read by numpy's C text parser as
-float64. Anything else (other keys, ragged rows, strings, ``null``, ``NaN`` tokens, numbers
+of an array of the shape its first elements give), then read as float64 by pyarrow's CSV
+reader, one list item per line (C++, multi-threaded: ~0.15 s for those 7.8 million numbers,
+against ~0.55 s for ``numpy.fromstring`` and ~4 s for a Python object per number). Anything else (other keys, ragged rows, strings, ``null``, ``NaN`` tokens, numbers
 past float64) returns None and goes through the full parser, whose checks and messages apply.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,31 @@ _BODY = re.compile(
 )
 _BLANKS = b" \t\n\r"
 _NUMBER_BYTES = b"0123456789.eE+-"
-_EMPTY_ITEMS = (b"[,", b",,", b",]", b"[]")
-_TO_BLANKS = bytes.maketrans(b"[],", b"   ")
+# One list item per line: brackets become blanks, commas line breaks.
+_TO_LINES = bytes.maketrans(b"[],", b"  \n")
+
+
+def _read_float_lines(text: bytes) -> np.ndarray | None:
+    """The float64 numbers of ``text``, one per non-empty line; None if a line is not one
+    number. pyarrow is imported here, not with the module: the API starts without it."""
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(text),
+            # A single column (no delimiter, no quotes): a line is one JSON number or nothing.
+            read_options=pa_csv.ReadOptions(column_names=["v"], block_size=16 << 20),
+            parse_options=pa_csv.ParseOptions(
+                delimiter="\x01", quote_char=False, double_quote=False
+            ),
+            convert_options=pa_csv.ConvertOptions(column_types={"v": pa.float64()}),
+        )
+    except pa.ArrowInvalid:
+        return None
+    return table.column(0).to_numpy()
+
+
 # Below this the ordinary parser is as fast, and keeps integers exact.
 MIN_FAST_BYTES = 64 * 1024
 
@@ -74,23 +97,15 @@ def numeric_rows(body: bytes) -> dict[str, Any] | None:
     if match is None:
         return None
     text = match.group(2)
-    # Every list item holds something: then, with the count below, each item is exactly one
-    # number (a second token in an item, "1 2" or "1-2", makes one number too many).
     packed = text.translate(None, _BLANKS)
-    if any(pair in packed for pair in _EMPTY_ITEMS):
-        return None
     skeleton = packed.translate(None, _NUMBER_BYTES)
     shape = _shape(skeleton)
     if shape is None or len(shape) < 2 or skeleton != _skeleton_of(shape):
         return None  # ragged, not numbers, or one number per row (the ordinary path is fine)
-    try:
-        with warnings.catch_warnings():
-            # numpy stops at a token it cannot read, and says so with a warning.
-            warnings.simplefilter("error")
-            flat = np.fromstring(text.translate(_TO_BLANKS), dtype=np.float64, sep=" ")
-    except (ValueError, DeprecationWarning):
-        return None
-    if flat.size != int(np.prod(shape)) or not np.isfinite(flat).all():
+    # Each list item is one line: an item of two tokens ("1 2", "1-2") fails to convert, an
+    # empty one ("[1,,2]") is an empty line the reader skips, so the count below is short.
+    flat = _read_float_lines(text.translate(_TO_LINES))
+    if flat is None or flat.size != int(np.prod(shape)) or not np.isfinite(flat).all():
         return None  # a token read otherwise than JSON would; or past float64 ("1e999")
     if flat.size and np.abs(flat).max() >= 2.0**53:
         return None  # an integer float64 cannot hold exactly (an id for an int64 input)

@@ -32,7 +32,8 @@ def test_a_regular_numeric_body_reads_as_the_stdlib_reads_it() -> None:
 @pytest.mark.parametrize(
     "last_row",
     ["[1, 2]]", "[1, NaN]]", "[1, null]]", '[1, "2"]]', "[1, 1e999]]", "[1 2, 3]]", "[1, ]]",
-     "[1, 2, 3]]", "[[1], 2]]", "[1, 2], []]", "[1, 2-3]]", "[1, 2e]]", "[true, 2]]"],
+     "[1, 2, 3]]", "[[1], 2]]", "[1, 2], []]", "[1, 2-3]]", "[1, 2e]]", "[true, 2]]", "[, 2]]",
+     "[ , 2]]", "[1,, 2]]"],
 )  # fmt: skip
 def test_anything_but_a_regular_array_of_numbers_is_left_to_the_full_parser(
     last_row: str,
