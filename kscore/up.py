@@ -24,6 +24,7 @@ import click
 from kscore.client import DEFAULT_URL
 from kscore.credentials import STACK_FILE, is_loopback_host, write_private_json
 from kscore.devstack import (
+    API_ENV,
     DEFAULT_QUEUES,
     SERVER_EXTRAS_HINT,
     ChildExited,
@@ -359,7 +360,10 @@ def api(host: str, port: int, workers: int, redis_url: str | None) -> None:
     """Run the HTTP API under gunicorn (needs kscore[server])."""
     _require("gunicorn", "flask")
     warn_auth_disabled(host)
-    _exec(api_command(host, port, workers), _server_env(redis_url))
+    env = _server_env(redis_url)
+    for name, value in API_ENV.items():
+        env.setdefault(name, value)
+    _exec(api_command(host, port, workers), env)
 
 
 @click.command()
