@@ -36,13 +36,7 @@ import redis
 from shared.errors import DomainError
 from shared.online_queue import OnlineQueue, OnlineRequest, decode_rows
 from shared.redis_client import connect
-from shared.scoring import (
-    ResultShape,
-    format_rows,
-    pack_fragment,
-    rows_fragment,
-    tensor_rows,
-)
+from shared.results import render
 from shared.settings import Settings
 from shared.status import ClaimOutcome
 
@@ -64,14 +58,6 @@ def record_error(exc: BaseException, code: str) -> dict[str, Any]:
         return {"code": exc.code, "message": exc.message}
     text = str(exc).strip().splitlines()
     return {"code": code, "message": f"{type(exc).__name__}: {text[0] if text else ''}"[:1000]}
-
-
-def _answer(request: OnlineRequest, outputs: list[np.ndarray]) -> bytes:
-    if request.result_shape is ResultShape.TENSORS:
-        rows = tensor_rows(outputs)
-    else:
-        rows = format_rows(outputs, request.output_names)
-    return pack_fragment(rows_fragment(rows))
 
 
 class OnlineBatcher:
@@ -237,7 +223,12 @@ class OnlineBatcher:
                     mine = outputs[index] if outputs is not None else model.predict(arrays)
                     rows = len(arrays[0])
                     completed.append(
-                        (request.instance, request.job_id, rows, _answer(request, mine))
+                        (
+                            request.instance,
+                            request.job_id,
+                            rows,
+                            render(mine, "online", request.result_shape, request.output_names),
+                        )
                     )
                 except Exception as exc:  # the job says failed and why; the log keeps the rest
                     log.exception("online request failed job_id=%s", request.job_id)
