@@ -10,15 +10,11 @@ from shared.dataset_formats import CountingStream, Stream, open_reader
 from shared.dataset_store import DatasetRecord
 from shared.dataset_values import DatasetLayout, InputPlan, plan_inputs
 from shared.errors import (
-    BackendUnavailable,
-    DeploymentNotReady,
     JobNotFound,
     PayloadTooLarge,
 )
 from shared.job_store import JobRecord
-from shared.queueing import QUEUE_BATCH, SCORE_CHUNK
 from shared.scoring import FIELDS
-from shared.status import DeploymentStatus, JobStatus
 from shared.timeutil import now
 from shared.webhooks import check_callback_url
 
@@ -106,13 +102,7 @@ def submit_dataset_job(
     or QueuedJobsLimit (429), BackendUnavailable (503; the job is failed ``enqueue_failed``).
     """
     settings = svc.settings
-    deployment = svc.deployments.get(instance, deployment_id)
-    if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
-        raise DeploymentNotReady(
-            f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
-            f"{DeploymentStatus.DEPLOY_SUCCESS}.",
-            details={"status": deployment.status, "error": deployment.error},
-        )
+    deployment = svc.ready_deployment(instance, deployment_id)
     if callback_url is not None:
         check_callback_url(callback_url, settings.webhook_allow)
     dataset = svc.datasets.get(instance, dataset_id)
@@ -156,11 +146,5 @@ def submit_dataset_job(
     except BaseException:
         svc.datasets.release(instance, dataset_id, job_id)
         raise
-    try:
-        for index in range(job.chunks):
-            svc._send(SCORE_CHUNK, [instance, job.id, index], QUEUE_BATCH)
-    except BackendUnavailable as exc:
-        error = {"code": "enqueue_failed", "message": exc.message}
-        svc.jobs.finish(instance, job.id, JobStatus.FAILED, error)
-        raise
+    svc.send_chunks(job)
     return job

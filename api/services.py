@@ -207,21 +207,14 @@ class Services:
         and not finished would pass KSCORE_MAX_QUEUED_ROWS / _JOBS, and BackendUnavailable
         when the broker is unreachable (the job is then failed with ``enqueue_failed``).
         """
-        deployment = self.deployments.get(instance, deployment_id)
-        if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
-            raise DeploymentNotReady(
-                f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
-                f"{DeploymentStatus.DEPLOY_SUCCESS}.",
-                details={"status": deployment.status, "error": deployment.error},
-            )
+        deployment = self.ready_deployment(instance, deployment_id)
         online = kind == "online"
-        queue = QUEUE_ONLINE if online else QUEUE_BATCH
-        if online and self.idle_queues(queue):
+        if online and self.idle_queues(QUEUE_ONLINE):
             # Said now: otherwise the caller learns it only when its timeout passes.
             raise NoWorker(
                 "No kscore worker is consuming the online queue, so these rows cannot be "
                 "scored now: start one with `kscore worker` (or `--queues online`), then retry.",
-                details={"queue": queue},
+                details={"queue": QUEUE_ONLINE},
             )
         settings = self.settings
         if callback_url is not None:
@@ -280,20 +273,37 @@ class Services:
             base_url=base_url,
             stream_entry=entry,
         )
-        if online:
-            return job
+        if not online:
+            self.send_chunks(job)
+        return job
+
+    def ready_deployment(self, instance: str, deployment_id: str) -> DeploymentRecord:
+        """The deployment, able to score. Raises DeploymentNotFound (404), DeploymentNotReady
+        (409) unless it is DEPLOY_SUCCESS."""
+        deployment = self.deployments.get(instance, deployment_id)
+        if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
+            raise DeploymentNotReady(
+                f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
+                f"{DeploymentStatus.DEPLOY_SUCCESS}.",
+                details={"status": deployment.status, "error": deployment.error},
+            )
+        return deployment
+
+    def send_chunks(self, job: JobRecord) -> None:
+        """Send one ``score_chunk`` task per chunk of a batch job just created. Raises
+        BackendUnavailable (503) when the broker is unreachable; the job is then failed with
+        ``enqueue_failed``, so nothing waits for tasks that were never sent."""
         try:
             for index in range(job.chunks):
-                self._send(SCORE_CHUNK, [instance, job.id, index], queue)
+                self._send(SCORE_CHUNK, [job.instance, job.id, index], QUEUE_BATCH)
         except BackendUnavailable as exc:
             self.jobs.finish(
-                instance,
+                job.instance,
                 job.id,
                 JobStatus.FAILED,
                 {"code": "enqueue_failed", "message": exc.message},
             )
             raise
-        return job
 
     def submit_once(
         self,
