@@ -152,9 +152,20 @@ def _predict(name: str, version: str | None) -> Response:
 
 
 _TIMEOUT = "Not scored within KSCORE_ONLINE_TIMEOUT; the job goes on."
+# TensorFlow Serving's REST API takes exactly one of the two forms (a body with both or neither
+# is its 400 "Missing 'instances' or 'inputs' key"); marshmallow cannot say so in the schema.
 _BODY = {
     "required": True,
-    "content": {"application/json": {"schema": PredictRequestSchema}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "allOf": [
+                    PredictRequestSchema,
+                    {"oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}]},
+                ]
+            }
+        }
+    },
 }
 
 

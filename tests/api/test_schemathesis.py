@@ -44,6 +44,10 @@ CONTENT_CHECKED = frozenset(
         "POST /api/v1/deployments/{deployment_id}/jobs",
         "PUT /v3/ml_assets/models/{model_id}/versions/{version_id}/content",
         "POST /v3/wml_instances/{instance_id}/deployments/{deployment_id}/online",
+        "POST /v1/models/{name}:predict",
+        "POST /v1/models/{name}/versions/{version}:predict",
+        "POST /v2/models/{name}/infer",
+        "POST /v2/models/{name}/versions/{version}/infer",
     }
 )
 
@@ -119,6 +123,7 @@ def stored(client: FlaskClient, instance: NewInstance, model_file: Path) -> dict
     ).get_json()
     return {
         "instance_id": instance.instance.id,
+        "name": "d",  # the deployment's name: TensorFlow Serving's and KServe's model name
         "model_id": model["id"],
         "deployment_id": deployment_id,
         "job_id": job["id"],
