@@ -36,6 +36,7 @@ from shared.status import ClaimOutcome, CompleteOutcome, DeploymentStatus, Finis
 from workers.callbacks import deliver, send_callback
 from workers.model_cache import ModelCache
 from workers.online import OnlineBatcher, record_error
+from workers.prefetch import ChunkKey, ChunkPrefetch
 from workers.reconciler import Reconciler, ReconcilerThread
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Runtime:
     model_records: ModelStore
     instances: InstanceStore
     datasets: DatasetStore
+    inputs: ChunkPrefetch
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -65,11 +67,20 @@ class Runtime:
         client = connect(settings)
         keys = Keys(settings.key_prefix)
         blobs = BlobStore(client, keys, settings.blob_chunk_bytes)
+        jobs = JobStore(client, keys)
+        datasets = DatasetStore(client, keys)
+
+        def read_input(key: ChunkKey) -> bytes | None:
+            instance, job_id, dataset_id, chunk = key
+            if dataset_id:  # chunk n of the job is chunk n of its dataset
+                return datasets.read_chunk(instance, dataset_id, chunk)
+            return jobs.read_input(instance, job_id, chunk)
+
         return cls(
             settings=settings,
             keys=keys,
             deployments=DeploymentStore(client, keys),
-            jobs=JobStore(client, keys),
+            jobs=jobs,
             models=ModelCache(
                 blobs,
                 settings.local_model_dir,
@@ -78,7 +89,8 @@ class Runtime:
             ),
             model_records=ModelStore(client, keys, blobs),
             instances=InstanceStore(client, keys),
-            datasets=DatasetStore(client, keys),
+            datasets=datasets,
+            inputs=ChunkPrefetch(read_input),
         )
 
 
@@ -164,10 +176,10 @@ def score_chunk(holder: RuntimeHolder, instance: str, job_id: str, chunk: int) -
             _ended(holder, instance, job_id)
         return
     job = rt.jobs.get(instance, job_id)
-    if job.dataset_id:  # chunk n of the job is chunk n of its dataset
-        data = rt.datasets.read_chunk(instance, job.dataset_id, chunk)
-    else:
-        data = rt.jobs.read_input(instance, job_id, chunk)
+    data = rt.inputs.get((instance, job_id, job.dataset_id or "", chunk))
+    if data is not None and chunk + 1 < job.chunks:
+        # Most often this process's next task: its bytes arrive while the model runs.
+        rt.inputs.read_ahead((instance, job_id, job.dataset_id or "", chunk + 1))
     if data is None:
         ended = rt.jobs.finish(
             instance,
