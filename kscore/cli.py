@@ -8,6 +8,7 @@ command's :class:`CliContext`; ``kscore up``, ``worker`` and ``api`` live in :mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from kscore.cli_common import CliContext, client_of, fail, rows_file_payload
 from kscore.cli_datasets import datasets
 from kscore.cli_jobs import jobs
 from kscore.client import DEFAULT_URL, Record, __version__
-from kscore.errors import DeploymentFailedError, KscoreError
+from kscore.errors import DeploymentFailedError, DeploymentMoveFailedError, KscoreError
 from kscore.payloads import parse_wml_payload, read_json_file
 from kscore.up import api, up, worker
 from kscore.wml_output import (
@@ -207,6 +208,35 @@ class _WarnOnce:
                 click.echo(f"Waiting: {message}", err=True)
 
 
+def _batching_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--max-batch-size and --max-wait-ms: a deployment's dynamic batching of online rows."""
+    command = click.option(
+        "--max-wait-ms",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Milliseconds a worker waits for more online requests to join a batch once "
+        "requests arrive together; 0 never waits (default: the server's "
+        "KSCORE_MAX_BATCH_WAIT_MS).",
+    )(command)
+    return click.option(
+        "--max-batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="At most this many rows of online requests in one model call (default: the "
+        "server's KSCORE_MAX_BATCH_SIZE).",
+    )(command)
+
+
+def _batching(max_batch_size: int | None, max_wait_ms: float | None) -> dict[str, Any] | None:
+    """The ``batching`` object of a deployment's body; None when neither option is given."""
+    batching: dict[str, Any] = {}
+    if max_batch_size is not None:
+        batching["max_batch_size"] = max_batch_size
+    if max_wait_ms is not None:
+        batching["max_wait_ms"] = max_wait_ms
+    return batching or None
+
+
 @cli.command()
 @click.argument("model_id")
 @click.argument("name")
@@ -224,6 +254,7 @@ class _WarnOnce:
     show_default=True,
     help="Seconds to wait for the deployment to settle.",
 )
+@_batching_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the deployment's id.")
 @click.pass_context
 def deploy(
@@ -233,6 +264,8 @@ def deploy(
     description: str | None,
     wait: bool,
     timeout: float,
+    max_batch_size: int | None,
+    max_wait_ms: float | None,
     quiet: bool,
 ) -> None:
     """Deploy a model for online scoring.
@@ -242,18 +275,18 @@ def deploy(
     """
     client = client_of(ctx)
     on_waiting = _WarnOnce()
+    options: dict[str, Any] = {
+        "batching": _batching(max_batch_size, max_wait_ms),
+        "wait": wait,
+        "timeout": timeout,
+        "on_waiting": on_waiting,
+    }
     if quiet:
-        click.echo(
-            client.deployments.create(
-                model_id, name, description, wait=wait, timeout=timeout, on_waiting=on_waiting
-            )["id"]
-        )
+        click.echo(client.deployments.create(model_id, name, description, **options)["id"])
         return
     click.echo(f"Deploying the model with MODEL-ID '{model_id}'...")
     try:
-        deployment = client.deployments.create(
-            model_id, name, description, wait=wait, timeout=timeout, on_waiting=on_waiting
-        )
+        deployment = client.deployments.create(model_id, name, description, **options)
     except DeploymentFailedError as exc:
         click.echo(rows_block(deployment_rows(exc.deployment)))
         raise
@@ -268,7 +301,7 @@ def deploy(
 
 @cli.group()
 def deployments() -> None:
-    """Inspect and delete deployments."""
+    """Inspect, change and delete deployments."""
 
 
 @deployments.command("get")
@@ -277,6 +310,78 @@ def deployments() -> None:
 def deployments_get(ctx: click.Context, deployment_id: str) -> None:
     """Print a deployment's details as JSON."""
     echo_json(client_of(ctx).deployments.get_details(deployment_id))
+
+
+@deployments.command("update")
+@click.argument("deployment_id")
+@click.option(
+    "--model-id",
+    default=None,
+    help="Move the deployment to this model (same inputs) behind the same scoring URL.",
+)
+@click.option("--name", default=None, help="A new name.")
+@click.option("--description", default=None, help="A new description.")
+@_batching_options
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until a move has loaded the new model.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for a move to settle.",
+)
+@click.pass_context
+def deployments_update(
+    ctx: click.Context,
+    deployment_id: str,
+    model_id: str | None,
+    name: str | None,
+    description: str | None,
+    max_batch_size: int | None,
+    max_wait_ms: float | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Move a deployment to another model, rename it, or change its batching.
+
+    The current model answers until a worker has loaded the new one; exits 1 with the reason
+    if the new model does not load (the current one still serves).
+    """
+    batching = _batching(max_batch_size, max_wait_ms)
+    if model_id is None and name is None and description is None and batching is None:
+        fail(
+            "Nothing to change: give --model-id, --name, --description, --max-batch-size or --max-wait-ms."
+        )
+    try:
+        deployment = client_of(ctx).deployments.update(
+            deployment_id,
+            model_id=model_id,
+            name=name,
+            description=description,
+            batching=batching,
+            wait=wait,
+            timeout=timeout,
+        )
+    except DeploymentMoveFailedError as exc:
+        click.echo(rows_block(_update_rows(exc.deployment)))
+        raise
+    click.echo(rows_block(_update_rows(deployment)))
+    echo_ok("Update deployment successful")
+
+
+def _update_rows(deployment: Record) -> list[tuple[str, Any]]:
+    batching = deployment.get("batching") or {}
+    return [
+        *deployment_rows(deployment),
+        ("Model", deployment.get("model_id")),
+        ("Max batch size", batching.get("max_batch_size")),
+        ("Max wait ms", batching.get("max_wait_ms")),
+    ]
 
 
 @deployments.command("delete")

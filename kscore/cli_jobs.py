@@ -80,6 +80,18 @@ def jobs() -> None:
     default=None,
     help="Days to keep the job and its result (default: the server's).",
 )
+@click.option(
+    "--callback-url",
+    default=None,
+    help="POST the job's document here (signed) when it ends; the server's "
+    "KSCORE_WEBHOOK_ALLOW must allow the URL.",
+)
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Send this Idempotency-Key: running the same command again answers the job the first "
+    "run created instead of a second job (an --input file is uploaded again, and refused).",
+)
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job's id (no progress bar).")
 @click.pass_context
@@ -90,6 +102,8 @@ def jobs_submit(
     input_file: Path | None,
     dataset_id: str | None,
     retention_days: int | None,
+    callback_url: str | None,
+    idempotency_key: str | None,
     wait: bool,
     quiet: bool,
 ) -> None:
@@ -104,18 +118,19 @@ def jobs_submit(
     if sum(x is not None for x in (file, input_file, dataset_id)) != 1:
         fail("Give the rows once: FILE, --input FILE or --dataset ID.")
     client = client_of(ctx)
+    once = {"callback_url": callback_url, "idempotency_key": idempotency_key}
     if input_file is not None:
         dataset_id = str(upload_for_job(client, input_file, deployment_id)["id"])
     if dataset_id is not None:
-        job = client.jobs.submit_dataset(deployment_id, dataset_id, retention_days)
+        job = client.jobs.submit_dataset(deployment_id, dataset_id, retention_days, **once)
     elif file is not None and file.suffix.lower() in {".npy", ".npz"}:
         suffix = file.suffix.lower()
         params = {"retention_days": retention_days} if retention_days is not None else None
         content_type = "application/x-npy" if suffix == ".npy" else "application/x-npz"
-        job = client.jobs.submit_file(deployment_id, read_bytes(file), content_type, params)
+        job = client.jobs.submit_file(deployment_id, read_bytes(file), content_type, params, **once)
     else:
         rows = rows_file_payload(deployment_id, file or Path())  # file is given here
-        job = client.jobs.submit(deployment_id, rows, retention_days)
+        job = client.jobs.submit(deployment_id, rows, retention_days, **once)
     if quiet:
         click.echo(job["id"])
         if wait:

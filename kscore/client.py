@@ -31,6 +31,7 @@ import httpx
 from kscore.credentials import api_key_for
 from kscore.errors import (
     DeploymentFailedError,
+    DeploymentMoveFailedError,
     KscoreError,
     TransportError,
     WaitTimeoutError,
@@ -293,19 +294,25 @@ class Deployments:
         name: str,
         description: str | None = None,
         *,
+        batching: Record | None = None,
         wait: bool = True,
         timeout: float = 600,
         on_waiting: WaitingCallback | None = None,
     ) -> Record:
         """Deploy a model; its details, by default once ``DEPLOY_SUCCESS``.
 
-        With ``wait`` (``timeout`` in seconds) raises DeploymentFailedError if it ends
-        ``DEPLOY_FAILED`` and WaitTimeoutError if it is still in progress at the timeout;
-        ``on_waiting`` is called as for :meth:`wait`.
+        ``batching`` sets how its online requests are merged into model calls:
+        ``{"max_batch_size": rows, "max_wait_ms": milliseconds}`` (either may be left out: the
+        server's KSCORE_MAX_BATCH_SIZE / KSCORE_MAX_BATCH_WAIT_MS). With ``wait`` (``timeout``
+        in seconds) raises DeploymentFailedError if it ends ``DEPLOY_FAILED`` and
+        WaitTimeoutError if it is still in progress at the timeout; ``on_waiting`` is called as
+        for :meth:`wait`.
         """
         body: Record = {"model_id": model_id, "name": name}
         if description is not None:
             body["description"] = description
+        if batching is not None:
+            body["batching"] = batching
         deployment = _json(self._client.send_json("POST", "/api/v1/deployments", body))
         if not wait:
             return deployment
@@ -338,6 +345,58 @@ class Deployments:
                 deadline,
                 f"Deployment '{deployment_id}' was still DEPLOY_IN_PROGRESS after {timeout:g} s.",
             )
+
+    def update(
+        self,
+        deployment_id: str,
+        *,
+        model_id: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        batching: Record | None = None,
+        wait: bool = True,
+        timeout: float = 600,
+    ) -> Record:
+        """Change a deployment (PATCH); its details.
+
+        ``model_id`` moves it to another model with the same inputs behind the same scoring
+        URL: the current model answers until a worker has loaded the new one. ``batching``
+        changes the values it names (as for :meth:`create`); ``name`` and ``description``
+        replace theirs; what is None stays. With ``wait`` and a move, polls until the move
+        settles (``timeout`` seconds: WaitTimeoutError) and raises DeploymentMoveFailedError
+        when the new model did not load (the current one still serves). Raises
+        UnprocessableError (``model_inputs_mismatch``) for a model of other inputs and
+        ConflictError while another move is pending.
+        """
+        body: Record = {
+            key: value
+            for key, value in (
+                ("model_id", model_id),
+                ("name", name),
+                ("description", description),
+                ("batching", batching),
+            )
+            if value is not None
+        }
+        url = f"/api/v1/deployments/{_segment(deployment_id)}"
+        details = _json(self._client.send_json("PATCH", url, body))
+        if not wait or not details.get("pending_model"):
+            return details
+        deadline = time.monotonic() + timeout
+        delays = backoff()
+        while True:
+            _sleep_or_give_up(
+                next(delays),
+                deadline,
+                f"Deployment '{deployment_id}' was still loading model '{model_id}' after "
+                f"{timeout:g} s.",
+            )
+            details = self.get_details(deployment_id)
+            if details.get("pending_model"):
+                continue
+            if details.get("pending_error"):
+                raise DeploymentMoveFailedError(details)
+            return details
 
     def get_details(self, deployment_id: str) -> Record:
         """One deployment's details."""

@@ -113,6 +113,22 @@ class DeploymentFailedError(KscoreError):
         super().__init__(message)
 
 
+class DeploymentMoveFailedError(KscoreError):
+    """A deployment's move to another model failed: the new model did not load, and the
+    current one still serves (``pending_error`` in its details says why)."""
+
+    def __init__(self, deployment: dict[str, Any]) -> None:
+        self.deployment = deployment
+        self.deployment_id = str(deployment.get("id", "?"))
+        error = deployment.get("pending_error") or {}
+        self.code: str | None = error.get("code") if isinstance(error, dict) else None
+        reason = error.get("message") if isinstance(error, dict) else None
+        message = f"Deployment '{self.deployment_id}' did not move: {reason or 'no reason given'}"
+        if self.code:
+            message += f" ({self.code})"
+        super().__init__(message + "; its current model still serves.")
+
+
 class WaitTimeoutError(KscoreError):
     """A wait for a job or deployment gave up before it settled."""
 

@@ -42,47 +42,70 @@ class Jobs:
         deployment_id: str,
         values_or_payload: Any,
         retention_days: int | None = None,
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Record:
         """Queue a batch job: rows (list/array), a pandas DataFrame or a payload
         ``{"values": ...}``; the job record.
 
         A numpy array goes as a .npy body (no JSON encoding of millions of numbers); a
         DataFrame, or an array over 8 MiB, is uploaded as a dataset first (streamed, checked
-        against the deployment; it lives as long as the job) and the job scores it. Raises
-        KscoreError for rows of no known shape, before anything is sent.
+        against the deployment; it lives as long as the job) and the job scores it.
+        ``callback_url`` receives the job's document (POSTed, signed) when it ends, if the
+        server's KSCORE_WEBHOOK_ALLOW allows it (else UnprocessableError
+        ``callback_not_allowed``). With ``idempotency_key`` (the IETF Idempotency-Key header)
+        a retried call answers the job the first one created (within the server's
+        KSCORE_IDEMPOTENCY_WINDOW, 24 h by default); the key
+        covers the job request only, so a retry of a call that uploaded a dataset uploads it
+        again and is refused as another body (UnprocessableError ``idempotency_key_reused``).
+        Raises KscoreError for rows of no known shape, before anything is sent.
         """
-        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
         from kscore.datasets import AUTO_DATASET_BYTES, is_dataframe
 
+        once = {"callback_url": callback_url, "idempotency_key": idempotency_key}
         big = getattr(values_or_payload, "nbytes", 0) > AUTO_DATASET_BYTES
         numeric = npy_bytes_kind(values_or_payload) and values_or_payload.dtype.kind in "biuf"
         if is_dataframe(values_or_payload) or (big and numeric):
             dataset = self._client.datasets.upload(  # kept an hour, and as long as its job
                 values_or_payload, deployment_id=deployment_id, retention_days=1 / 24
             )
-            return self.submit_dataset(deployment_id, str(dataset["id"]), retention_days)
+            return self.submit_dataset(deployment_id, str(dataset["id"]), retention_days, **once)
         npy = npy_bytes(values_or_payload)
         if npy is not None:
             params = {"retention_days": retention_days} if retention_days is not None else None
-            return self.submit_file(deployment_id, npy, "application/x-npy", params)
+            return self.submit_file(deployment_id, npy, "application/x-npy", params, **once)
         body = job_payload(values_or_payload)
         if retention_days is not None:
             body["retention_days"] = retention_days
-        return _json(self._client.send_json("POST", url, body))
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
+        response = self._client.send_json("POST", url, body, headers=_key(idempotency_key))
+        return _json(response)
 
     def submit_dataset(
-        self, deployment_id: str, dataset_id: str, retention_days: float | None = None
+        self,
+        deployment_id: str,
+        dataset_id: str,
+        retention_days: float | None = None,
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Record:
         """Queue a batch job scoring an uploaded dataset; the job record.
 
-        Raises NotFoundError for an unknown dataset, UnprocessableError (422
-        ``dataset_mismatch``) when its inputs do not fit the deployment's.
+        ``callback_url`` and ``idempotency_key`` as for :meth:`submit`. Raises NotFoundError
+        for an unknown dataset, UnprocessableError (422 ``dataset_mismatch``) when its inputs
+        do not fit the deployment's.
         """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
         body: Record = {"dataset_id": dataset_id}
         if retention_days is not None:
             body["retention_days"] = retention_days
-        return _json(self._client.send_json("POST", url, body))
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return _json(self._client.send_json("POST", url, body, headers=_key(idempotency_key)))
 
     def submit_file(
         self,
@@ -90,15 +113,23 @@ class Jobs:
         content: bytes,
         content_type: str,
         params: dict[str, Any] | None = None,
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Record:
         """Queue a batch job from a body already encoded; the job record.
 
         ``content_type`` says what it is: ``application/x-npy`` (one input),
         ``application/x-npz`` (arrays named by input) or ``application/json``.
+        ``callback_url`` and ``idempotency_key`` as for :meth:`submit`.
         """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
+        params = dict(params or {})
+        if callback_url is not None:
+            params["callback_url"] = callback_url
+        headers = {"Content-Type": content_type, **_key(idempotency_key)}
         response = self._client.request(
-            "POST", url, content=content, headers={"Content-Type": content_type}, params=params
+            "POST", url, content=content, headers=headers, params=params or None
         )
         return _json(response)
 
@@ -194,3 +225,9 @@ class Jobs:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _key(idempotency_key: str | None) -> dict[str, str]:
+    """The Idempotency-Key header (draft-ietf-httpapi-idempotency-key-header), if a key is
+    given."""
+    return {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
