@@ -179,6 +179,10 @@ def job_row(
             f"results as {timing.result_format}"
             + (f" ({timing.extra['npy']})" if "npy" in timing.extra else "")
         )
+        # The dataset is uploaded once and may feed many jobs: the job alone, for comparison.
+        job_s = timing.submit_s + timing.wait_s + timing.download_s
+        if timing.upload_s and job_s > 0:
+            notes.append(f"the job alone (submit to result) {timing.rows / job_s:,.0f} rows/s")
     notes.append(diff_note(diff))
     return Row(
         m.spec.name,
