@@ -92,11 +92,13 @@ class ResultSource:
     result_shape: ResultShape
     output_names: list[str]
     chunks: Callable[[], Iterator[bytes]]
+    # Output name -> the model's dtype: an online job's JSON answer is read back in it.
+    output_dtypes: dict[str, str] | None = None
 
     def outputs(self) -> Iterator[list[np.ndarray]]:
         """Each chunk's output arrays, one chunk at a time."""
         for stored in self.chunks():
-            yield chunk_outputs(stored, self.result_shape, self.output_names)
+            yield chunk_outputs(stored, self.result_shape, self.output_names, self.output_dtypes)
 
     def names(self, count: int) -> list[str]:
         """The names of ``count`` outputs."""

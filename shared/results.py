@@ -141,20 +141,40 @@ def _column(values: list[Any]) -> np.ndarray:
 
 
 def chunk_outputs(
-    stored: bytes, result_shape: ResultShape, output_names: list[str]
+    stored: bytes,
+    result_shape: ResultShape,
+    output_names: list[str],
+    output_dtypes: dict[str, str] | None = None,
 ) -> list[np.ndarray]:
     """A stored chunk's outputs as arrays, one per output.
 
     A JSON chunk (an online job's) is parsed back: numbers take numpy's dtype for them
-    (int64, float64), null becomes NaN, text becomes ``<U``.
+    (int64, float64), null becomes NaN, text becomes ``<U``; an output named in
+    ``output_dtypes`` (output name -> the model's dtype, e.g. ``"float32"``) with a floating
+    dtype is cast back to it, exactly: the JSON numbers are the shortest text of those values.
     """
     if stored[:1] == ARRAYS:
         return decode_outputs(stored)
     rows = json.loads(b"[" + unpack_fragment(stored) + b"]")
     count = max(len(output_names), 1)
+    names = output_names if output_names else [""]
     if result_shape is ResultShape.TENSORS:
-        return [_column([row[k] for row in rows]) for k in range(count)]
-    predictions = [row[0] for row in rows]
-    if rows and isinstance(predictions[0], dict):
-        return [_column([p[name] for p in predictions]) for name in output_names]
-    return [_column(predictions)]
+        columns = [_column([row[k] for row in rows]) for k in range(count)]
+    else:
+        predictions = [row[0] for row in rows]
+        if rows and isinstance(predictions[0], dict):
+            columns = [_column([p[name] for p in predictions]) for name in output_names]
+        else:
+            columns, names = [_column(predictions)], names[:1]
+    dtypes = output_dtypes or {}
+    return [_as_model_dtype(c, dtypes.get(n)) for c, n in zip(columns, names, strict=True)]
+
+
+def _as_model_dtype(column: np.ndarray, dtype: str | None) -> np.ndarray:
+    if dtype is None or column.dtype.kind not in "fi":
+        return column
+    try:
+        target = np.dtype(dtype)
+    except TypeError:  # a dtype numpy does not name (bfloat16): the parsed one stays
+        return column
+    return column.astype(target) if target.kind == "f" else column

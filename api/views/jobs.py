@@ -16,7 +16,7 @@ from api.schemas import (
     ResultQuerySchema,
     ScoringResultSchema,
 )
-from shared.errors import JobNotFinished, ResultFormatNotAcceptable
+from shared.errors import JobNotFinished, ModelNotFound, ResultFormatNotAcceptable
 from shared.job_document import job_document
 from shared.job_store import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
@@ -187,6 +187,7 @@ def result_response(record: JobRecord, format_name: str) -> Response:
         result_shape=record.result_shape,
         output_names=record.output_names,
         chunks=lambda: store.iter_chunks(record),
+        output_dtypes=_online_output_dtypes(record),
     )
     fmt = check_format(format_name, source)
     # Streamed chunk by chunk as stored: a large result is never whole in the API's memory.
@@ -201,3 +202,15 @@ def result_response(record: JobRecord, format_name: str) -> Response:
     if size is not None:  # a client can show progress and tell a cut-off body
         response.headers["Content-Length"] = str(size)
     return response
+
+
+def _online_output_dtypes(record: JobRecord) -> dict[str, str] | None:
+    """Output name -> dtype of the model that answered an online job, whose stored answer is
+    JSON (a batch job stores typed arrays); None when the model is gone meanwhile."""
+    if record.kind != "online":
+        return None
+    try:
+        model = services().models.get(record.instance, record.model_id)
+    except ModelNotFound:
+        return None
+    return {str(o["name"]): str(o["dtype"]) for o in model.outputs if o.get("dtype")}

@@ -316,7 +316,10 @@ def test_an_online_job_answered_later_gives_every_format(
     values = json.loads(fetch(client, job_id, "json"))["values"]
     as_json = np.float32([v[0] for v in values])
     npy = np.load(io.BytesIO(fetch(client, job_id, "npy")), allow_pickle=False)
-    np.testing.assert_array_equal(npy.astype(np.float32), as_json)
+    # In the model's dtype, as a batch job's: the JSON numbers read back exactly.
+    assert npy.dtype == np.float32
+    np.testing.assert_array_equal(npy, as_json)
+    np.testing.assert_allclose(npy, kf.expected_dense_softmax(x), rtol=1e-5, atol=1e-6)
     frame = pd.read_csv(io.BytesIO(fetch(client, job_id, "csv")))
     assert frame["prediction_classes"].tolist() == [v[1] for v in values]
     table = pq.read_table(io.BytesIO(fetch(client, job_id, "parquet")))

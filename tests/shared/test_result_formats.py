@@ -106,6 +106,23 @@ def test_json_chunks_are_parsed_back_for_the_typed_formats() -> None:
     ]
 
 
+def test_json_chunks_read_back_in_the_models_float_dtype_exactly() -> None:
+    rng = np.random.default_rng(7)
+    out = rng.random((50, 10), dtype=np.float32) / 3  # no short decimal spelling
+    stored = store([out], "online", ResultShape.WML_V3, ["d"])
+    (back,) = chunk_outputs(stored, ResultShape.WML_V3, ["d"], {"d": "float32"})
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, out)
+    a, b = np.array([[1], [2]], dtype=np.int64), np.array([[0.5], [0.25]], dtype=np.float16)
+    tensors = store([a, b], "online", ResultShape.TENSORS, ["a", "b"])
+    dtypes = {"a": "int64", "b": "float16"}
+    got = chunk_outputs(tensors, ResultShape.TENSORS, ["a", "b"], dtypes)
+    assert [x.dtype for x in got] == [np.dtype(np.int64), np.dtype(np.float16)]
+    # A dtype numpy has no name for (bfloat16) leaves the parsed float64.
+    (kept,) = chunk_outputs(stored, ResultShape.WML_V3, ["d"], {"d": "bfloat16"})
+    assert kept.dtype == np.float64
+
+
 def test_multi_dimensional_outputs_in_every_typed_format() -> None:
     rng = np.random.default_rng(1)
     seq = rng.random((7, 2, 3), dtype=np.float32)  # a class per time step
