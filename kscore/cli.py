@@ -227,6 +227,26 @@ def _batching_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
+def _wait_options(
+    wait_help: str, timeout_help: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--wait/--no-wait (default: wait) and --timeout SECONDS (default 600), helped by these."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--timeout",
+            type=click.FloatRange(min=1),
+            default=600.0,
+            show_default=True,
+            help=timeout_help,
+        )(command)
+        return click.option("--wait/--no-wait", default=True, show_default=True, help=wait_help)(
+            command
+        )
+
+    return decorate
+
+
 def _batching(max_batch_size: int | None, max_wait_ms: float | None) -> dict[str, Any] | None:
     """The ``batching`` object of a deployment's body; None when neither option is given."""
     batching: dict[str, Any] = {}
@@ -241,18 +261,9 @@ def _batching(max_batch_size: int | None, max_wait_ms: float | None) -> dict[str
 @click.argument("model_id")
 @click.argument("name")
 @click.option("--description", default=None, help="Free-text description.")
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait until the deployment is DEPLOY_SUCCESS or DEPLOY_FAILED.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait for the deployment to settle.",
+@_wait_options(
+    "Wait until the deployment is DEPLOY_SUCCESS or DEPLOY_FAILED.",
+    "Seconds to wait for the deployment to settle.",
 )
 @_batching_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the deployment's id.")
@@ -322,18 +333,8 @@ def deployments_get(ctx: click.Context, deployment_id: str) -> None:
 @click.option("--name", default=None, help="A new name.")
 @click.option("--description", default=None, help="A new description.")
 @_batching_options
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait until a move has loaded the new model.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait for a move to settle.",
+@_wait_options(
+    "Wait until a move has loaded the new model.", "Seconds to wait for a move to settle."
 )
 @click.pass_context
 def deployments_update(

@@ -329,22 +329,37 @@ class Deployments:
         (``details["warnings"]`` says e.g. that no worker consumes the deploy queue).
         Raises DeploymentFailedError if it failed, WaitTimeoutError after ``timeout`` seconds.
         """
+        details = self._poll(
+            deployment_id,
+            lambda d: d.get("status") != DeploymentStatus.DEPLOY_IN_PROGRESS,
+            timeout,
+            f"Deployment '{deployment_id}' was still DEPLOY_IN_PROGRESS after {timeout:g} s.",
+            on_waiting,
+        )
+        if details.get("status") != DeploymentStatus.DEPLOY_SUCCESS:
+            raise DeploymentFailedError(details)
+        return details
+
+    def _poll(
+        self,
+        deployment_id: str,
+        settled: Callable[[Record], bool],
+        timeout: float,
+        message: str,
+        on_waiting: WaitingCallback | None = None,
+    ) -> Record:
+        """The deployment's details once ``settled(details)``, polling with backoff;
+        ``on_waiting(details)`` after each poll that found it unsettled. Raises
+        WaitTimeoutError with ``message`` after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         delays = backoff()
         while True:
             details = self.get_details(deployment_id)
-            status = details.get("status")
-            if status == DeploymentStatus.DEPLOY_SUCCESS:
+            if settled(details):
                 return details
-            if status != DeploymentStatus.DEPLOY_IN_PROGRESS:
-                raise DeploymentFailedError(details)
             if on_waiting is not None:
                 on_waiting(details)
-            _sleep_or_give_up(
-                next(delays),
-                deadline,
-                f"Deployment '{deployment_id}' was still DEPLOY_IN_PROGRESS after {timeout:g} s.",
-            )
+            _sleep_or_give_up(next(delays), deadline, message)
 
     def update(
         self,
@@ -382,21 +397,16 @@ class Deployments:
         details = _json(self._client.send_json("PATCH", url, body))
         if not wait or not details.get("pending_model"):
             return details
-        deadline = time.monotonic() + timeout
-        delays = backoff()
-        while True:
-            _sleep_or_give_up(
-                next(delays),
-                deadline,
-                f"Deployment '{deployment_id}' was still loading model '{model_id}' after "
-                f"{timeout:g} s.",
-            )
-            details = self.get_details(deployment_id)
-            if details.get("pending_model"):
-                continue
-            if details.get("pending_error"):
-                raise DeploymentMoveFailedError(details)
-            return details
+        details = self._poll(
+            deployment_id,
+            lambda d: not d.get("pending_model"),
+            timeout,
+            f"Deployment '{deployment_id}' was still loading model '{model_id}' after "
+            f"{timeout:g} s.",
+        )
+        if details.get("pending_error"):
+            raise DeploymentMoveFailedError(details)
+        return details
 
     def get_details(self, deployment_id: str) -> Record:
         """One deployment's details."""
