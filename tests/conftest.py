@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +24,7 @@ from shared.instance_store import InstanceStore, NewInstance
 from shared.keys import Keys
 from shared.queueing import ALL_QUEUES, make_celery
 from shared.settings import Settings
+from tests.helpers import Receiver
 from workers.tasks import register_tasks
 
 
@@ -144,3 +148,32 @@ def worker(base_settings: Settings) -> Iterator[Celery]:
 def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where session-scoped model files are built."""
     return tmp_path_factory.mktemp("model-files")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An HTTP server on loopback recording the POSTs it gets (a job callback's receiver)."""
+    state = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            status = 500 if len(state.requests) <= state.failures else 204
+            state.answered.append(status)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.timeout = 1
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/kscore"
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

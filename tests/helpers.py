@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,13 @@ def deployed(client: FlaskClient, path: Path, name: str = "model") -> dict[str, 
     final = deploy(client, store_model(client, path, name)["id"])
     assert final["status"] == "DEPLOY_SUCCESS", final
     return final
+
+
+@dataclass
+class Receiver:
+    """What the receiver was sent; it answers 500 to the first ``failures`` requests."""
+
+    url: str
+    failures: int = 0
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)

@@ -3,48 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from flask import Flask
 
 import kscore.cli
 from kscore import Client, ConflictError, NotFoundError, UnauthorizedError, UnprocessableError
 from shared.instance_store import NewInstance
 from tests import keras_files as kf
+from tests.kscore.conftest import Cli
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def api_client(app: Flask, instance: NewInstance) -> Iterator[Client]:
-    with Client(
-        "http://kscore.test",
-        api_key=instance.key.api_key,
-        transport=httpx.WSGITransport(app=app),
-    ) as client:
-        yield client
-
-
-class Cli:
-    """The ``kscore`` command with its clients wired to the in-process API."""
-
-    def __init__(self, app: Flask, api_key: str) -> None:
-        self.context = kscore.cli.CliContext(
-            transport=httpx.WSGITransport(app=app), api_key=api_key
-        )
-
-    def invoke(self, args: list[str]) -> Result:
-        return CliRunner().invoke(kscore.cli.cli, args, obj=self.context)
-
-
-@pytest.fixture
-def cli(app: Flask, instance: NewInstance) -> Cli:
-    return Cli(app, instance.key.api_key)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import pytest
 
 from kscore import Client, DeploymentMoveFailedError, UnprocessableError
 from tests import keras_files as kf
-from tests.helpers import wait_for
-from tests.kscore.test_client_e2e import Cli, api_client, cli  # noqa: F401 (fixtures)
-from tests.workers.test_callbacks import Receiver, receiver  # noqa: F401 (fixture)
+from tests.helpers import Receiver, wait_for
+from tests.kscore.conftest import Cli
 from workers.model_cache import ModelCache
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -30,7 +29,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def models(api_client: Client, files: dict[str, Path]) -> dict[str, dict[str, Any]]:  # noqa: F811
+def models(api_client: Client, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return {name: api_client.repository.store_model(path, name) for name, path in files.items()}
 
 
@@ -39,7 +38,7 @@ def first_column(result: dict[str, Any]) -> list[float]:
 
 
 def test_the_client_sets_batching_and_moves_a_deployment_to_another_model(
-    api_client: Client,  # noqa: F811
+    api_client: Client,
     models: dict[str, dict[str, Any]],
 ) -> None:
     a, b = models["a"], models["b"]
@@ -65,7 +64,7 @@ def test_the_client_sets_batching_and_moves_a_deployment_to_another_model(
 
 
 def test_a_move_whose_model_does_not_load_raises_and_the_current_model_keeps_serving(
-    api_client: Client,  # noqa: F811
+    api_client: Client,
     models: dict[str, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -93,7 +92,7 @@ def test_a_move_whose_model_does_not_load_raises_and_the_current_model_keeps_ser
 
 
 def test_a_job_submitted_again_with_its_idempotency_key_is_the_first_job(
-    api_client: Client,  # noqa: F811
+    api_client: Client,
     models: dict[str, dict[str, Any]],
 ) -> None:
     deployment = api_client.deployments.create(models["a"]["id"], "d")["id"]
@@ -128,9 +127,9 @@ def test_a_job_submitted_again_with_its_idempotency_key_is_the_first_job(
 
 
 def test_a_job_with_a_callback_url_posts_its_document_there_when_it_ends(
-    api_client: Client,  # noqa: F811
+    api_client: Client,
     models: dict[str, dict[str, Any]],
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     deployment = api_client.deployments.create(models["a"]["id"], "d")["id"]
     as_npy = api_client.jobs.submit(deployment, ROWS, callback_url=receiver.url)
@@ -146,8 +145,8 @@ def test_a_job_with_a_callback_url_posts_its_document_there_when_it_ends(
 
 
 def test_the_cli_updates_a_deployment_and_submits_a_job_once_per_key(
-    cli: Cli,  # noqa: F811
-    api_client: Client,  # noqa: F811
+    cli: Cli,
+    api_client: Client,
     models: dict[str, dict[str, Any]],
     tmp_path: Path,
 ) -> None:

@@ -4,38 +4,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from flask import Flask
 
 import kscore.datasets
 from kscore import Client, KscoreError, UnprocessableError
-from shared.instance_store import NewInstance
 from tests import keras_files as kf
-from tests.kscore.test_client_e2e import Cli
+from tests.kscore.conftest import Cli
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def api_client(app: Flask, instance: NewInstance) -> Iterator[Client]:
-    with Client(
-        "http://kscore.test",
-        api_key=instance.key.api_key,
-        transport=httpx.WSGITransport(app=app),
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def cli(app: Flask, instance: NewInstance) -> Cli:
-    return Cli(app, instance.key.api_key)
 
 
 @pytest.fixture(scope="module")

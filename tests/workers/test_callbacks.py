@@ -6,11 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,48 +19,10 @@ from flask.testing import FlaskClient
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.conftest import instance_store
-from tests.helpers import deployed, wait_for
+from tests.helpers import Receiver, deployed, wait_for
 from workers.reconciler import Reconciler
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@dataclass
-class Receiver:
-    """What the receiver was sent; it answers 500 to the first ``failures`` requests."""
-
-    url: str
-    failures: int = 0
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    answered: list[int] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            status = 500 if len(state.requests) <= state.failures else 204
-            state.answered.append(status)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.timeout = 1
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/kscore"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
