@@ -178,6 +178,11 @@ class Keys:
         """The name of the worker that runs the reconciler now, with a TTL."""
         return f"{self.prefix}:reconciler"
 
+    def reconciler_server(self) -> str:
+        """Hash of the Redis server the reconciler last saw (``run_id``, ``epoch``,
+        ``seen_at``): how it tells a restart or a failover; see ``Reconciler.server_epoch``."""
+        return f"{self.prefix}:reconciler:server"
+
     # metrics and liveness
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"

@@ -7,7 +7,8 @@ pick it up, and the job would stay ``running`` for good. One worker at a time (e
 a lease in Redis, renewed every pass) compares the records with the messages that exist:
 
 - every chunk of an active job that is not scored yet must be in a queue or held unacknowledged
-  by a worker (Celery's ``acks_late``: a chunk being scored is in Kombu's ``unacked`` hash);
+  by a worker (Celery's ``acks_late``: a chunk being scored is in Kombu's ``unacked`` hash),
+  taken over a connection that still exists (see :meth:`Reconciler.server_epoch`);
 - every DEPLOY_IN_PROGRESS deployment must have its deploy task in a queue or held;
 - every online request (a job with ``transport`` "stream") must have its entry on the online
   stream (waiting, or pending with a consumer; ``shared.online_queue``). Its rows live only
@@ -122,13 +123,58 @@ class Reconciler:
         lease_ms = int(3 * self._settings.reconcile_interval_s * 1000)
         return bool(self._lead(keys=[self._keys.reconciler_lease()], args=[self._name, lease_ms]))
 
+    def server_epoch(self) -> float:
+        """The time (UNIX seconds) before which no connection to this Redis server survives.
+
+        Every client connection ends when redis-server restarts or when a replica is promoted in
+        its master's place, so a message a worker took before then is in Kombu's ``unacked``
+        hash with nobody to run or acknowledge it (Kombu puts such messages back only after the
+        visibility timeout, an hour by default). The server is told apart by ``INFO server``'s
+        ``run_id``, new at every start, and recorded in ``{p}:reconciler:server`` (kept in the
+        append-only file and replicated, so a restart or a promotion shows as a new run_id):
+
+        - the first run_id ever seen, or a restart (the server started after the last pass
+          that saw the old one): the server's start time (``now - uptime_in_seconds``);
+        - a promotion (the new master was up before that pass, as a replica): the time the
+          change is seen. A message taken from the new master between its promotion and this
+          pass counts as lost too and is sent once more; exactly-once completion makes that
+          harmless.
+
+        Raises redis.RedisError if Redis fails (the pass starts over).
+        """
+        info = cast(dict[str, Any], self._r.info("server"))
+        run_id = str(info["run_id"])
+        now = time.time()
+        started = now - float(info["uptime_in_seconds"])
+        key = self._keys.reconciler_server()
+        seen = {
+            k.decode(): v.decode()
+            for k, v in cast(dict[bytes, bytes], self._r.hgetall(key)).items()
+        }
+        if seen.get("run_id") == run_id:
+            epoch = float(seen["epoch"])
+        elif not seen or started > float(seen["seen_at"]):
+            epoch = started
+        else:
+            epoch = now
+        if seen and seen.get("run_id") != run_id:
+            log.warning(
+                "reconcile redis restarted or failed over run_id=%s unacked_before=%.3f "
+                "(messages taken before then count as lost)",
+                run_id,
+                epoch,
+            )
+        self._r.hset(key, mapping={"run_id": run_id, "epoch": epoch, "seen_at": now})
+        return epoch
+
     def in_flight(self) -> set[Task]:
         """Every task waiting in kscore's queues or held unacknowledged by a worker.
 
-        An unacknowledged message older than the visibility timeout does not count: its worker
-        lost it (seen after a Redis restart: the worker reconnected and never ran the message
-        it had taken, and Kombu did not put it back), so it is sent again; if Kombu restores it
-        too, the duplicate is dropped at claim time.
+        An unacknowledged message does not count when it is older than the visibility timeout
+        (its worker lost it: a host that vanished) or than :meth:`server_epoch` (it was taken
+        over a connection that a Redis restart or failover ended: the worker reconnected and
+        never ran it, and Kombu could not put it back on a dead connection). It is sent again;
+        when Kombu restores the old one too, that duplicate is dropped at claim time.
         """
         found: set[Task] = set()
         for queue in ALL_QUEUES:
@@ -136,7 +182,7 @@ class Reconciler:
                 task = task_of(raw)
                 if task is not None:
                     found.add(task)
-        fresh_since = time.time() - self._settings.visibility_timeout_s
+        fresh_since = max(time.time() - self._settings.visibility_timeout_s, self.server_epoch())
         tags = cast(
             list[bytes],
             self._r.zrangebyscore(self._prefix + "unacked_index", fresh_since, "+inf"),

@@ -8,6 +8,7 @@ messages never reach the queue (what a Redis crash between the two writes leaves
 from __future__ import annotations
 
 import io
+import json
 import signal
 import time
 import uuid
@@ -23,7 +24,7 @@ from api.services import Services
 from kscore.localredis import LocalRedis, free_port
 from shared.keys import Keys
 from shared.online_queue import encode_rows, stream_entry
-from shared.queueing import QUEUE_BATCH, SCORE_CHUNK, make_celery
+from shared.queueing import QUEUE_BATCH, SCORE_CHUNK, celery_key_prefix, make_celery
 from shared.scoring import FIELDS, ResultShape, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
@@ -105,6 +106,43 @@ def test_task_of_reads_the_messages_celery_stores(settings: Settings) -> None:
     assert task_of(b"not json") is None
 
 
+def test_a_message_held_over_a_connection_older_than_the_server_is_not_in_flight(
+    settings: Settings,
+) -> None:
+    parked = settings.replace(key_prefix=f"parked-{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(parked.redis_url)
+    app = make_celery(parked)
+    reconciler = Reconciler(parked, client, app, "test")
+    started = time.time() - float(client.info("server")["uptime_in_seconds"])
+    epoch = reconciler.server_epoch()  # the first look: the server's start
+    assert abs(epoch - started) < 2.0
+    assert reconciler.server_epoch() == epoch  # the same server: the same epoch
+
+    prefix = celery_key_prefix(parked)
+    for chunk, taken_at in ((1, epoch - 5.0), (2, time.time())):
+        app.send_task(SCORE_CHUNK, args=["inst", "job", chunk], queue=QUEUE_BATCH)
+        raw = client.rpop(prefix + QUEUE_BATCH)
+        # Where Kombu keeps a message a worker took (its Redis transport's QoS.append).
+        tag = f"tag-{chunk}"
+        client.hset(prefix + "unacked", tag, json.dumps([json.loads(raw), "", QUEUE_BATCH]))
+        client.zadd(prefix + "unacked_index", {tag: taken_at})
+    flying = reconciler.in_flight()
+    assert (SCORE_CHUNK, ("inst", "job", 2)) in flying
+    assert (SCORE_CHUNK, ("inst", "job", 1)) not in flying  # its connection died with the server
+
+    record = Keys(parked.key_prefix).reconciler_server()
+    # A restart: the last pass saw another run_id before this server started.
+    client.hset(record, mapping={"run_id": "old", "epoch": 0, "seen_at": started - 10})
+    assert abs(reconciler.server_epoch() - started) < 2.0
+    # A promotion: the new master was up (a replica) when the old one was last seen.
+    before = time.time()
+    client.hset(record, mapping={"run_id": "old", "epoch": 0, "seen_at": before})
+    promoted = reconciler.server_epoch()
+    assert before <= promoted <= time.time()
+    assert reconciler.server_epoch() == promoted
+    client.close()
+
+
 @pytest.mark.usefixtures("worker")
 def test_lost_chunks_and_a_lost_deploy_are_sent_again_on_the_second_pass(
     settings: Settings, redis_client: redis.Redis, worker: Celery, tmp_path: Path
@@ -159,25 +197,27 @@ def test_every_accepted_job_ends_after_redis_is_killed_and_restarted(tmp_path: P
         data_dir=tmp_path / "data",
         chunk_rows=100,
         reconcile_interval_s=1.0,
-        visibility_timeout_s=30.0,
+        # The workers keep the default visibility timeout (an hour): recovery here cannot
+        # come from Kombu redelivering what a dead connection held.
     )
     instance = "crash-test"
     client = redis.Redis.from_url(server.url)
     services = Services.build(settings, client)
     workers = Workers(settings, tmp_path / "logs")
+    jobs: list[str] = []
     try:
         # Two workers, as a real installation runs: a worker whose consumer did not come back
         # after the restart (seen, rarely) must not hold the test up; the reconciler's re-sends
         # reach the other one.
         for _ in range(2):
-            workers.start(concurrency=1, KSCORE_RECONCILE_INTERVAL="1s")
+            workers.start(concurrency=1)
         deployment_id = deployed(services, instance, stored_dense(services, instance, tmp_path))
         rng = np.random.default_rng(5)
         inputs = [rng.normal(size=(1_500, 4)).astype(np.float32) for _ in range(30)]
-        jobs = [
+        jobs.extend(
             services.submit_job(instance, deployment_id, {"values": x.tolist()}, kind="batch").id
             for x in inputs
-        ]
+        )
         wait_for(
             lambda: sum(services.jobs.get(instance, j).rows_done > 0 for j in jobs) >= 2,
             60,
@@ -208,6 +248,7 @@ def test_every_accepted_job_ends_after_redis_is_killed_and_restarted(tmp_path: P
         )
     except BaseException:
         print(workers.logs())
+        print(workers.unfinished_report(services, instance, jobs))
         raise
     finally:
         workers.stop()
