@@ -28,6 +28,7 @@ from shared.lua import source
 from shared.metrics import latency_bucket
 from shared.results import json_fragment
 from shared.scoring import ResultShape
+from shared.script_pipeline import ScriptPipeline
 from shared.status import ClaimOutcome, CompleteOutcome, FinishOutcome, JobStatus
 from shared.timeutil import now
 
@@ -459,11 +460,10 @@ class JobStore:
         self, chunks: list[tuple[str, str, int]], max_attempts: int
     ) -> list[ClaimOutcome]:
         """:meth:`claim_chunk` for each ``(instance, job_id, chunk)``, in one round trip."""
-        with self._r.pipeline(transaction=False) as pipe:
-            for instance, job_id, chunk in chunks:
-                self._claim(*self._claim_call(instance, job_id, chunk, max_attempts), client=pipe)
-            results = pipe.execute()
-        return [ClaimOutcome(_text(result)) for result, _ in results]
+        batch = ScriptPipeline(self._r)
+        for instance, job_id, chunk in chunks:
+            batch.script(self._claim, *self._claim_call(instance, job_id, chunk, max_attempts))
+        return [ClaimOutcome(_text(result)) for result, _ in batch.execute()]
 
     def settle_online(
         self,
@@ -477,24 +477,22 @@ class JobStore:
         then ``entry_ids`` acknowledged and deleted. Raises redis.RedisError (the entries stay
         pending, and are reclaimed: outcomes count once)."""
         stream = self._keys.online_stream()
-        with self._r.pipeline(transaction=False) as pipe:
-            for instance, job_id, rows, payload in completed:
-                self._complete(
-                    *self._complete_call(instance, job_id, 0, rows, payload), client=pipe
-                )
-            for instance, job_id, error in failed:
-                self._finish(
-                    *self._finish_call(instance, job_id, JobStatus.FAILED, error), client=pipe
-                )
-            if entry_ids:
-                pipe.xack(stream, ONLINE_GROUP, *entry_ids)
-                pipe.xdel(stream, *entry_ids)
-            if completed or failed:
-                pipe.hincrby(self._keys.metrics(), "online_batches", 1)
-                pipe.hincrby(
-                    self._keys.metrics(), "online_batched_requests", len(completed) + len(failed)
-                )
-            pipe.execute()
+        metrics = self._keys.metrics()
+        batch = ScriptPipeline(self._r)
+        for instance, job_id, rows, payload in completed:
+            batch.script(self._complete, *self._complete_call(instance, job_id, 0, rows, payload))
+        for instance, job_id, error in failed:
+            batch.script(
+                self._finish, *self._finish_call(instance, job_id, JobStatus.FAILED, error)
+            )
+        if entry_ids:
+            batch.command(lambda pipe: pipe.xack(stream, ONLINE_GROUP, *entry_ids))
+            batch.command(lambda pipe: pipe.xdel(stream, *entry_ids))
+        settled = len(completed) + len(failed)
+        if settled:
+            batch.command(lambda pipe: pipe.hincrby(metrics, "online_batches", 1))
+            batch.command(lambda pipe: pipe.hincrby(metrics, "online_batched_requests", settled))
+        batch.execute()
 
     def complete_chunk(
         self, instance: str, job_id: str, chunk: int, rows: int, payload: bytes
