@@ -117,6 +117,7 @@ class Reconciler:
         self._prefix = celery_key_prefix(settings)
         self._lead = client.register_script(_LEAD)
         self._suspects: set[Task] = set()
+        self._warned_info = False
 
     def lead(self) -> bool:
         """Take or keep the lease (three intervals long); True while this worker holds it."""
@@ -140,9 +141,16 @@ class Reconciler:
           pass counts as lost too and is sent once more; exactly-once completion makes that
           harmless.
 
-        Raises redis.RedisError if Redis fails (the pass starts over).
+        0.0 (the visibility timeout alone decides) where ``INFO`` is refused, as some managed
+        Redis services allow. Raises redis.RedisError if Redis fails (the pass starts over).
         """
-        info = cast(dict[str, Any], self._r.info("server"))
+        try:
+            info = cast(dict[str, Any], self._r.info("server"))
+        except redis.ResponseError as exc:
+            if not self._warned_info:
+                log.warning("reconcile cannot read INFO server error=%s", exc)
+                self._warned_info = True
+            return 0.0
         run_id = str(info["run_id"])
         now = time.time()
         started = now - float(info["uptime_in_seconds"])
