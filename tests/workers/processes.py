@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from api.services import Services
 from kscore.devstack import Supervisor
+from shared.keys import Keys
 from shared.queueing import ALL_QUEUES, SCORE_CHUNK, celery_key_prefix
 from shared.settings import Settings
 from tests import keras_files as kf
@@ -109,7 +110,11 @@ def _pending_report(
         task = task_of(json.dumps(json.loads(raw)[0]).encode())
         if task is not None:
             unacked[task] = scores.get(tag, 0.0)
-    lines = [f"queued messages {len(queued)}, unacked {len(unacked)}, now {time.time():.1f}"]
+    server = client.hgetall(Keys(settings.key_prefix).reconciler_server())
+    lines = [
+        f"queued messages {len(queued)}, unacked {len(unacked)}, now {time.time():.1f}, "
+        f"reconciler's server record {server}"
+    ]
     for job_id in jobs:
         record = services.jobs.get(instance, job_id)
         if record.finished:
