@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from flask import current_app, request
 
 from api.auth import current_instance
 from api.services import IdempotentRequest, Services
+from shared.dataset_store import DatasetRecord
 from shared.errors import PayloadTooLarge
 
 
@@ -59,6 +61,16 @@ def note_body(body: bytes) -> None:
     sent: the body itself is not kept, so it is freed as soon as it is parsed)."""
     if IDEMPOTENCY_KEY in request.headers:
         request.environ[_BODY_SHA256] = hashlib.sha256(body).hexdigest()
+
+
+def note_dataset_body(options: dict[str, Any], dataset: DatasetRecord) -> None:
+    """For a job scoring a dataset, when an Idempotency-Key is sent: the fingerprint's body is
+    the job's options with the dataset's rows (their SHA-256) in place of its id, so a retry
+    that uploaded the same rows again, as a new dataset, is the same request."""
+    if IDEMPOTENCY_KEY in request.headers:
+        rows = f"rows:{dataset.rows_sha256}" if dataset.rows_sha256 else f"id:{dataset.id}"
+        doc = json.dumps({**options, "dataset_id": rows}, sort_keys=True, default=str)
+        request.environ[_BODY_SHA256] = hashlib.sha256(doc.encode()).hexdigest()
 
 
 def idempotent_request(key: str | None, *ignored_query: str) -> IdempotentRequest | None:

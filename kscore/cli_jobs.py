@@ -90,7 +90,8 @@ def jobs() -> None:
     "--idempotency-key",
     default=None,
     help="Send this Idempotency-Key: running the same command again answers the job the first "
-    "run created instead of a second job (an --input file is uploaded again, and refused).",
+    "run created instead of a second job (an --input file is uploaded again, and that second "
+    "upload deleted).",
 )
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job's id (no progress bar).")
@@ -119,10 +120,13 @@ def jobs_submit(
         fail("Give the rows once: FILE, --input FILE or --dataset ID.")
     client = client_of(ctx)
     once = {"callback_url": callback_url, "idempotency_key": idempotency_key}
-    if input_file is not None:
-        dataset_id = str(upload_for_job(client, input_file, deployment_id)["id"])
-    if dataset_id is not None:
-        job = client.jobs.submit_dataset(deployment_id, dataset_id, retention_days, **once)
+    if dataset_id is not None or input_file is not None:
+        uploaded = input_file is not None
+        if input_file is not None:
+            dataset_id = str(upload_for_job(client, input_file, deployment_id)["id"])
+        job = client.jobs.submit_dataset(
+            deployment_id, str(dataset_id), retention_days, uploaded=uploaded, **once
+        )
     elif file is not None and file.suffix.lower() in {".npy", ".npz"}:
         suffix = file.suffix.lower()
         params = {"retention_days": retention_days} if retention_days is not None else None

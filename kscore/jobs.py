@@ -6,6 +6,7 @@ server's formats. Errors are the client's (:mod:`kscore.errors`), as in :mod:`ks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from kscore.client import (
     _sleep_or_give_up,
     backoff,
 )
-from kscore.errors import JobFailedError
+from kscore.errors import ApiError, JobFailedError, KscoreError
 from kscore.payloads import job_payload, npy_bytes, npy_bytes_kind
 from kscore.result_files import check_format, format_for_path
 from kscore.result_files import decode as decode_result
@@ -56,9 +57,9 @@ class Jobs:
         server's KSCORE_WEBHOOK_ALLOW allows it (else UnprocessableError
         ``callback_not_allowed``). With ``idempotency_key`` (the IETF Idempotency-Key header)
         a retried call answers the job the first one created (within the server's
-        KSCORE_IDEMPOTENCY_WINDOW, 24 h by default); the key
-        covers the job request only, so a retry of a call that uploaded a dataset uploads it
-        again and is refused as another body (UnprocessableError ``idempotency_key_reused``).
+        KSCORE_IDEMPOTENCY_WINDOW, 24 h by default); for rows uploaded as a dataset the key
+        covers the rows, so a retry uploads them again, is answered the first call's job, and
+        deletes its own upload.
         Raises KscoreError for rows of no known shape, before anything is sent.
         """
         from kscore.datasets import AUTO_DATASET_BYTES, is_dataframe
@@ -70,7 +71,9 @@ class Jobs:
             dataset = self._client.datasets.upload(  # kept an hour, and as long as its job
                 values_or_payload, deployment_id=deployment_id, retention_days=1 / 24
             )
-            return self.submit_dataset(deployment_id, str(dataset["id"]), retention_days, **once)
+            return self.submit_dataset(
+                deployment_id, str(dataset["id"]), retention_days, uploaded=True, **once
+            )
         npy = npy_bytes(values_or_payload)
         if npy is not None:
             params = {"retention_days": retention_days} if retention_days is not None else None
@@ -92,10 +95,14 @@ class Jobs:
         *,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        uploaded: bool = False,
     ) -> Record:
         """Queue a batch job scoring an uploaded dataset; the job record.
 
-        ``callback_url`` and ``idempotency_key`` as for :meth:`submit`. Raises NotFoundError
+        ``callback_url`` and ``idempotency_key`` as for :meth:`submit`. ``uploaded``: the
+        dataset was uploaded for this call alone, so it is deleted when the job is refused, or
+        when the key answers a job of another dataset (a retry's second upload of the same
+        rows). Raises NotFoundError
         for an unknown dataset, UnprocessableError (422 ``dataset_mismatch``) when its inputs
         do not fit the deployment's.
         """
@@ -105,7 +112,22 @@ class Jobs:
             body["retention_days"] = retention_days
         if callback_url is not None:
             body["callback_url"] = callback_url
-        return _json(self._client.send_json("POST", url, body, headers=_key(idempotency_key)))
+        try:
+            job = _json(self._client.send_json("POST", url, body, headers=_key(idempotency_key)))
+        except ApiError:
+            # Refused: nothing reads the upload. (Not after a TransportError: the job may
+            # exist, and a job's dataset cannot be deleted anyway: 409 dataset_in_use.)
+            if uploaded:
+                self._drop_upload(dataset_id)
+            raise
+        if uploaded and job.get("dataset_id") not in (None, dataset_id):
+            self._drop_upload(dataset_id)
+        return job
+
+    def _drop_upload(self, dataset_id: str) -> None:
+        # Tidying only: a dataset left behind expires with its retention.
+        with contextlib.suppress(KscoreError):
+            self._client.datasets.delete(dataset_id)
 
     def submit_file(
         self,

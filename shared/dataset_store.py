@@ -67,6 +67,9 @@ class DatasetRecord:
     validated_for: str | None
     # Its own retention's end: ``expires_at`` is later while jobs hold it.
     retained_until: float | None = None
+    # SHA-256 of the stored rows (Chunker.rows_sha256): two uploads of the same rows agree,
+    # whatever their file format (None for a dataset stored before it was recorded).
+    rows_sha256: str | None = None
 
     @property
     def layout(self) -> DatasetLayout:
@@ -139,6 +142,7 @@ class DatasetStore:
                 expires_at=expires,
                 validated_for=validated_for,
                 retained_until=expires,
+                rows_sha256=chunker.rows_sha256.hexdigest(),
             )
             with self._r.pipeline(transaction=True) as pipe:
                 pipe.set(

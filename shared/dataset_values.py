@@ -7,7 +7,9 @@ a column is named by the file's header where it had one, else by its 0-based pos
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -264,6 +266,9 @@ class Chunker:
         self._shapes: list[tuple[int, ...]] | None = None
         self._dtypes: list[np.dtype[Any]] = []
         self.result = IngestResult()
+        # Of the rows as stored (dtype, shape and values of each chunk's arrays, in order), not
+        # of their encoding: the npz of a chunk holds the time it was written.
+        self.rows_sha256 = hashlib.sha256()
 
     def add(self, batch: list[np.ndarray]) -> None:
         """Take one batch (one array per input, equal rows); raises DatasetInvalid for rows
@@ -349,6 +354,12 @@ class Chunker:
                 a.dtype if i >= len(self._dtypes) else np.result_type(self._dtypes[i], a.dtype)
                 for i, a in enumerate(arrays)
             ]
+        for array in arrays:
+            self.rows_sha256.update(f"{array.dtype.str}{array.shape}".encode())
+            if array.dtype == object:
+                self.rows_sha256.update(json.dumps(array.tolist()).encode())
+            else:
+                self.rows_sha256.update(np.ascontiguousarray(array).data)
         data = encode_chunk_view(arrays)
         self._write(self.result.chunks, data)
         self.result.chunks += 1

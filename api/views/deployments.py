@@ -13,6 +13,7 @@ from api.context import (
     gc_paused,
     idempotent_request,
     instance,
+    note_dataset_body,
     page,
     services,
     url,
@@ -288,7 +289,9 @@ def submit_job(
     Poll the job (Location), then fetch its `result_url` (in WML v4's shape for rows sent as
     `input_data`). `{"dataset_id"}` scores an uploaded dataset instead of rows in the body. `retention_days` comes in the JSON body, or in the query with a .npy/.npz
     body, as does `callback_url` (the job's document is POSTed there, signed, when it ends).
-    With an `Idempotency-Key`, a repeat answers the job the first request created.
+    With an `Idempotency-Key`, a repeat answers the job the first request created; for
+    `{"dataset_id"}` the key covers the dataset's rows, not its id, so a retry that uploaded
+    the same rows again as a new dataset is the same request.
     ---
     Returns the queued job and its Location. Raises DeploymentNotFound (404),
     DeploymentNotReady or IdempotencyKeyInUse (409), PayloadTooLarge (413),
@@ -315,12 +318,18 @@ def submit_job(
         )
         dataset_id = options.pop("dataset_id", None)
         if dataset_id is not None:
+            dataset_id = dataset_rows(options, dataset_id)
+            if headers["idempotency_key"] is not None:
+                note_dataset_body(
+                    {**options, "retention_days": retention_days, "callback_url": callback_url},
+                    svc.datasets.get(instance(), dataset_id),
+                )
             submit = partial(
                 submit_dataset_job,
                 svc,
                 instance(),
                 deployment_id,
-                dataset_rows(options, dataset_id),
+                dataset_id,
                 retention_s=retention_s,
                 callback_url=callback_url,
                 base_url=base_url(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import uuid
 from pathlib import Path
@@ -151,6 +152,43 @@ def test_same_key_with_another_body_is_422(client: FlaskClient, deployment: dict
     # The same rows under another query (another retention) are another request too.
     again = client.post(url + "?retention_days=2", json={"values": rows(2)}, headers=key)
     assert again.status_code == 422
+
+
+def test_a_dataset_job_key_covers_the_rows_not_the_dataset_id(
+    client: FlaskClient, deployment: dict[str, Any]
+) -> None:
+    def upload(values: list[list[float]], fmt: str) -> str:
+        if fmt == "npy":
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(values, dtype=np.float32))
+            body, mimetype = buf.getvalue(), "application/x-npy"
+        else:
+            body = "".join(",".join(repr(v) for v in row) + "\n" for row in values).encode()
+            mimetype = "text/csv"
+        answer = client.post(
+            f"/api/v1/datasets?deployment_id={deployment['id']}&header=false",
+            data=body,
+            content_type=mimetype,
+        )
+        assert answer.status_code == 201, answer.get_json()
+        return str(answer.get_json()["id"])
+
+    url = f"/api/v1/deployments/{deployment['id']}/jobs"
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = client.post(url, json={"dataset_id": upload(rows(5), "npy")}, headers=key)
+    assert first.status_code == 202
+    # The same rows uploaded again, as another file format: the same request.
+    for fmt in ("npy", "csv"):
+        again = client.post(url, json={"dataset_id": upload(rows(5), fmt)}, headers=key)
+        assert again.status_code == 202, (fmt, again.get_json())
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.get_json()["id"] == first.get_json()["id"]
+    other = client.post(url, json={"dataset_id": upload(rows(5, seed=3), "npy")}, headers=key)
+    assert other.status_code == 422
+    assert other.get_json()["error"]["code"] == "idempotency_key_reused"
+    missing = client.post(url, json={"dataset_id": "no-such-dataset"}, headers=key)
+    assert missing.status_code == 404  # refused before the key is looked at
+    assert finished_job(client, first.get_json()["id"])["status"] == "completed"
 
 
 def test_replay_after_completion_answers_the_finished_job(

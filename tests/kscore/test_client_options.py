@@ -97,13 +97,14 @@ def test_a_job_submitted_again_with_its_idempotency_key_is_the_first_job(
 ) -> None:
     deployment = api_client.deployments.create(models["a"]["id"], "d")["id"]
     dataset = api_client.datasets.upload(ROWS, deployment_id=deployment)
+    fewer = api_client.datasets.upload(ROWS[:2], deployment_id=deployment)
     submits = {
         "json": lambda rows, key: api_client.jobs.submit(
             deployment, rows.tolist(), idempotency_key=key
         ),
         "npy": lambda rows, key: api_client.jobs.submit(deployment, rows, idempotency_key=key),
         "dataset": lambda rows, key: api_client.jobs.submit_dataset(
-            deployment, dataset["id"] if len(rows) == len(ROWS) else "other", idempotency_key=key
+            deployment, (dataset if len(rows) == len(ROWS) else fewer)["id"], idempotency_key=key
         ),
     }
     first_ids = []
@@ -171,3 +172,45 @@ def test_the_cli_updates_a_deployment_and_submits_a_job_once_per_key(
     ids = [cli.invoke(submit).output.strip() for _ in range(2)]
     assert ids[0] and ids[0] == ids[1]
     assert [j["id"] for j in api_client.jobs.list(deployment)] == [ids[0]]
+
+
+def test_a_retry_that_uploads_the_same_rows_again_is_the_first_job_and_drops_its_upload(
+    cli: Cli,
+    api_client: Client,
+    models: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    deployment = api_client.deployments.create(models["a"]["id"], "d")["id"]
+    rows = tmp_path / "rows.npy"
+    np.save(rows, ROWS)
+    submit = ["jobs", "submit", deployment, "--input", str(rows), "--idempotency-key", "n-1"]
+    ids = [cli.invoke([*submit, "-q"]).output.strip().splitlines()[-1] for _ in range(2)]
+    assert ids[0] and ids[0] == ids[1]
+    job = api_client.jobs.get(ids[0])
+    # The second run's upload of the same rows is gone; the first job's dataset stays.
+    assert [d["id"] for d in api_client.datasets.list()] == [job["dataset_id"]]
+    other = tmp_path / "other.npy"
+    np.save(other, ROWS[:2])
+    refused = cli.invoke(
+        ["jobs", "submit", deployment, "--input", str(other), "--idempotency-key", "n-1"]
+    )
+    assert refused.exit_code == 1 and "idempotency_key_reused" in refused.output
+    # A refused submission deletes the upload it made.
+    assert [d["id"] for d in api_client.datasets.list()] == [job["dataset_id"]]
+
+    # The client: a DataFrame goes as a dataset; a retry with its key answers the first job.
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(ROWS, columns=["a", "b", "c", "d"])
+    first = api_client.jobs.submit(deployment, frame, idempotency_key="frame-1")
+    again = api_client.jobs.submit(deployment, frame, idempotency_key="frame-1")
+    assert again["id"] == first["id"] and again["dataset_id"] == first["dataset_id"]
+    kept = {d["id"] for d in api_client.datasets.list()}
+    assert kept == {job["dataset_id"], first["dataset_id"]}
+    for job_id in (ids[0], first["id"]):
+        assert api_client.jobs.wait(job_id, timeout=60)["status"] == "completed"
+        np.testing.assert_allclose(
+            first_column(api_client.jobs.result(job_id)),
+            kf.expected_dense_softmax(ROWS),
+            rtol=1e-5,
+            atol=1e-6,
+        )
