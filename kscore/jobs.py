@@ -102,9 +102,8 @@ class Jobs:
         ``callback_url`` and ``idempotency_key`` as for :meth:`submit`. ``uploaded``: the
         dataset was uploaded for this call alone, so it is deleted when the job is refused, or
         when the key answers a job of another dataset (a retry's second upload of the same
-        rows). Raises NotFoundError
-        for an unknown dataset, UnprocessableError (422 ``dataset_mismatch``) when its inputs
-        do not fit the deployment's.
+        rows). Raises NotFoundError for an unknown dataset, UnprocessableError (422
+        ``dataset_mismatch``) when its inputs do not fit the deployment's.
         """
         url = f"/api/v1/deployments/{_segment(deployment_id)}/jobs"
         body: Record = {"dataset_id": dataset_id}
