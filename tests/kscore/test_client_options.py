@@ -33,8 +33,17 @@ def models(api_client: Client, files: dict[str, Path]) -> dict[str, dict[str, An
     return {name: api_client.repository.store_model(path, name) for name, path in files.items()}
 
 
-def first_column(result: dict[str, Any]) -> list[float]:
-    return [row[0] for row in result["values"]]
+def assert_scores(result: dict[str, Any], expected: np.ndarray) -> None:
+    """The result's predictions (its first column) equal Keras's own, ``expected``."""
+    got = [row[0] for row in result["values"]]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def assert_jobs_score_rows(api_client: Client, job_ids: list[str]) -> None:
+    """Each job completes with Keras's own predictions for ``ROWS`` (model A)."""
+    for job_id in job_ids:
+        assert api_client.jobs.wait(job_id, timeout=60)["status"] == "completed"
+        assert_scores(api_client.jobs.result(job_id), kf.expected_dense_softmax(ROWS))
 
 
 def test_the_client_sets_batching_and_moves_a_deployment_to_another_model(
@@ -58,9 +67,7 @@ def test_the_client_sets_batching_and_moves_a_deployment_to_another_model(
     assert moved["previous_model"]["model_id"] == a["id"]
     assert moved["scoring_url"] == deployment["scoring_url"]
     result = api_client.deployments.score(moved["scoring_url"], {"values": ROWS.tolist()})
-    np.testing.assert_allclose(
-        first_column(result), kf.expected_dense_b_softmax(ROWS), rtol=1e-5, atol=1e-6
-    )
+    assert_scores(result, kf.expected_dense_b_softmax(ROWS))
 
 
 def test_a_move_whose_model_does_not_load_raises_and_the_current_model_keeps_serving(
@@ -86,9 +93,7 @@ def test_a_move_whose_model_does_not_load_raises_and_the_current_model_keeps_ser
     now = api_client.deployments.get_details(deployment["id"])
     assert now["model_id"] == a["id"] and now["status"] == "DEPLOY_SUCCESS"
     result = api_client.deployments.score(now["scoring_url"], {"values": ROWS.tolist()})
-    np.testing.assert_allclose(
-        first_column(result), kf.expected_dense_softmax(ROWS), rtol=1e-5, atol=1e-6
-    )
+    assert_scores(result, kf.expected_dense_softmax(ROWS))
 
 
 def test_a_job_submitted_again_with_its_idempotency_key_is_the_first_job(
@@ -117,14 +122,7 @@ def test_a_job_submitted_again_with_its_idempotency_key_is_the_first_job(
         assert reused.value.code == "idempotency_key_reused", how
         first_ids.append(first["id"])
     assert sorted(j["id"] for j in api_client.jobs.list(deployment)) == sorted(first_ids)
-    for job_id in first_ids:
-        assert api_client.jobs.wait(job_id, timeout=60)["status"] == "completed"
-        np.testing.assert_allclose(
-            first_column(api_client.jobs.result(job_id)),
-            kf.expected_dense_softmax(ROWS),
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    assert_jobs_score_rows(api_client, first_ids)
 
 
 def test_a_job_with_a_callback_url_posts_its_document_there_when_it_ends(
@@ -206,11 +204,4 @@ def test_a_retry_that_uploads_the_same_rows_again_is_the_first_job_and_drops_its
     assert again["id"] == first["id"] and again["dataset_id"] == first["dataset_id"]
     kept = {d["id"] for d in api_client.datasets.list()}
     assert kept == {job["dataset_id"], first["dataset_id"]}
-    for job_id in (ids[0], first["id"]):
-        assert api_client.jobs.wait(job_id, timeout=60)["status"] == "completed"
-        np.testing.assert_allclose(
-            first_column(api_client.jobs.result(job_id)),
-            kf.expected_dense_softmax(ROWS),
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    assert_jobs_score_rows(api_client, [ids[0], first["id"]])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from shared.instance_store import NewInstance
 from tests import keras_files as kf
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def api_client(app: Flask, instance: NewInstance) -> Iterator[Client]:
-    with Client(
-        "http://kscore.test",
-        api_key=instance.key.api_key,
-        transport=httpx.WSGITransport(app=app),
-    ) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

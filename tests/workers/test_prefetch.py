@@ -58,13 +58,19 @@ def test_chunks_taken_in_order_are_read_ahead_once_in_the_background(
     assert not reader.reads[1][1].startswith("kscore-prefetch")
 
 
-def test_a_wrong_guess_is_dropped_and_alternate_chunks_are_never_read_ahead(
-    redis_client: redis.Redis, chunks: dict[int, bytes]
-) -> None:
+def read_in_order(redis_client: redis.Redis) -> tuple[CountingReader, ChunkPrefetch]:
+    """A prefetch that has read chunks 0 and 1 in order (so it guesses 2 next)."""
     reader = CountingReader(redis_client)
     prefetch = ChunkPrefetch(reader)
     prefetch.get(key(0))
     prefetch.get(key(1))
+    return reader, prefetch
+
+
+def test_a_wrong_guess_is_dropped_and_alternate_chunks_are_never_read_ahead(
+    redis_client: redis.Redis, chunks: dict[int, bytes]
+) -> None:
+    reader, prefetch = read_in_order(redis_client)
     prefetch.read_ahead(key(2))  # another worker took chunk 2
     assert prefetch.get(key(0)) == chunks[0]  # a retried chunk 0 comes instead
     assert sorted(k[3] for k, _ in reader.reads) == [0, 0, 1, 2]
@@ -80,10 +86,7 @@ def test_a_wrong_guess_is_dropped_and_alternate_chunks_are_never_read_ahead(
 def test_a_read_ahead_that_fails_is_read_again_when_the_chunk_is_asked_for(
     redis_client: redis.Redis, chunks: dict[int, bytes]
 ) -> None:
-    reader = CountingReader(redis_client)
-    prefetch = ChunkPrefetch(reader)
-    prefetch.get(key(0))
-    prefetch.get(key(1))
+    reader, prefetch = read_in_order(redis_client)
     reader.fail_first = 1
     prefetch.read_ahead(key(2))
     assert prefetch.get(key(2)) == chunks[2]
