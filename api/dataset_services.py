@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from api.services import Services
+from api.services import Services, check_ready, deployment_changed
 from shared.dataset_formats import CountingStream, Stream, open_reader
 from shared.dataset_store import DatasetRecord
 from shared.dataset_values import DatasetLayout, InputPlan, plan_inputs
@@ -13,7 +13,7 @@ from shared.errors import (
     JobNotFound,
     PayloadTooLarge,
 )
-from shared.job_store import JobRecord
+from shared.job_store import DeploymentChanged, JobRecord
 from shared.scoring import FIELDS
 from shared.timeutil import now
 from shared.webhooks import check_callback_url
@@ -97,12 +97,13 @@ def submit_dataset_job(
     fit fails the job with ``invalid_scoring_input`` naming the row and column). The job holds
     the dataset: it lives at least as long as the job, and DELETE is refused until the job
     ends. Returns the job, queued. Raises DeploymentNotFound, DatasetNotFound,
-    DeploymentNotReady (409), DatasetMismatch (422), PayloadTooLarge (413) past
+    DeploymentNotReady or StateConflict (409: the deployment changed meanwhile), DatasetMismatch (422), PayloadTooLarge (413) past
     KSCORE_MAX_ROWS_JOB or KSCORE_MAX_QUEUED_ROWS, CallbackNotAllowed (422), QueuedRowsLimit
     or QueuedJobsLimit (429), BackendUnavailable (503; the job is failed ``enqueue_failed``).
     """
     settings = svc.settings
-    deployment = svc.ready_deployment(instance, deployment_id)
+    deployment, digest = svc.deployments.current(instance, deployment_id, fresh=True)
+    check_ready(deployment)
     if callback_url is not None:
         check_callback_url(callback_url, settings.webhook_allow)
     dataset = svc.datasets.get(instance, dataset_id)
@@ -142,7 +143,11 @@ def submit_dataset_job(
             job_id=job_id,
             dataset_id=dataset_id,
             chunks=dataset.chunks,
+            deployment_sha1=digest,
         )
+    except DeploymentChanged:
+        svc.datasets.release(instance, dataset_id, job_id)
+        raise deployment_changed(deployment_id) from None
     except BaseException:
         svc.datasets.release(instance, dataset_id, job_id)
         raise

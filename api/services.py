@@ -27,10 +27,11 @@ from shared.errors import (
     PayloadTooLarge,
     ScoringFailed,
     ScoringInputInvalid,
+    StateConflict,
 )
 from shared.idempotency_store import Claim, IdempotencyStore
 from shared.instance_store import InstanceStore
-from shared.job_store import JobRecord, JobStore
+from shared.job_store import DeploymentChanged, JobRecord, JobStore
 from shared.keys import Keys
 from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore
@@ -61,6 +62,28 @@ IDEMPOTENCY_WAIT_S = 10.0
 # A claimed key frees itself after this, should its request die before creating the job
 # (storing a million-row job takes seconds, not minutes).
 IDEMPOTENCY_LEASE_S = 300.0
+# Reads of a deployment before a job against it gives up (Services.submit_job): the first from
+# the process's cache, the others from Redis, each refused only by a change since.
+DEPLOYMENT_READS = 3
+
+
+def deployment_changed(deployment_id: str) -> StateConflict:
+    """The 409 for a job whose deployment changed (moved, undeployed, deleted) between the
+    read its rows were validated against and the job's creation."""
+    return StateConflict(
+        f"Deployment {deployment_id} changed while this job was being accepted; send it again.",
+        details={"deployment_id": deployment_id},
+    )
+
+
+def check_ready(deployment: DeploymentRecord) -> None:
+    """Raises DeploymentNotReady (409) unless the deployment is DEPLOY_SUCCESS."""
+    if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
+        raise DeploymentNotReady(
+            f"Deployment {deployment.id} is {deployment.status}; it can score once it is "
+            f"{DeploymentStatus.DEPLOY_SUCCESS}.",
+            details={"status": deployment.status, "error": deployment.error},
+        )
 
 
 @dataclass(frozen=True)
@@ -206,8 +229,47 @@ class Services:
         for the rows, QueuedRowsLimit or QueuedJobsLimit when the instance's work accepted
         and not finished would pass KSCORE_MAX_QUEUED_ROWS / _JOBS, and BackendUnavailable
         when the broker is unreachable (the job is then failed with ``enqueue_failed``).
+
+        The deployment comes from the API process's cache (``DeploymentStore.current``); the
+        job is written only if that is still the stored record, else it is read again and the
+        rows validated again, up to DEPLOYMENT_READS times (a deployment changing under every
+        read: StateConflict, 409).
         """
-        deployment = self.ready_deployment(instance, deployment_id)
+        for attempt in range(DEPLOYMENT_READS):
+            deployment, digest = self.deployments.current(
+                instance, deployment_id, fresh=attempt > 0
+            )
+            try:
+                return self._submit_against(
+                    deployment,
+                    digest,
+                    payload,
+                    kind=kind,
+                    retention_s=retention_s,
+                    result_shape=result_shape,
+                    callback_url=callback_url,
+                    base_url=base_url,
+                )
+            except DeploymentChanged:
+                continue
+        raise deployment_changed(deployment_id)
+
+    def _submit_against(
+        self,
+        deployment: DeploymentRecord,
+        digest: str,
+        payload: dict[str, Any] | ArrayPayload,
+        *,
+        kind: str,
+        retention_s: float | None,
+        result_shape: ResultShape,
+        callback_url: str | None,
+        base_url: str,
+    ) -> JobRecord:
+        """``submit_job`` for one read of the deployment (``digest``: its record's SHA-1).
+        Raises DeploymentChanged when the stored record is no longer that one."""
+        check_ready(deployment)
+        instance = deployment.instance
         online = kind == "online"
         if online and self.idle_queues(QUEUE_ONLINE):
             # Said now: otherwise the caller learns it only when its timeout passes.
@@ -272,22 +334,11 @@ class Services:
             callback_url=callback_url,
             base_url=base_url,
             stream_entry=entry,
+            deployment_sha1=digest,
         )
         if not online:
             self.send_chunks(job)
         return job
-
-    def ready_deployment(self, instance: str, deployment_id: str) -> DeploymentRecord:
-        """The deployment, able to score. Raises DeploymentNotFound (404), DeploymentNotReady
-        (409) unless it is DEPLOY_SUCCESS."""
-        deployment = self.deployments.get(instance, deployment_id)
-        if deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
-            raise DeploymentNotReady(
-                f"Deployment {deployment_id} is {deployment.status}; it can score once it is "
-                f"{DeploymentStatus.DEPLOY_SUCCESS}.",
-                details={"status": deployment.status, "error": deployment.error},
-            )
-        return deployment
 
     def send_chunks(self, job: JobRecord) -> None:
         """Send one ``score_chunk`` task per chunk of a batch job just created. Raises

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
@@ -94,12 +97,18 @@ def input_mismatches(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> li
     ]
 
 
+# Deployments whose records one API process keeps for scoring (``DeploymentStore.current``).
+CURRENT_CACHE_SIZE = 256
+
+
 class DeploymentStore:
     """Create, read, list, update and delete deployments."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._r = client
         self._keys = keys
+        self._current: OrderedDict[str, tuple[DeploymentRecord, str]] = OrderedDict()
+        self._current_lock = threading.Lock()
 
     def create(
         self,
@@ -157,6 +166,39 @@ class DeploymentStore:
         if raw is None:
             raise DeploymentNotFound(deployment_id)
         return DeploymentRecord.from_json(raw)
+
+    def current(
+        self, instance: str, deployment_id: str, *, fresh: bool = False
+    ) -> tuple[DeploymentRecord, str]:
+        """The deployment and the SHA-1 (hex) of its record as stored, for a job to be
+        created against (``JobStore.create(deployment_sha1=...)``), from this process's cache
+        of the last ``CURRENT_CACHE_SIZE`` deployments scored unless ``fresh``.
+
+        The cached record may be out of date: job_create.lua compares the digest with the
+        stored record and refuses the job (``DeploymentChanged``) if they differ, and the
+        caller then asks again with ``fresh``. So a job is never created against a record
+        other than the stored one, and an online request pays no read for its deployment.
+        Raises DeploymentNotFound for an unknown id.
+        """
+        key = self._keys.deployment(instance, deployment_id)
+        if not fresh:
+            with self._current_lock:
+                cached = self._current.get(key)
+                if cached is not None:
+                    self._current.move_to_end(key)
+                    return cached
+        if not is_resource_id(deployment_id):
+            raise DeploymentNotFound(deployment_id)
+        raw = cast(bytes | None, self._r.get(key))
+        with self._current_lock:
+            if raw is None:
+                self._current.pop(key, None)
+                raise DeploymentNotFound(deployment_id)
+            entry = (DeploymentRecord.from_json(raw), hashlib.sha1(raw).hexdigest())
+            self._current[key] = entry
+            if len(self._current) > CURRENT_CACHE_SIZE:
+                self._current.popitem(last=False)
+        return entry
 
     def page(
         self, instance: str, limit: int, offset: int, model_id: str | None = None

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 import redis
 
 from shared.errors import JobNotFound, QueuedJobsLimit, QueuedRowsLimit
@@ -120,6 +121,11 @@ def _parse(raw: dict[bytes, bytes]) -> JobRecord:
     )
 
 
+class DeploymentChanged(Exception):
+    """The deployment record is no longer the one the caller validated a job against
+    (``JobStore.create`` wrote nothing): read it again and validate again."""
+
+
 def _limit_error(
     outcome: str, queued: int, rows: int, max_rows: int, max_jobs: int
 ) -> QueuedRowsLimit | QueuedJobsLimit:
@@ -187,7 +193,8 @@ class JobStore:
         job_id: str | None = None,
         dataset_id: str | None = None,
         chunks: int | None = None,
-        stream_entry: dict[str, str | bytes] | None = None,
+        stream_entry: dict[str, str] | None = None,
+        deployment_sha1: str | None = None,
     ) -> JobRecord:
         """Write a queued job and its input chunks in one step, before any enqueue.
 
@@ -196,12 +203,16 @@ class JobStore:
         With ``stream_entry`` (an online request: one chunk) the job is its own enqueue: the
         entry, with the job id (``j``) and the rows (``x``) added, goes to the online stream in
         the same step and the rows are stored nowhere else (``transport`` "stream").
+        ``deployment_sha1``: the SHA-1 (hex) of the deployment record the rows were validated
+        against (``DeploymentStore.get_current``); the job is refused, nothing written, when
+        the stored record differs (a move, a status change, a deletion since).
 
         ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
         wraps the result. The job is refused, nothing written, when the instance's backlog
         would then pass ``max_queued_rows`` rows or ``max_queued_jobs`` jobs (0: no limit).
         Returns the record as stored. Raises QueuedRowsLimit or QueuedJobsLimit (429) for a
-        refusal, redis.RedisError when Redis fails.
+        refusal, DeploymentChanged when the deployment record is not the one checked,
+        redis.RedisError when Redis fails.
         """
         job_id = job_id or str(uuid.uuid4())
         created = now()
@@ -230,19 +241,16 @@ class JobStore:
             mapping.update(callback_url=callback_url, base_url=base_url)
         if dataset_id:
             mapping["dataset_id"] = dataset_id
-        entry: list[str | bytes] = []
         chunk_keys = [self._keys.job_input(instance, job_id, n) for n in range(len(input_chunks))]
-        chunk_values: list[bytes] = list(input_chunks)
+        entry_json = b""
         if stream_entry is not None:
             if len(input_chunks) != 1:
                 raise ValueError("A streamed job has exactly one chunk.")
             mapping["transport"] = "stream"
-            entry_fields = {**stream_entry, "j": job_id, "x": input_chunks[0]}
-            entry = [part for item in entry_fields.items() for part in item]
-            chunk_keys, chunk_values = [], []
+            entry_json = orjson.dumps(stream_entry)
+            chunk_keys = []  # the rows travel in the entry only
         # One script, not a MULTI: the limits are checked and the job written atomically,
         # so concurrent submissions through several API processes cannot pass them together.
-        pairs = [str(part) for item in mapping.items() for part in item]
         outcome, queued = self._create(
             keys=[
                 self._keys.job(instance, job_id),
@@ -253,6 +261,7 @@ class JobStore:
                 self._keys.metrics(),
                 *self._backlog_keys(instance),
                 self._keys.online_stream(),
+                self._keys.deployment(instance, deployment_id),
                 *chunk_keys,
             ],
             args=[
@@ -265,13 +274,14 @@ class JobStore:
                 f"{deployment_id}/{job_id}",
                 created + retention_s,
                 f"{instance}/{job_id}",
-                len(mapping),
-                *pairs,
-                len(entry) // 2,
-                *entry,
-                *chunk_values,
+                deployment_sha1 or "",
+                orjson.dumps({k: str(v) for k, v in mapping.items()}),
+                entry_json,
+                *input_chunks,
             ],
         )
+        if _text(outcome) == "deployment_changed":
+            raise DeploymentChanged(deployment_id)
         if _text(outcome) != "created":
             raise _limit_error(
                 _text(outcome), int(queued), rows_total, max_queued_rows, max_queued_jobs

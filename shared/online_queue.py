@@ -88,7 +88,7 @@ def stream_entry(
     max_batch_size: int,
     max_wait_ms: float,
     rows: int,
-) -> dict[str, str | bytes]:
+) -> dict[str, str]:
     """The fields of an online request's stream entry, but its job id and rows (which
     ``JobStore.create`` adds): what a worker needs to score it without reading the job."""
     return {

@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.job_store import JobStore
+from api.app import create_app
+from api.services import DEPLOYMENT_READS
+from shared.job_store import DeploymentChanged, JobRecord, JobStore
 from shared.settings import Settings
 from tests import keras_files as kf
 from tests.helpers import deploy, store_model, wait_for
@@ -260,3 +263,56 @@ def test_patch_refusals(
     # Nothing moved.
     body = client.get(href(deployment_a)).get_json()
     assert body["model_id"] == models["a"]["id"] and body["pending_model"] is None
+
+
+def test_a_deployment_changed_by_another_api_process_is_read_again(
+    app: Flask,
+    client: FlaskClient,
+    settings: Settings,
+    redis_client: redis.Redis,
+    models: dict[str, dict[str, Any]],
+    deployment_a: dict[str, Any],
+) -> None:
+    # Each API process keeps the deployments it scored; the job's creation checks the record.
+    url = href(deployment_a) + "/online"
+    assert client.post(url, json={"values": ROWS.tolist()}).status_code == 200
+    other = create_app(settings, redis_client).test_client()
+    other.environ_base.update(client.environ_base)
+    renamed = other.patch(href(deployment_a), json={"name": "renamed"})
+    assert renamed.status_code == 202, renamed.get_json()
+    answer = client.post(url, json={"values": ROWS.tolist()})
+    assert answer.status_code == 200 and answer.headers[HEADER] == models["a"]["sha256"]
+    assert_scored_by(answer.get_json(), kf.expected_dense_softmax(ROWS))
+
+    assert other.delete(href(deployment_a)).status_code == 204
+    gone = client.post(url, json={"values": ROWS.tolist()})
+    assert gone.status_code == 404, gone.get_json()
+    assert gone.get_json()["error"]["code"] == "deployment_not_found"
+    batch = client.post(href(deployment_a) + "/jobs", json={"values": ROWS.tolist()})
+    assert batch.status_code == 404
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+
+
+def test_a_deployment_that_changes_under_every_read_is_a_conflict(
+    client: FlaskClient,
+    deployment_a: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+
+    def always_changed(self: JobStore, instance: str, **kwargs: Any) -> JobRecord:
+        calls.append(kwargs["deployment_sha1"])  # the fault: a change before every create
+        raise DeploymentChanged(kwargs["deployment_id"])
+
+    monkeypatch.setattr(JobStore, "create", always_changed)
+    answer = client.post(href(deployment_a) + "/online", json={"values": ROWS.tolist()})
+    assert answer.status_code == 409, answer.get_json()
+    error = answer.get_json()["error"]
+    assert error["code"] == "conflict" and "send it again" in error["message"]
+    assert len(calls) == DEPLOYMENT_READS and all(calls)
+    monkeypatch.undo()
+    assert client.get("/api/v1/jobs").get_json()["total"] == 0
+    assert (
+        client.post(href(deployment_a) + "/online", json={"values": ROWS.tolist()}).status_code
+        == 200
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from dataclasses import replace
@@ -20,6 +21,7 @@ from shared.errors import (
     ModelInUse,
     ModelNotFound,
 )
+from shared.job_store import DeploymentChanged, JobRecord, JobStore
 from shared.keys import Keys
 from shared.model_store import ModelRecord, ModelStore
 from shared.settings import Settings
@@ -164,6 +166,71 @@ def test_set_status_records_the_outcome(
     assert deployments.set_status(inst, created.id, DeploymentStatus.DEPLOY_SUCCESS) is None
     with pytest.raises(DeploymentNotFound):
         deployments.get(inst, created.id)
+
+
+def test_a_job_is_created_only_against_the_stored_record(
+    deployments: DeploymentStore,
+    redis_client: redis.Redis,
+    keys: Keys,
+    store: ModelStoreHelper,
+    settings: Settings,
+    files: list[Path],
+) -> None:
+    inst = settings.default_instance
+    created = deployments.create(inst, store(inst, files[0]), "dep", None)
+    deployments.set_status(inst, created.id, DeploymentStatus.DEPLOY_SUCCESS)
+    record, digest = deployments.current(inst, created.id)
+    stored = redis_client.get(keys.deployment(inst, created.id))
+    assert isinstance(stored, bytes) and digest == hashlib.sha1(stored).hexdigest()
+    assert record == deployments.get(inst, created.id)
+    jobs = JobStore(redis_client, keys)
+
+    def create(sha1: str) -> JobRecord:
+        return jobs.create(
+            inst,
+            kind="online",
+            deployment_id=created.id,
+            model_id=record.model_id,
+            model_sha256=record.model_sha256,
+            model_filename=record.model_filename,
+            rows_total=1,
+            chunk_rows=1,
+            input_chunks=[b"rows"],
+            fields=["prediction"],
+            output_names=["y"],
+            retention_s=60,
+            stream_entry={"i": inst},
+            deployment_sha1=sha1,
+        )
+
+    # Another API process changes the deployment: this one's cache still has the old record,
+    # and a job against it is refused with nothing written.
+    other = DeploymentStore(redis_client, keys)
+    other.set_status(
+        inst, created.id, DeploymentStatus.DEPLOY_FAILED, {"code": "x", "message": "y"}
+    )
+    assert deployments.current(inst, created.id) == (record, digest)
+    with pytest.raises(DeploymentChanged):
+        create(digest)
+    assert jobs.backlog(inst) == (0, 0)
+    assert redis_client.xlen(keys.online_stream()) == 0
+    assert jobs.page(inst, 10, 0) == ([], 0)
+
+    fresh, fresh_digest = deployments.current(inst, created.id, fresh=True)
+    assert fresh.status is DeploymentStatus.DEPLOY_FAILED and fresh_digest != digest
+    assert deployments.current(inst, created.id) == (fresh, fresh_digest)  # cached again
+    job = create(fresh_digest)
+    assert jobs.get(inst, job.id).transport == "stream"
+    ((_, entry),) = redis_client.xrange(keys.online_stream())
+    assert entry == {b"i": inst.encode(), b"j": job.id.encode(), b"x": b"rows"}
+
+    other.delete(inst, created.id)
+    with pytest.raises(DeploymentChanged):
+        create(fresh_digest)
+    with pytest.raises(DeploymentNotFound):
+        deployments.current(inst, created.id, fresh=True)
+    with pytest.raises(DeploymentNotFound):  # and the cache forgot it
+        deployments.current(inst, created.id)
 
 
 def test_pages_newest_first_in_all_or_of_one_model(
