@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shared.errors import PayloadTooLarge, ScoringInputInvalid
 
@@ -526,8 +527,13 @@ def _texts(value: Any) -> Any:
 
 
 def rows_fragment(rows: list[list[Any]]) -> bytes:
-    """The rows as a JSON list body without its brackets, so chunks concatenate."""
-    return json.dumps(rows, separators=(",", ":"))[1:-1].encode()
+    """The rows as a JSON list body without its brackets, so chunks concatenate.
+
+    orjson, not the standard library: one online answer of 10 probabilities took 8.6 us to
+    encode and 0.4 us here (the worker encodes every answer in its serial batch loop); floats
+    come out as the shortest text that reads back to the same value, as with ``repr``.
+    """
+    return orjson.dumps(rows)[1:-1]
 
 
 _RAW = b"J"
