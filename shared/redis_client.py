@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.connection import PythonRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -27,8 +29,24 @@ def _failover_retry() -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), retries=8)
 
 
+# redis-py's own cutoff: a value past it is sent as a buffer of its own, not copied.
+LARGE_VALUE_BYTES = 6000
+
+
 def _options() -> dict[str, Any]:
-    return {"socket_connect_timeout": 5, "health_check_interval": 30, "retry_on_timeout": True}
+    return {
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry_on_timeout": True,
+        # hiredis (installed with redis-py's extra) parses replies in C; commands are packed by
+        # redis-py's own packer all the same, which sends a value past LARGE_VALUE_BYTES as a
+        # buffer of its own where hiredis's copies it into the command: a 201 MB dataset
+        # upload in 6 MB chunks grew the API's peak RSS by 57 MB with hiredis's packer, 32 MB
+        # with this one, and on online requests the two packers measured the same.
+        "command_packer": PythonRespSerializer(
+            LARGE_VALUE_BYTES, Encoder("utf-8", "strict", False).encode
+        ),
+    }
 
 
 def connect(settings: Settings) -> redis.Redis:
