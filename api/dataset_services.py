@@ -97,9 +97,10 @@ def submit_dataset_job(
     fit fails the job with ``invalid_scoring_input`` naming the row and column). The job holds
     the dataset: it lives at least as long as the job, and DELETE is refused until the job
     ends. Returns the job, queued. Raises DeploymentNotFound, DatasetNotFound,
-    DeploymentNotReady or StateConflict (409: the deployment changed meanwhile), DatasetMismatch (422), PayloadTooLarge (413) past
-    KSCORE_MAX_ROWS_JOB or KSCORE_MAX_QUEUED_ROWS, CallbackNotAllowed (422), QueuedRowsLimit
-    or QueuedJobsLimit (429), BackendUnavailable (503; the job is failed ``enqueue_failed``).
+    DeploymentNotReady or StateConflict (409: the deployment changed meanwhile),
+    DatasetMismatch (422), PayloadTooLarge (413) past KSCORE_MAX_ROWS_JOB or
+    KSCORE_MAX_QUEUED_ROWS, CallbackNotAllowed (422), QueuedRowsLimit or QueuedJobsLimit (429),
+    BackendUnavailable (503; the job is failed ``enqueue_failed``).
     """
     settings = svc.settings
     deployment, digest = svc.deployments.current(instance, deployment_id, fresh=True)

@@ -19,8 +19,11 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from api.services import DEPLOYMENT_READS
+from shared.deployment_store import DeploymentStore
 from shared.job_store import DeploymentChanged, JobRecord, JobStore
+from shared.keys import Keys
 from shared.settings import Settings
+from shared.status import DeploymentStatus
 from tests import keras_files as kf
 from tests.helpers import deploy, store_model, wait_for
 from workers.model_cache import ModelCache
@@ -283,6 +286,17 @@ def test_a_deployment_changed_by_another_api_process_is_read_again(
     answer = client.post(url, json={"values": ROWS.tolist()})
     assert answer.status_code == 200 and answer.headers[HEADER] == models["a"]["sha256"]
     assert_scored_by(answer.get_json(), kf.expected_dense_softmax(ROWS))
+    # Not ready, then ready again: the record this process keeps never answers for the store.
+    store = DeploymentStore(redis_client, Keys(settings.key_prefix))
+    error = {"code": "model_load_failed", "message": "injected"}
+    store.set_status(
+        settings.default_instance, deployment_a["id"], DeploymentStatus.DEPLOY_FAILED, error
+    )
+    refused = client.post(url, json={"values": ROWS.tolist()})
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"]["code"] == "deployment_not_ready"
+    store.set_status(settings.default_instance, deployment_a["id"], DeploymentStatus.DEPLOY_SUCCESS)
+    assert client.post(url, json={"values": ROWS.tolist()}).status_code == 200
 
     assert other.delete(href(deployment_a)).status_code == 204
     gone = client.post(url, json={"values": ROWS.tolist()})
