@@ -204,7 +204,7 @@ class JobStore:
         entry, with the job id (``j``) and the rows (``x``) added, goes to the online stream in
         the same step and the rows are stored nowhere else (``transport`` "stream").
         ``deployment_sha1``: the SHA-1 (hex) of the deployment record the rows were validated
-        against (``DeploymentStore.get_current``); the job is refused, nothing written, when
+        against (``DeploymentStore.current``); the job is refused, nothing written, when
         the stored record differs (a move, a status change, a deletion since).
 
         ``retention_s`` is in seconds: every key of the job expires then; ``result_shape``
