@@ -239,8 +239,6 @@ class Services:
             deployment, digest = self.deployments.current(
                 instance, deployment_id, fresh=attempt > 0
             )
-            if attempt == 0 and deployment.status != DeploymentStatus.DEPLOY_SUCCESS:
-                continue  # cached, perhaps from before the deploy ended: read before refusing
             try:
                 return self._submit_against(
                     deployment,

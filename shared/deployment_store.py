@@ -172,7 +172,9 @@ class DeploymentStore:
     ) -> tuple[DeploymentRecord, str]:
         """The deployment and the SHA-1 (hex) of its record as stored, for a job to be
         created against (``JobStore.create(deployment_sha1=...)``), from this process's cache
-        of the last ``CURRENT_CACHE_SIZE`` deployments scored unless ``fresh``.
+        of the last ``CURRENT_CACHE_SIZE`` deployments scored unless ``fresh``. Only records
+        that can score (DEPLOY_SUCCESS) are kept: one that cannot is read each time, so a
+        refusal never comes from a record that is out of date.
 
         The cached record may be out of date: job_create.lua compares the digest with the
         stored record and refuses the job (``DeploymentChanged``) if they differ, and the
@@ -195,9 +197,12 @@ class DeploymentStore:
                 self._current.pop(key, None)
                 raise DeploymentNotFound(deployment_id)
             entry = (DeploymentRecord.from_json(raw), hashlib.sha1(raw).hexdigest())
-            self._current[key] = entry
-            if len(self._current) > CURRENT_CACHE_SIZE:
-                self._current.popitem(last=False)
+            if entry[0].status is DeploymentStatus.DEPLOY_SUCCESS:
+                self._current[key] = entry
+                if len(self._current) > CURRENT_CACHE_SIZE:
+                    self._current.popitem(last=False)
+            else:
+                self._current.pop(key, None)
         return entry
 
     def page(

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.connection import PythonRespSerializer
+from redis.connection import Encoder, PythonRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 

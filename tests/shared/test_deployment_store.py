@@ -218,7 +218,7 @@ def test_a_job_is_created_only_against_the_stored_record(
 
     fresh, fresh_digest = deployments.current(inst, created.id, fresh=True)
     assert fresh.status is DeploymentStatus.DEPLOY_FAILED and fresh_digest != digest
-    assert deployments.current(inst, created.id) == (fresh, fresh_digest)  # cached again
+    assert deployments.current(inst, created.id) == (fresh, fresh_digest)  # read again, not kept
     job = create(fresh_digest)
     assert jobs.get(inst, job.id).transport == "stream"
     ((_, entry),) = redis_client.xrange(keys.online_stream())
