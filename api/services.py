@@ -35,7 +35,7 @@ from shared.job_store import DeploymentChanged, JobRecord, JobStore
 from shared.keys import Keys
 from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore
-from shared.online_queue import encode_rows, stream_entry
+from shared.online_queue import stream_entry
 from shared.queueing import (
     DEPLOY_MODEL,
     QUEUE_BATCH,
@@ -44,7 +44,14 @@ from shared.queueing import (
     SCORE_CHUNK,
     make_celery,
 )
-from shared.scoring import FIELDS, ArrayPayload, ResultShape, split_rows, validate_input
+from shared.scoring import (
+    FIELDS,
+    ArrayPayload,
+    ResultShape,
+    encode_chunk,
+    split_rows,
+    validate_input,
+)
 from shared.settings import Settings
 from shared.status import DeploymentStatus, FinishOutcome, JobStatus
 from shared.webhooks import check_callback_url
@@ -321,7 +328,7 @@ class Services:
             rows_total=scoring_input.rows,
             chunk_rows=chunk_rows,
             input_chunks=(
-                [encode_rows(scoring_input.arrays)]
+                [encode_chunk(scoring_input.arrays)]
                 if online
                 else split_rows(scoring_input, chunk_rows)
             ),

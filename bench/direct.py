@@ -128,6 +128,19 @@ def score(model: Any, x: np.ndarray, batch: int = LIMIT_BATCH) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def traced_call(model: Any, row_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """The model behind one ``tf.function`` with the batch dimension left open, as a kscore
+    worker calls it (``workers.model_loader``): one graph, no retracing, no predict loop."""
+    import tensorflow as tf
+
+    graph = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, *row_shape), tf.float32)],
+        reduce_retracing=True,
+    )
+    return lambda x: graph(tf.constant(x)).numpy()
+
+
 @dataclass(frozen=True)
 class Limit:
     """The model in one process: 1-row latency and rows/s at LIMIT_BATCH rows per call."""
@@ -143,7 +156,8 @@ class Limit:
 
 def measure_limit(model: Any, spec: ModelSpec, calls: int, rows: int, repeats: int = 3) -> Limit:
     """Time ``calls`` 1-row ``model(x)`` calls (after a warm-up), then ``rows`` rows scored at
-    LIMIT_BATCH rows per call by direct calls and by ``model.predict``, best of ``repeats``."""
+    LIMIT_BATCH rows per call three ways (eager calls, the traced call a worker makes, and
+    ``model.predict``); the limit is the fastest, best of ``repeats``."""
     one = spec.make_rows(1)
     for _ in range(max(5, calls // 10)):
         model(one, training=False).numpy()
@@ -155,8 +169,12 @@ def measure_limit(model: Any, spec: ModelSpec, calls: int, rows: int, repeats: i
     ms = np.asarray(seconds) * 1000.0
 
     x = spec.make_rows(rows)
+    graph = traced_call(model, spec.row_shape)
     methods: dict[str, Callable[[], object]] = {
         f"model(x[i:i+{LIMIT_BATCH}])": lambda: score(model, x),
+        f"tf.function(model)(x[i:i+{LIMIT_BATCH}])": lambda: [
+            graph(x[i : i + LIMIT_BATCH]) for i in range(0, len(x), LIMIT_BATCH)
+        ],
         f"model.predict(batch_size={LIMIT_BATCH})": lambda: model.predict(
             x, batch_size=LIMIT_BATCH, verbose=0
         ),

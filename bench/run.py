@@ -149,7 +149,7 @@ def measure(plan: Plan, tmp: Path, stack: BenchSupervisor) -> tuple[dict[str, An
             Row(
                 m.spec.name,
                 "limit",
-                f"limit: model(x) in-process (1 row; {LIMIT_BATCH}-row calls)",
+                f"limit: the model in-process (1 row; {LIMIT_BATCH}-row calls)",
                 rows=LIMIT_BATCH,
                 p50_ms=limit.p50_ms,
                 p99_ms=limit.p99_ms,

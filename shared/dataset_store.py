@@ -1,7 +1,7 @@
 """Datasets: uploaded rows kept in Redis as chunks, for jobs to score without a copy.
 
 A dataset is a JSON record and its chunks of ``chunk_rows`` rows, each encoded as
-``shared.scoring.encode_chunk`` encodes a job's input chunk (npz, one array per input), so a
+``shared.scoring.encode_chunk`` encodes a job's input chunk (one array per input), so a
 job's chunk n is the dataset's chunk n. Every key expires at the dataset's ``expires_at``.
 
 An upload writes its chunks as it reads the body and the record last: a dataset without its
@@ -117,7 +117,7 @@ class DatasetStore:
         expires = created + retention_s
         expires_ms = int(expires * 1000)
 
-        def write(index: int, data: memoryview) -> None:
+        def write(index: int, data: bytes) -> None:
             self._r.set(
                 self._keys.dataset_chunk(instance, dataset_id, index), data, pxat=expires_ms
             )

@@ -8,7 +8,6 @@ a column is named by the file's header where it had one, else by its 0-based pos
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -21,7 +20,6 @@ from shared.errors import DatasetInvalid, DatasetMismatch, ScoringInputInvalid
 from shared.scoring import _as_input_dtype, _is_string_spec, _target_dtype, encode_chunk
 
 NUMERIC_KINDS = "biuf"
-NPZ_TAG = b"N"  # shared.scoring's tag of an npz chunk
 
 
 @dataclass
@@ -35,18 +33,6 @@ class DatasetLayout:
 
     names: list[str | None]
     columns: list[str] | None = None
-
-
-def encode_chunk_view(arrays: list[np.ndarray]) -> memoryview:
-    """What ``shared.scoring.encode_chunk`` gives for numeric arrays, written into one buffer
-    and handed out without the copies ``getvalue()`` and concatenation would make (a chunk
-    of image rows is megabytes)."""
-    if any(a.dtype == object for a in arrays):
-        return memoryview(encode_chunk(arrays))
-    buffer = io.BytesIO()
-    buffer.write(NPZ_TAG)
-    np.savez(buffer, *arrays)  # zip offsets count from where the archive starts
-    return buffer.getbuffer()
 
 
 @dataclass(frozen=True)
@@ -171,6 +157,9 @@ def to_model_inputs(
                     "expected_dtype": str(target),
                 },
             )
+        if bad is not None:  # checked above by the same rules: converting is all that is left
+            out.append(array.astype(target, copy=False))
+            continue
         try:
             out.append(_as_input_dtype(array, plan.spec))
         except ScoringInputInvalid as exc:  # the rules agree; this keeps the row global
@@ -253,7 +242,7 @@ class Chunker:
         self,
         layout: Callable[[], DatasetLayout],
         chunk_rows: int,
-        write: Callable[[int, memoryview], None],
+        write: Callable[[int, bytes], None],
         plans: Callable[[DatasetLayout, list[list[int]]], list[InputPlan]] | None = None,
     ) -> None:
         self._layout = layout
@@ -267,7 +256,7 @@ class Chunker:
         self._dtypes: list[np.dtype[Any]] = []
         self.result = IngestResult()
         # Of the rows as stored (dtype, shape and values of each chunk's arrays, in order), not
-        # of their encoding: the npz of a chunk holds the time it was written.
+        # of their encoding, which may change (npz chunks also held the time they were written).
         self.rows_sha256 = hashlib.sha256()
 
     def add(self, batch: list[np.ndarray]) -> None:
@@ -360,7 +349,7 @@ class Chunker:
                 self.rows_sha256.update(json.dumps(array.tolist()).encode())
             else:
                 self.rows_sha256.update(np.ascontiguousarray(array).data)
-        data = encode_chunk_view(arrays)
+        data = encode_chunk(arrays)
         self._write(self.result.chunks, data)
         self.result.chunks += 1
         self.result.rows += len(arrays[0])

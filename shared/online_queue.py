@@ -14,62 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-import numpy as np
 import redis
 
 from shared.keys import ONLINE_GROUP, Keys
-from shared.scoring import ResultShape, decode_chunk, encode_chunk
+from shared.scoring import ResultShape
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
-
-
-_ARRAYS = b"A"
-_NUMERIC = "biuf"
-
-
-def encode_rows(arrays: list[np.ndarray]) -> bytes:
-    """An online request's rows for its stream entry: per array a 2-byte length, a JSON
-    header (dtype, shape) and the raw bytes (npz's zip cost a fifth of the API's time per
-    request, and .npy's header parser much of the worker's); ``encode_chunk``'s JSON for text
-    inputs."""
-    if any(a.dtype.kind not in _NUMERIC for a in arrays):
-        return encode_chunk(arrays)
-    parts = [_ARRAYS]
-    for array in arrays:
-        header = json.dumps({"d": array.dtype.str, "s": list(array.shape)}).encode()
-        parts += [struct.pack("<H", len(header)), header, np.ascontiguousarray(array).tobytes()]
-    return b"".join(parts)
-
-
-def decode_rows(data: bytes, specs: list[dict[str, Any]]) -> list[np.ndarray]:
-    """The arrays :func:`encode_rows` wrote, in input order (numbers only: never objects).
-
-    Raises ValueError for bytes it did not write.
-    """
-    if data[:1] != _ARRAYS:
-        return decode_chunk(data, specs)
-    arrays = []
-    at = 1
-    for _ in specs:
-        (size,) = struct.unpack_from("<H", data, at)
-        header = json.loads(data[at + 2 : at + 2 + size])
-        at += 2 + size
-        dtype = np.dtype(header["d"])
-        if dtype.kind not in _NUMERIC:
-            raise ValueError(f"online rows of dtype {dtype} are not numbers")
-        shape = tuple(int(d) for d in header["s"])
-        count = int(np.prod(shape))
-        arrays.append(np.frombuffer(data, dtype, count, at).reshape(shape))
-        at += count * dtype.itemsize
-    return arrays
 
 
 @lru_cache(maxsize=256)

@@ -32,8 +32,12 @@ class ResultShape(StrEnum):
 
 
 _NUMERIC_KINDS = "biuf"
-_NPZ = b"N"
+_ARRAYS = b"A"
+_NPZ = b"N"  # numbers before the raw layout, and arrays of kinds it does not take
 _JSON = b"J"
+# Each array's bytes start at a multiple of this from the chunk's start (Python allocates
+# bytes 16-aligned): numpy and TensorFlow then read them in place, unaligned memory they copy.
+_ARRAY_ALIGN = 64
 
 
 @dataclass(frozen=True)
@@ -443,7 +447,25 @@ def validate_input(
 
 
 def encode_chunk(arrays: list[np.ndarray]) -> bytes:
-    """Bytes for one chunk of input rows: npz for numbers, JSON for text (never pickle)."""
+    """Bytes for one chunk of input rows (a job's chunk, a dataset's, an online request's).
+
+    Numbers (bool, int, uint, float) in the raw layout: ``b"A"``, then per array a 2-byte
+    little-endian length, a JSON header ``{"d": dtype string, "s": shape}`` padded with
+    spaces so the array's bytes (C order) start at a multiple of 64 bytes, then those bytes.
+    :func:`decode_chunk` reads them in place with ``np.frombuffer``, no copy: npz's zip cost a
+    fifth of the API's time per online request and, on 6 MB dataset chunks, a copy and a CRC
+    per chunk in the worker. Text (object arrays): JSON. Other kinds: npz. Never pickle.
+    """
+    if all(a.dtype.kind in _NUMERIC_KINDS for a in arrays):
+        parts = [_ARRAYS]
+        at = len(_ARRAYS)
+        for array in arrays:
+            header = json.dumps({"d": array.dtype.str, "s": list(array.shape)}).encode()
+            pad = -(at + 2 + len(header)) % _ARRAY_ALIGN
+            header += b" " * pad
+            parts += [len(header).to_bytes(2, "little"), header, np.ascontiguousarray(array).data]
+            at += 2 + len(header) + array.nbytes
+        return b"".join(parts)
     if all(a.dtype != object for a in arrays):
         buf = io.BytesIO()
         np.savez(buf, *arrays)
@@ -452,15 +474,42 @@ def encode_chunk(arrays: list[np.ndarray]) -> bytes:
 
 
 def decode_chunk(data: bytes, specs: list[dict[str, Any]]) -> list[np.ndarray]:
-    """The arrays :func:`encode_chunk` wrote, in input order."""
-    if data[:1] == _NPZ:
+    """The arrays :func:`encode_chunk` wrote, in input order (``specs``, the deployment's
+    input specs, type the arrays of a JSON chunk). Arrays of the raw layout are read-only
+    views of ``data``; npz chunks (written before it) still decode.
+
+    Raises ValueError for bytes it did not write.
+    """
+    tag = data[:1]
+    if tag == _ARRAYS:
+        return _raw_arrays(data)
+    if tag == _NPZ:
         with np.load(io.BytesIO(data[1:]), allow_pickle=False) as npz:
             return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    if tag != _JSON:
+        raise ValueError(f"a chunk that starts with {tag!r} was not written by encode_chunk")
     lists = json.loads(data[1:])
     return [
         np.asarray(rows, dtype=object if _is_string_spec(spec) else _target_dtype(spec))
         for rows, spec in zip(lists, specs, strict=True)
     ]
+
+
+def _raw_arrays(data: bytes) -> list[np.ndarray]:
+    arrays = []
+    at = len(_ARRAYS)
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 2], "little")
+        header = json.loads(data[at + 2 : at + 2 + size])
+        at += 2 + size
+        dtype = np.dtype(header["d"])
+        if dtype.kind not in _NUMERIC_KINDS:  # never an object array from stored bytes
+            raise ValueError(f"a raw chunk array of dtype {dtype} is not numbers")
+        shape = tuple(int(d) for d in header["s"])
+        count = math.prod(shape)
+        arrays.append(np.frombuffer(data, dtype, count, at).reshape(shape))
+        at += count * dtype.itemsize
+    return arrays
 
 
 def split_rows(inputs: ScoringInput, chunk_rows: int) -> list[bytes]:

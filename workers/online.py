@@ -34,9 +34,10 @@ import numpy as np
 import redis
 
 from shared.errors import DomainError
-from shared.online_queue import OnlineQueue, OnlineRequest, decode_rows
+from shared.online_queue import OnlineQueue, OnlineRequest
 from shared.redis_client import connect
 from shared.results import render
+from shared.scoring import decode_chunk
 from shared.settings import Settings
 from shared.status import ClaimOutcome
 
@@ -194,7 +195,7 @@ class OnlineBatcher:
         groups: dict[tuple[Any, ...], list[tuple[OnlineRequest, list[np.ndarray]]]] = {}
         for request in run:
             try:
-                arrays = decode_rows(request.data, specs)
+                arrays = decode_chunk(request.data, specs)
             except Exception as exc:
                 log.exception("online rows unreadable job_id=%s", request.job_id)
                 failed.append((request.instance, request.job_id, record_error(exc, "bad_input")))

@@ -5,18 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.dataset_values import DatasetLayout, encode_chunk_view, plan_inputs, to_model_inputs
+from shared.dataset_values import DatasetLayout, plan_inputs, to_model_inputs
 from shared.errors import DatasetMismatch, ScoringInputInvalid
-from shared.scoring import decode_chunk, encode_chunk
-
-
-def test_the_view_encoding_decodes_as_encode_chunk_does() -> None:
-    arrays = [np.arange(12.0).reshape(4, 3), np.arange(4, dtype=np.int32)]
-    for data in (encode_chunk_view(arrays).tobytes(), encode_chunk(arrays)):
-        decoded = decode_chunk(data, [])
-        assert [a.dtype for a in decoded] == [np.float64, np.int32]
-        for got, want in zip(decoded, arrays, strict=True):
-            np.testing.assert_array_equal(got, want)
 
 
 def test_conversion_names_the_global_row_and_the_column() -> None:

@@ -11,7 +11,6 @@ import pytest
 from api.contract import parse_json_object
 from shared.errors import MalformedRequest
 from shared.json_rows import PYARROW_MIN_BYTES, numeric_rows
-from shared.online_queue import decode_rows, encode_rows
 
 
 def big(values: list[object], **extra: object) -> bytes:
@@ -56,19 +55,6 @@ def test_duplicate_keys_are_still_refused() -> None:
     with pytest.raises(MalformedRequest):
         parse_json_object(b'{"inputs": {"a": [1], "a": [2]}}')
     assert parse_json_object(b'{"values": [["a:b"]]}') == {"values": [["a:b"]]}
-
-
-def test_online_rows_round_trip() -> None:
-    arrays = [
-        np.random.default_rng(1).normal(size=(3, 4, 4, 1)).astype(np.float32),
-        np.arange(6, dtype=np.int64).reshape(3, 2),
-    ]
-    back = decode_rows(encode_rows(arrays), [{}, {}])
-    for sent, got in zip(arrays, back, strict=True):
-        assert got.dtype == sent.dtype
-        np.testing.assert_array_equal(got, sent)
-    text = [np.array([["a"], ["b"]], dtype=object)]
-    assert decode_rows(encode_rows(text), [{"dtype": "string"}])[0].tolist() == [["a"], ["b"]]
 
 
 @pytest.mark.parametrize("rows", [5_000, 1], ids=["pyarrow", "orjson"])

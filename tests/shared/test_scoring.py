@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -105,12 +106,49 @@ def test_multi_input_rows_in_model_order_or_by_name() -> None:
     assert "input 'b'" in error.message
 
 
-def test_chunk_codec_round_trips_numbers_and_text() -> None:
+CHUNK_ARRAYS = [
+    np.random.default_rng(1).normal(size=(3, 4, 4, 1)).astype(np.float32),
+    np.arange(6, dtype=np.int64).reshape(3, 2),
+    np.array([True, False, True]),
+    np.arange(3, dtype=">u2"),  # another byte order is kept, not reinterpreted
+    np.zeros((0, 5), dtype=np.float64),
+    np.arange(12.0).reshape(4, 3)[::2],  # not contiguous
+]
+
+
+def test_the_chunk_codec_reads_numbers_in_place_and_aligned() -> None:
+    data = encode_chunk(CHUNK_ARRAYS)
+    assert data[:1] == b"A"
+    decoded = decode_chunk(data, [])
+    assert len(decoded) == len(CHUNK_ARRAYS)
+    for sent, got in zip(CHUNK_ARRAYS, decoded, strict=True):
+        assert got.dtype == sent.dtype and got.shape == sent.shape
+        np.testing.assert_array_equal(got, sent)
+        if got.size:  # a view of the stored bytes, starting on a 64-byte boundary
+            assert got.base is not None and not got.flags.writeable
+            start = got.__array_interface__["data"][0]
+            assert (start - np.frombuffer(data, np.uint8).ctypes.data) % 64 == 0
+
+
+def test_the_chunk_codec_still_reads_npz_chunks_and_keeps_text_as_json() -> None:
     numbers = [np.arange(12, dtype=np.float32).reshape(3, 4)]
-    assert encode_chunk(numbers)[:1] == b"N"
-    np.testing.assert_array_equal(decode_chunk(encode_chunk(numbers), DENSE)[0], numbers[0])
+    buffer = io.BytesIO()
+    np.savez(buffer, *numbers)  # a chunk as stored before the raw layout
+    np.testing.assert_array_equal(decode_chunk(b"N" + buffer.getvalue(), DENSE)[0], numbers[0])
     text = [np.asarray([["a b"], ["c"]], dtype=object)]
+    assert encode_chunk(text)[:1] == b"J"
     assert decode_chunk(encode_chunk(text), TEXT)[0].tolist() == [["a b"], ["c"]]
+    unicode = [np.array(["x", "yz"])]  # neither numbers nor objects: npz, as before
+    assert encode_chunk(unicode)[:1] == b"N"
+    assert decode_chunk(encode_chunk(unicode), [])[0].tolist() == ["x", "yz"]
+
+
+def test_the_chunk_codec_refuses_bytes_it_did_not_write() -> None:
+    with pytest.raises(ValueError, match="not written by encode_chunk"):
+        decode_chunk(b"P\x80\x04", [])
+    header = b'{"d": "|O", "s": [1]}'
+    with pytest.raises(ValueError, match="not numbers"):  # never an object array from Redis
+        decode_chunk(b"A" + len(header).to_bytes(2, "little") + header + bytes(8), [])
 
 
 def test_split_rows_keeps_order() -> None:

@@ -23,9 +23,9 @@ from celery import Celery
 from api.services import Services
 from kscore.localredis import LocalRedis, free_port
 from shared.keys import Keys
-from shared.online_queue import encode_rows, stream_entry
+from shared.online_queue import stream_entry
 from shared.queueing import QUEUE_BATCH, SCORE_CHUNK, celery_key_prefix, make_celery
-from shared.scoring import FIELDS, ResultShape, split_rows, validate_input
+from shared.scoring import FIELDS, ResultShape, encode_chunk, split_rows, validate_input
 from shared.settings import Settings
 from shared.status import DeploymentStatus, JobStatus
 from tests import keras_files as kf
@@ -270,7 +270,7 @@ def test_online_requests_are_not_resent_and_a_lost_one_fails(settings: Settings)
     parked = settings.replace(key_prefix=f"parked-{uuid.uuid4().hex[:8]}")
     client = redis.Redis.from_url(parked.redis_url)
     services = Services.build(parked, client)
-    rows = encode_rows([np.zeros((1, 4), dtype=np.float32)])
+    rows = encode_chunk([np.zeros((1, 4), dtype=np.float32)])
 
     def online_job() -> str:
         entry = stream_entry(
