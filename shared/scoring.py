@@ -457,7 +457,7 @@ def encode_chunk(arrays: list[np.ndarray]) -> bytes:
     per chunk in the worker. Text (object arrays): JSON. Other kinds: npz. Never pickle.
     """
     if all(a.dtype.kind in _NUMERIC_KINDS for a in arrays):
-        parts = [_ARRAYS]
+        parts: list[bytes | memoryview] = [_ARRAYS]
         at = len(_ARRAYS)
         for array in arrays:
             header = json.dumps({"d": array.dtype.str, "s": list(array.shape)}).encode()
