@@ -182,7 +182,11 @@ def job_row(
         # The dataset is uploaded once and may feed many jobs: the job alone, for comparison.
         job_s = timing.submit_s + timing.wait_s + timing.download_s
         if timing.upload_s and job_s > 0:
-            notes.append(f"the job alone (submit to result) {timing.rows / job_s:,.0f} rows/s")
+            alone = timing.rows / job_s
+            notes.append(
+                f"the job alone (submit to result) {alone:,.0f} rows/s, "
+                f"{alone / m.limit.rows_per_s:.2f}x limit"
+            )
     notes.append(diff_note(diff))
     return Row(
         m.spec.name,
