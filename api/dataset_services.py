@@ -13,7 +13,8 @@ from shared.errors import (
     JobNotFound,
     PayloadTooLarge,
 )
-from shared.job_store import DeploymentChanged, JobRecord
+from shared.job_record import JobRecord
+from shared.job_store import DeploymentChanged
 from shared.scoring import FIELDS
 from shared.timeutil import now
 from shared.webhooks import check_callback_url

@@ -18,7 +18,7 @@ from flask_limiter import Limiter, RequestLimit
 from api.auth import current_instance
 from api.services import Services
 from shared.errors import RateLimited
-from shared.job_store import JobRecord
+from shared.job_record import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
 
 _SCOPE = "instance"

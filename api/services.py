@@ -31,7 +31,8 @@ from shared.errors import (
 )
 from shared.idempotency_store import Claim, IdempotencyStore
 from shared.instance_store import InstanceStore
-from shared.job_store import DeploymentChanged, JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import DeploymentChanged, JobStore
 from shared.keys import Keys
 from shared.metrics import consumed_queues, observe_latency
 from shared.model_store import ModelStore

@@ -37,7 +37,7 @@ from shared.dataset_values import (
     to_model_inputs,
 )
 from shared.errors import BackendUnavailable, DatasetInUse, DatasetNotFound
-from shared.job_store import JobRecord
+from shared.job_record import JobRecord
 from shared.json_records import update_json_record
 from shared.keys import Keys, is_resource_id
 from shared.timeutil import now

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.job_store import JobRecord
+from shared.job_record import JobRecord
 from shared.timeutil import iso
 
 

@@ -14,7 +14,8 @@ from celery import Celery, Task
 from shared.errors import CallbackNotAllowed, JobNotFound
 from shared.instance_store import InstanceStore
 from shared.job_document import job_document
-from shared.job_store import JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import JobStore
 from shared.queueing import DELIVER_WEBHOOK, QUEUE_BATCH
 from shared.settings import Settings
 from shared.timeutil import iso, now

@@ -43,7 +43,7 @@ from shared.errors import (
     ModelNotFound,
     Unauthorized,
 )
-from shared.job_store import JobRecord
+from shared.job_record import JobRecord
 from shared.status import DeploymentStatus, JobStatus
 from shared.timeutil import iso
 

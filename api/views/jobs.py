@@ -18,7 +18,7 @@ from api.schemas import (
 )
 from shared.errors import JobNotFinished, ModelNotFound, ResultFormatNotAcceptable
 from shared.job_document import job_document
-from shared.job_store import JobRecord
+from shared.job_record import JobRecord
 from shared.queueing import QUEUE_BATCH, QUEUE_ONLINE
 from shared.result_formats import (
     FORMATS,

@@ -20,7 +20,8 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from api.services import DEPLOYMENT_READS
 from shared.deployment_store import DeploymentStore
-from shared.job_store import DeploymentChanged, JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import DeploymentChanged, JobStore
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.status import DeploymentStatus

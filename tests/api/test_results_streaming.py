@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from kscore.devstack import Supervisor
-from shared.job_store import JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.results import render
 from shared.scoring import FIELDS, ResultShape

@@ -21,7 +21,8 @@ from shared.errors import (
     ModelInUse,
     ModelNotFound,
 )
-from shared.job_store import DeploymentChanged, JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import DeploymentChanged, JobStore
 from shared.keys import Keys
 from shared.model_store import ModelRecord, ModelStore
 from shared.settings import Settings

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from shared.errors import JobNotFound
-from shared.job_store import JobRecord, JobStore
+from shared.job_record import JobRecord
+from shared.job_store import JobStore
 from shared.keys import Keys
 from shared.scoring import pack_fragment
 from shared.settings import Settings
