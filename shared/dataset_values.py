@@ -104,7 +104,10 @@ def check_numbers(arrays: list[np.ndarray], layout: DatasetLayout, first_row: in
 
 
 def _bad_mask(array: np.ndarray, target: np.dtype[Any]) -> np.ndarray | None:
-    """Where ``array`` does not convert exactly to ``target`` (``_as_input_dtype``'s rules)."""
+    """Where ``array`` does not convert exactly to ``target`` (``_as_input_dtype``'s rules);
+    None when every value does, or when those rules take any value (a boolean input)."""
+    if target.kind not in "iuf":
+        return None
     with np.errstate(invalid="ignore"):
         if target.kind == "f":
             if array.dtype.kind != "f":
