@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from shared.errors import DatasetInvalid, DatasetMismatch, ScoringInputInvalid
-from shared.scoring import _as_input_dtype, _is_string_spec, _target_dtype, encode_chunk
+from shared.scoring import (
+    _as_input_dtype,
+    _is_string_spec,
+    _target_dtype,
+    encode_chunk,
+    floats_within,
+)
 
 NUMERIC_KINDS = "biuf"
 
@@ -110,7 +116,7 @@ def _bad_mask(array: np.ndarray, target: np.dtype[Any]) -> np.ndarray | None:
         return None
     with np.errstate(invalid="ignore"):
         if target.kind == "f":
-            if array.dtype.kind != "f":
+            if array.dtype.kind != "f" or floats_within(array, float(np.finfo(target).max)):
                 return None
             return ~np.isfinite(array) | (np.abs(array) > np.finfo(target).max)
         info = np.iinfo(target)

@@ -87,6 +87,20 @@ def _target_dtype(spec: dict[str, Any]) -> np.dtype[Any]:
     return dtype if dtype.kind in _NUMERIC_KINDS else np.dtype(np.float32)
 
 
+def floats_within(arr: np.ndarray, limit: float) -> bool:
+    """Whether every value of a float array is finite and within +-``limit``.
+
+    Two passes (``min`` and ``max``, into which a NaN propagates) and no temporary: the
+    element-wise mask (``isfinite``, ``abs``, compare, or) allocates several arrays of the
+    input's size, ~0.1 s of a 10,000-row CNN job's request. Find the offending row with the
+    mask only when this says no.
+    """
+    if arr.size == 0:
+        return True
+    low, high = arr.min(), arr.max()
+    return bool(np.isfinite(low) and np.isfinite(high) and -limit <= low and high <= limit)
+
+
 def _as_input_dtype(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Rows converted to the input's own dtype, exactly: an integer input refuses values that
     are not whole numbers or do not fit, a float input refuses NaN, infinities (JSON's
@@ -102,6 +116,8 @@ def _as_input_dtype(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
         if arr.dtype.kind != "f":
             return arr.astype(target, copy=False)
         limit = np.finfo(target).max
+        if floats_within(arr, float(limit)):
+            return arr.astype(target, copy=False)
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(arr) | (np.abs(arr) > limit)
         if bad.any():
