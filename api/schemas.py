@@ -629,6 +629,15 @@ class DatasetSchema(Schema):
         allow_none=True,
         metadata={"description": "The deployment whose inputs the rows were checked against."},
     )
+    rows_sha256 = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "SHA-256 (hex) of the rows as stored: each chunk's arrays' dtype, "
+            "shape and values, in order. Two uploads of the same rows stored in the same "
+            "dtypes agree, whatever the file's format; a job's Idempotency-Key fingerprint "
+            "uses it. null for a dataset stored before it was recorded."
+        },
+    )
     href = fields.String()
 
 

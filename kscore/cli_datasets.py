@@ -38,6 +38,7 @@ def dataset_rows(dataset: Record) -> list[tuple[str, Any]]:
         ("Chunks", f"{dataset.get('chunks')} of {dataset.get('chunk_rows')} rows"),
         ("Bytes", dataset.get("bytes")),
         ("Validated for", dataset.get("validated_for") or "-"),
+        ("Rows SHA-256", dataset.get("rows_sha256") or "-"),
         ("Created at", dataset.get("created_at")),
         ("Expires at", dataset.get("expires_at")),
     ]

@@ -4,6 +4,7 @@ job is neither lost nor deleted under it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -105,6 +106,17 @@ def predictions(client: FlaskClient, job_id: str) -> np.ndarray:
     return np.array([row[0] for row in body["values"]])
 
 
+def stored_rows_sha256(x: np.ndarray, chunk_rows: int) -> str:
+    """The dataset document's rows_sha256 for rows ``x`` of one input stored in chunks of
+    ``chunk_rows``: each chunk's dtype and shape, then its bytes, as the API states it."""
+    digest = hashlib.sha256()
+    for start in range(0, len(x), chunk_rows):
+        chunk = np.ascontiguousarray(x[start : start + chunk_rows])
+        digest.update(f"{chunk.dtype.str}{chunk.shape}".encode())
+        digest.update(chunk.tobytes())
+    return digest.hexdigest()
+
+
 def chunk_keys(redis_client: redis.Redis, settings: Settings) -> list[bytes]:
     pattern = f"{settings.key_prefix}:i:{settings.default_instance}:dataset:*"
     return list(redis_client.scan_iter(pattern))
@@ -123,6 +135,7 @@ def test_every_format_uploads_and_scores_as_keras_does(
     assert doc["format"] == fmt and doc["name"] == f"rows.{fmt}"
     assert doc["inputs"][0]["shape"] == [4]
     assert doc["validated_for"] is None and doc["bytes"] > 0
+    assert doc["rows_sha256"] == stored_rows_sha256(x.astype(doc["inputs"][0]["dtype"]), 50)
     if fmt in {"csv", "parquet"}:
         assert doc["columns"] == ["f0", "f1", "f2", "f3"]
     assert client.get(doc["href"]).get_json() == doc

@@ -125,7 +125,8 @@ def test_cli_datasets_and_jobs_submit_input(
     assert uploaded.exit_code == 0, uploaded.output
     dataset_id = uploaded.output.strip()
     shown = cli.invoke(["datasets", "get", dataset_id])
-    assert json.loads(shown.output)["rows"] == 75
+    document = json.loads(shown.output)
+    assert document["rows"] == 75 and len(document["rows_sha256"]) == 64
     listed = cli.invoke(["datasets", "list"])
     assert dataset_id in listed.output and "rows.jsonl" in listed.output
     scored = cli.invoke(["jobs", "submit", deployment["id"], "--dataset", dataset_id, "-q"])
