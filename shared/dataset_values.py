@@ -18,7 +18,6 @@ import numpy as np
 
 from shared.errors import DatasetInvalid, DatasetMismatch, ScoringInputInvalid
 from shared.scoring import (
-    _as_input_dtype,
     _is_string_spec,
     _target_dtype,
     encode_chunk,
@@ -166,17 +165,9 @@ def to_model_inputs(
                     "expected_dtype": str(target),
                 },
             )
-        if bad is not None:  # checked above by the same rules: converting is all that is left
-            out.append(array.astype(target, copy=False))
-            continue
-        try:
-            out.append(_as_input_dtype(array, plan.spec))
-        except ScoringInputInvalid as exc:  # the rules agree; this keeps the row global
-            row = int(exc.details.get("row", 0))
-            raise ScoringInputInvalid(
-                f"Row {first_row + row} (input {plan.spec['name']!r}): {exc.message}",
-                details={**exc.details, "row": first_row + row},
-            ) from None
+        # _bad_mask applies _as_input_dtype's rules (None: every value converts), so
+        # converting is all that is left.
+        out.append(array.astype(target, copy=False))
     return out
 
 

@@ -192,11 +192,12 @@ class DeploymentStore:
         if not is_resource_id(deployment_id):
             raise DeploymentNotFound(deployment_id)
         raw = cast(bytes | None, self._r.get(key))
-        with self._current_lock:
-            if raw is None:
+        if raw is None:
+            with self._current_lock:
                 self._current.pop(key, None)
-                raise DeploymentNotFound(deployment_id)
-            entry = (DeploymentRecord.from_json(raw), hashlib.sha1(raw).hexdigest())
+            raise DeploymentNotFound(deployment_id)
+        entry = (DeploymentRecord.from_json(raw), hashlib.sha1(raw).hexdigest())
+        with self._current_lock:
             if entry[0].status is DeploymentStatus.DEPLOY_SUCCESS:
                 self._current[key] = entry
                 if len(self._current) > CURRENT_CACHE_SIZE:
